@@ -1,0 +1,1 @@
+"""File formats: ONNX (:mod:`vnnx.io.onnx`) and VNN-LIB (:mod:`vnnx.io.vnnlib`)."""

@@ -1,0 +1,294 @@
+"""A plain view of a feed-forward network: a chain of affine maps and activations.
+
+Every layer acts on one sample, flattened in C order (the order VNN-LIB's ``X_i`` and ``Y_j``
+use). An ONNX graph that is a chain (Gemm/MatMul/Conv/BatchNorm/Reshape/... between ReLU,
+MaxPool, Sigmoid and Tanh nodes) maps onto this view: consecutive affine ops fold into one
+:class:`Dense` (or a :class:`Conv` when the group is one convolution).
+
+The view is what the MILP encoding, the plugins' passes and the canonical torch module (given
+to auto_LiRPA) are built from. It holds float64 numpy arrays so that exact encodings do not
+inherit float32 rounding from the file.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Sequence, Union
+
+import numpy as np
+
+from vnnx.errors import ShapeMismatchError, UnsupportedOpError
+
+Shape = tuple[int, ...]
+
+
+def _size(shape: Shape) -> int:
+    return int(math.prod(shape))
+
+
+def _unflatten_cls():
+    from torch import nn
+
+    class Unflatten(nn.Module):
+        """(N, prod(shape)) -> (N, *shape). ``reshape(-1, ...)`` traces to a constant-shape
+        onnx::Reshape, which auto_LiRPA 0.3 handles; ``nn.Unflatten`` traces to an ATen op it does not."""
+
+        def __init__(self, shape: Shape) -> None:
+            super().__init__()
+            self.shape = tuple(int(s) for s in shape)
+
+        def forward(self, x):
+            return x.reshape((-1,) + self.shape)
+
+    return Unflatten
+
+
+def Unflatten(shape: Shape):  # noqa: N802 - behaves like a module class
+    """A module reshaping flattened samples back to ``shape`` (see ``_unflatten_cls``)."""
+    global _UNFLATTEN
+    if _UNFLATTEN is None:
+        _UNFLATTEN = _unflatten_cls()
+    return _UNFLATTEN(shape)
+
+
+_UNFLATTEN = None
+
+
+@dataclass(frozen=True)
+class Dense:
+    """``y = weight @ x + bias`` on flattened vectors. ``weight``: (out, in), ``bias``: (out,)."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    in_shape: Shape
+    out_shape: Shape
+
+    def __post_init__(self) -> None:
+        if self.weight.shape != (_size(self.out_shape), _size(self.in_shape)):
+            raise ShapeMismatchError(
+                f"Dense weight {self.weight.shape} does not map {self.in_shape} to {self.out_shape}")
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(W, b)`` with ``W``: (out, in) acting on flattened inputs."""
+        return self.weight, self.bias
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """``x``: (N, in) -> (N, out)."""
+        return x @ self.weight.T + self.bias
+
+
+@dataclass(frozen=True)
+class Conv:
+    """2-D convolution with zero padding, input (C, H, W) -> output (O, H', W'), per sample.
+
+    ``weight``: (O, C/groups, kh, kw); ``padding``: (top, left, bottom, right).
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    in_shape: Shape
+    out_shape: Shape
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """The convolution as a dense ``(W, b)`` on flattened (C, H, W) vectors."""
+        n_in = _size(self.in_shape)
+        eye = np.eye(n_in, dtype=np.float64).reshape((n_in,) + tuple(self.in_shape))
+        cols = _conv_numpy(eye, self.weight, np.zeros(self.weight.shape[0]), self)
+        return cols.reshape(n_in, -1).T.copy(), np.repeat(self.bias, _size(self.out_shape[1:]))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        out = _conv_numpy(x.reshape((n,) + tuple(self.in_shape)), self.weight, self.bias, self)
+        return out.reshape(n, -1)
+
+
+def _conv_numpy(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, conv: Conv) -> np.ndarray:
+    import torch
+
+    t = torch.nn.functional.pad(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)),
+                                (conv.padding[1], conv.padding[3], conv.padding[0], conv.padding[2]))
+    y = torch.nn.functional.conv2d(t, torch.from_numpy(weight.astype(np.float64)),
+                                   torch.from_numpy(bias.astype(np.float64)),
+                                   stride=conv.stride, dilation=conv.dilation, groups=conv.groups)
+    return y.numpy()
+
+
+@dataclass(frozen=True)
+class Relu:
+    shape: Shape
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(x, 0.0)
+
+
+@dataclass(frozen=True)
+class Sigmoid:
+    shape: Shape
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass(frozen=True)
+class Tanh:
+    shape: Shape
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return np.tanh(x)
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    """2-D max pooling on (C, H, W) with −∞ padding (ONNX semantics).
+
+    ``padding``: (top, left, bottom, right). Padding cells never win a max, so each output is
+    the max over the window's in-range cells only (:meth:`windows`).
+    """
+
+    in_shape: Shape
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    ceil_mode: bool = False
+    out_shape: Shape = field(default=())
+
+    def __post_init__(self) -> None:
+        if len(self.in_shape) != 3:
+            raise UnsupportedOpError(f"MaxPool expects a (C, H, W) input, got {self.in_shape}")
+        c, h, w = self.in_shape
+        oh = _pool_out(h, self.kernel[0], self.stride[0], self.padding[0], self.padding[2], self.ceil_mode)
+        ow = _pool_out(w, self.kernel[1], self.stride[1], self.padding[1], self.padding[3], self.ceil_mode)
+        if oh <= 0 or ow <= 0:
+            raise ShapeMismatchError(f"MaxPool window {self.kernel} does not fit input {self.in_shape}")
+        object.__setattr__(self, "out_shape", (c, oh, ow))
+
+    def windows(self) -> list[np.ndarray]:
+        """For each output (flattened C order), the flattened input indices in its window."""
+        c, h, w = self.in_shape
+        _, oh, ow = self.out_shape
+        out = []
+        for ch, i, j in itertools.product(range(c), range(oh), range(ow)):
+            r0 = i * self.stride[0] - self.padding[0]
+            c0 = j * self.stride[1] - self.padding[1]
+            rows = [r for r in range(r0, r0 + self.kernel[0]) if 0 <= r < h]
+            cols = [q for q in range(c0, c0 + self.kernel[1]) if 0 <= q < w]
+            out.append(np.array([ch * h * w + r * w + q for r in rows for q in cols], dtype=np.int64))
+        return out
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return np.stack([x[:, idx].max(axis=1) for idx in self.windows()], axis=1)
+
+
+def _pool_out(n: int, k: int, s: int, p0: int, p1: int, ceil_mode: bool) -> int:
+    span = n + p0 + p1 - k
+    if span < 0:
+        return 0
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    # ONNX/torch rule: with ceil_mode the last window must start inside the input or left pad.
+    if ceil_mode and (out - 1) * s >= n + p0:
+        out -= 1
+    return out
+
+
+Layer = Union[Dense, Conv, Relu, MaxPool, Sigmoid, Tanh]
+AFFINE = (Dense, Conv)
+PIECEWISE_LINEAR = (Dense, Conv, Relu, MaxPool)
+
+
+@dataclass
+class Network:
+    """A chain of layers. ``input_shape``/``output_shape`` are the ONNX tensor shapes (batch
+    dimension included when the file has one); every layer works on flattened samples."""
+
+    input_shape: Shape
+    output_shape: Shape
+    layers: list[Layer]
+
+    @property
+    def n_inputs(self) -> int:
+        return _size(self.input_shape)
+
+    @property
+    def n_outputs(self) -> int:
+        return _size(self.output_shape)
+
+    @property
+    def is_piecewise_linear(self) -> bool:
+        return all(isinstance(layer, PIECEWISE_LINEAR) for layer in self.layers)
+
+    def forward(self, x: np.ndarray, return_all: bool = False):
+        """Evaluate in float64. ``x``: (N, n_inputs) (or any shape with N leading samples).
+
+        Returns the (N, n_outputs) outputs, or with ``return_all`` the list of every layer's
+        output (index k is the output of ``layers[k]``).
+        """
+        h = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        if h.shape[1] != self.n_inputs:
+            raise ShapeMismatchError(f"network expects {self.n_inputs} inputs per sample, got {h.shape[1]}")
+        outs = []
+        for layer in self.layers:
+            h = layer.apply(h)
+            outs.append(h)
+        return outs if return_all else h
+
+    def pre_activation_indices(self) -> list[int]:
+        """Indices k of layers whose output feeds a ReLU (``layers[k + 1]`` is a ReLU)."""
+        return [k for k in range(len(self.layers) - 1) if isinstance(self.layers[k + 1], Relu)]
+
+    def to_torch(self, dtype=None):
+        """A canonical ``torch.nn.Sequential`` on (N, n_inputs) flattened inputs.
+
+        This is the module handed to auto_LiRPA: Linear, Conv2d, ReLU, MaxPool2d, Sigmoid, Tanh,
+        Flatten and a reshape only.
+        """
+        import torch
+        from torch import nn
+
+        dtype = dtype or torch.float32
+        mods: list[nn.Module] = []
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                lin = nn.Linear(layer.weight.shape[1], layer.weight.shape[0])
+                with torch.no_grad():
+                    lin.weight.copy_(torch.from_numpy(layer.weight))
+                    lin.bias.copy_(torch.from_numpy(layer.bias))
+                mods.append(lin)
+            elif isinstance(layer, Conv):
+                pt, pl, pb, pr = layer.padding
+                conv = nn.Conv2d(layer.in_shape[0], layer.weight.shape[0], layer.weight.shape[2:],
+                                 stride=layer.stride, dilation=layer.dilation, groups=layer.groups,
+                                 padding=(pt, pl) if (pt, pl) == (pb, pr) else 0)
+                with torch.no_grad():
+                    conv.weight.copy_(torch.from_numpy(layer.weight))
+                    conv.bias.copy_(torch.from_numpy(layer.bias))
+                mods.append(Unflatten(layer.in_shape))
+                if (pt, pl) != (pb, pr):
+                    mods.append(nn.ZeroPad2d((pl, pr, pt, pb)))
+                mods += [conv, nn.Flatten()]
+            elif isinstance(layer, Relu):
+                mods.append(nn.ReLU())
+            elif isinstance(layer, Sigmoid):
+                mods.append(nn.Sigmoid())
+            elif isinstance(layer, Tanh):
+                mods.append(nn.Tanh())
+            elif isinstance(layer, MaxPool):
+                pt, pl, pb, pr = layer.padding
+                mods.append(Unflatten(layer.in_shape))
+                if (pt, pl) != (pb, pr) or max(layer.padding) > min(layer.kernel) // 2:
+                    mods.append(nn.ConstantPad2d((pl, pr, pt, pb), float("-inf")))
+                    pad = 0
+                else:
+                    pad = (pt, pl)
+                mods += [nn.MaxPool2d(layer.kernel, layer.stride, padding=pad, ceil_mode=layer.ceil_mode),
+                         nn.Flatten()]
+            else:  # pragma: no cover - Layer is a closed union
+                raise UnsupportedOpError(f"no torch form for {type(layer).__name__}")
+        return nn.Sequential(*mods).to(dtype)
+
+    def dense_layers(self) -> Sequence[Layer]:
+        return [layer for layer in self.layers if isinstance(layer, AFFINE)]
