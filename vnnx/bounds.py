@@ -69,8 +69,12 @@ class BoundComputer:
         # computation must not be able to flip a verdict.
         self.module = network.to_torch(torch.float64).eval()
         dummy = torch.zeros(1, network.n_inputs, dtype=torch.float64)
+        # Sparse α (auto_LiRPA 0.3's default) fails on torch 2 when a layer has all but a few
+        # neurons unstable ("shape mismatch ... [3, 1, 16] ... [3, 1, 15]"); dense α is exact
+        # the same relaxation, only less memory-frugal.
         opts = {"optimize_bound_args": {"iteration": alpha_iterations, "lr_alpha": alpha_lr},
-                "conv_mode": "matrix", "verbosity": 0}
+                "conv_mode": "matrix", "verbosity": 0,
+                "sparse_features_alpha": False, "sparse_spec_alpha": False}
         try:
             with _float64():
                     self.bounded = BoundedModule(self.module, (dummy,), bound_opts=opts, device="cpu",
@@ -84,14 +88,21 @@ class BoundComputer:
         self._act_layers = [k for k, layer in enumerate(network.layers) if isinstance(layer, _ACTIVATIONS)]
 
     def _activation_nodes(self) -> list:
+        """auto_LiRPA's activation nodes in data-flow order (its ``_modules`` order is not).
+
+        Walks back from the output along each node's first input, which for every op of the
+        canonical module (Linear, Conv, ReLU, reshape, pooling, ...) is the data input.
+        """
         from auto_LiRPA.bound_ops import BoundRelu, BoundSigmoid, BoundTanh
 
         act_types = (BoundRelu, BoundSigmoid, BoundTanh)
         nodes = []
-        for node in self.bounded._modules.values():
+        node = self.bounded.final_node()
+        while node is not None and getattr(node, "inputs", None):
             if isinstance(node, act_types) or type(node).__name__.endswith("MaxPool"):
                 nodes.append(node)
-        return nodes
+            node = node.inputs[0]
+        return nodes[::-1]
 
     def compute(self, x_lower: np.ndarray, x_upper: np.ndarray, method: str = "crown",
                 C: Optional[np.ndarray] = None) -> BoundsResult:

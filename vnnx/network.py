@@ -249,11 +249,13 @@ class Network:
         import torch
         from torch import nn
 
+        # Parameters are created in ``dtype`` before the float64 weights are copied in, so a
+        # float64 module carries the exact weights (creating in float32 first would round them).
         dtype = dtype or torch.float32
         mods: list[nn.Module] = []
         for layer in self.layers:
             if isinstance(layer, Dense):
-                lin = nn.Linear(layer.weight.shape[1], layer.weight.shape[0])
+                lin = nn.Linear(layer.weight.shape[1], layer.weight.shape[0], dtype=dtype)
                 with torch.no_grad():
                     lin.weight.copy_(torch.from_numpy(layer.weight))
                     lin.bias.copy_(torch.from_numpy(layer.bias))
@@ -262,7 +264,7 @@ class Network:
                 pt, pl, pb, pr = layer.padding
                 conv = nn.Conv2d(layer.in_shape[0], layer.weight.shape[0], layer.weight.shape[2:],
                                  stride=layer.stride, dilation=layer.dilation, groups=layer.groups,
-                                 padding=(pt, pl) if (pt, pl) == (pb, pr) else 0)
+                                 padding=(pt, pl) if (pt, pl) == (pb, pr) else 0, dtype=dtype)
                 with torch.no_grad():
                     conv.weight.copy_(torch.from_numpy(layer.weight))
                     conv.bias.copy_(torch.from_numpy(layer.bias))
