@@ -4,7 +4,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import torch
+
 import vnnx  # noqa: F401  - compatibility patches before anything imports auto_LiRPA
+
+# As the CLI does (vnnx.cli._set_threads): tiny tensors, so one thread is fastest.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import types
+import warnings
 
 _APPLIED: set[str] = set()
 
@@ -127,7 +128,10 @@ _POST_IMPORT_PATCHES = {
 def import_auto_lirpa():
     """Import auto_LiRPA with every patch applied; use this instead of ``import auto_LiRPA``."""
     apply()
-    import auto_LiRPA
+    # record=True swallows what the import warns (torch.jit.script deprecation): auto_LiRPA
+    # calls simplefilter("once") while importing, which would override an "ignore" filter.
+    with warnings.catch_warnings(record=True):
+        import auto_LiRPA
 
     for name, patch in _POST_IMPORT_PATCHES.items():
         if name not in _APPLIED:
@@ -142,7 +146,10 @@ def apply() -> list[str]:
     for name, patch in _PATCHES.items():
         if name in _APPLIED:
             continue
-        patch()
+        with warnings.catch_warnings():
+            # Importing torch.onnx warns that torch.jit.script is deprecated: not ours to fix.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            patch()
         _APPLIED.add(name)
         done.append(name)
     return done

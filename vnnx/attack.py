@@ -81,9 +81,9 @@ def pgd_spec(module: nn.Module, x_lower: np.ndarray, x_upper: np.ndarray,
     for step in range(steps):
         xa = xa.detach().requires_grad_(True)
         margin = spec_margin(module(xa.reshape((restarts,) + shape)).reshape(restarts, -1), clauses)
-        m_min, i_min = margin.min(dim=0)
-        if float(m_min) < best_m:
-            best_m, best_x = float(m_min), xa[int(i_min)].detach().clone()
+        m_min, i_min = margin.detach().min(dim=0)
+        if m_min.item() < best_m:
+            best_m, best_x = m_min.item(), xa[int(i_min)].detach().clone()
         if best_m <= 0 or (time_limit is not None and time.monotonic() - start > time_limit):
             break
         (grad,) = torch.autograd.grad(margin.sum(), xa)

@@ -14,6 +14,7 @@ Plugins are found by entry point, never by class name.
 from __future__ import annotations
 
 import argparse
+import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Callable, Optional
@@ -54,7 +55,10 @@ def discover() -> tuple[list[Plugin], list[LoadFailure]]:
     failures: list[LoadFailure] = []
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:
-            obj = ep.load()
+            # A plugin's imports must not change the process's warning filters (auto_LiRPA
+            # sets simplefilter("once") at import), nor print their deprecation chatter.
+            with warnings.catch_warnings(record=True):
+                obj = ep.load()
         except Exception as exc:  # a third-party plugin must not take the CLI down
             failures.append(LoadFailure(ep.name, f"{type(exc).__name__}: {exc}"))
             continue

@@ -1,0 +1,102 @@
+"""End-to-end verification: known answers, checked counterexamples, and no wrong verdict on
+random tiny networks whose exact output range the MILP and a dense grid agree on."""
+import numpy as np
+import pytest
+
+from nets import random_cnn, random_mlp
+from vnnx.io.onnx import load_onnx, network_to_onnx, run_onnxruntime
+from vnnx.io.vnnlib import Property, Spec, read_vnnlib, violates
+from vnnx.milp import output_range
+from vnnx.verify import Verifier, check_counterexample, verify
+
+KNOWN = [("test_nano.onnx", "test_nano.vnnlib", "unsat"), ("test_tiny.onnx", "test_tiny.vnnlib", "unsat"),
+         ("test_small.onnx", "test_small.vnnlib", "unsat"), ("test_sat.onnx", "test_prop.vnnlib", "sat"),
+         ("test_unsat.onnx", "test_prop.vnnlib", "unsat")]
+
+
+@pytest.mark.parametrize("onnx_name, spec_name, expected", KNOWN)
+@pytest.mark.parametrize("method", ["auto", "milp"])
+def test_shared_test_benchmark_known_answers(shared, onnx_name, spec_name, expected, method):
+    d = shared / "benchmarks" / "test"
+    model = load_onnx(d / onnx_name)
+    spec = read_vnnlib(d / spec_name, model.n_inputs, model.n_outputs)
+    result = verify(model, spec, method=method, timeout=60)
+    assert result.verdict == expected
+    if expected == "sat":
+        cex = result.counterexample
+        y = run_onnxruntime(model, cex.x[None])[0]
+        assert violates(spec.properties[0], cex.x, y)
+        text = result.result_text()
+        assert text.startswith("sat\n((X_0 ") and "(Y_0 " in text and text.rstrip().endswith(")")
+
+
+def _model(tmp_path, net, name="net.onnx"):
+    path = tmp_path / name
+    network_to_onnx(net, path)
+    return load_onnx(path)
+
+
+def _threshold_spec(net, c, t, lo, hi):
+    """Unsafe iff c @ y >= t, i.e. -c @ y <= -t."""
+    prop = Property(lo, hi, [(-c[None, :], np.array([-t]))])
+    return Spec("<generated>", net.n_inputs, net.n_outputs, [prop])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_no_wrong_verdict_near_the_exact_maximum(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    net = random_mlp(rng, (2, 10, 10, 3)) if seed % 2 == 0 else random_cnn(rng, maxpool=seed % 3 != 0)
+    model = _model(tmp_path, net)
+    lo = rng.uniform(-1, 0.5, net.n_inputs)
+    hi = lo + 0.5
+    c = np.eye(net.n_outputs)[0] - np.eye(net.n_outputs)[1]
+    _, y_max = output_range(net, lo, hi, c)
+    # A dense sample never beats the exact maximum (it is a maximum).
+    xs = rng.uniform(lo, hi, size=(20000, net.n_inputs))
+    assert (net.forward(xs) @ c).max() <= y_max + 1e-7
+    verifier = Verifier(model)
+    gap = 1e-3 * (1 + abs(y_max))
+    above = verifier.verify(_threshold_spec(net, c, y_max + gap, lo, hi), method="auto", timeout=60)
+    assert above.verdict == "unsat", above.stages
+    below = verifier.verify(_threshold_spec(net, c, y_max - gap, lo, hi), method="auto", timeout=60)
+    assert below.verdict == "sat", below.stages
+    y = run_onnxruntime(model, below.counterexample.x[None])[0]
+    assert c @ y >= y_max - gap - 1e-5
+
+
+def test_counterexample_is_rechecked(tmp_path, rng):
+    net = random_mlp(rng, (2, 6, 2))
+    model = _model(tmp_path, net)
+    lo, hi = -np.ones(2), np.ones(2)
+    x = np.array([0.25, -0.5])
+    y = net.forward(x[None])[0]
+    holds = Property(lo, hi, [(np.array([[1.0, 0.0]]), np.array([y[0] + 0.1]))])  # y0 <= y0 + 0.1: true at x
+    fails = Property(lo, hi, [(np.array([[1.0, 0.0]]), np.array([y[0] - 0.1]))])  # y0 <= y0 - 0.1: false at x
+    assert check_counterexample(model, holds, x) is not None
+    assert check_counterexample(model, fails, x) is None
+    outside = Property(np.zeros(2), np.ones(2), holds.clauses)
+    cex = check_counterexample(model, outside, np.array([-0.5, 0.5]))  # clipped into the box first
+    assert cex is None or (cex.x >= 0).all()
+
+
+def test_timeout_is_honoured(tmp_path, rng):
+    import time
+
+    from vnnx.bounds import compute_bounds
+
+    net = random_mlp(rng, (20, 60, 60, 60, 10))
+    model = _model(tmp_path, net)
+    lo, hi = -np.ones(20), np.ones(20)
+    c = np.eye(10)[0] - np.eye(10)[1]
+    # Halfway between the best sampled value and CROWN's upper bound: neither PGD-like sampling
+    # nor CROWN decides it, so the MILP has to run into its limit.
+    sampled = (net.forward(rng.uniform(lo, hi, size=(5000, 20))) @ c).max()
+    upper = compute_bounds(net, lo, hi, "crown", C=c[None]).upper[0]
+    spec = _threshold_spec(net, c, (sampled + upper) / 2, lo, hi)
+    start = time.monotonic()
+    res = Verifier(model).verify(spec, method="milp", timeout=2.0)
+    assert time.monotonic() - start < 5.0
+    assert res.verdict in ("sat", "unsat", "timeout", "unknown")
+    if res.verdict == "sat":
+        y = run_onnxruntime(model, res.counterexample.x[None])[0]
+        assert c @ y >= (sampled + upper) / 2 - 1e-5

@@ -1,0 +1,106 @@
+"""Run a whole VNN-COMP benchmark (an instances.csv) and summarise it."""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+from tqdm.auto import tqdm
+
+from vnnx.errors import VnnxError
+from vnnx.util import atomic_path
+
+# VNN-COMP (2022 on) scoring: 10 points per correct sat or unsat, a penalty of 150 per wrong
+# answer. vnnx cannot know ground truth; its sat answers carry checked counterexamples, and the
+# score below assumes the unsat answers are right (which soundness is for).
+POINTS_SOLVED = 10
+
+
+@dataclass
+class BenchSummary:
+    rows: list[dict] = field(default_factory=list)
+    out_csv: Optional[Path] = None
+
+    def counts(self) -> Counter:
+        return Counter(r["verdict"] for r in self.rows)
+
+    def score(self) -> int:
+        c = self.counts()
+        return POINTS_SOLVED * (c["sat"] + c["unsat"])
+
+    def table(self) -> str:
+        c = self.counts()
+        solved = [r["seconds"] for r in self.rows if r["verdict"] in ("sat", "unsat")]
+        lines = [f"{'instance':60s} {'verdict':8s} {'seconds':>8s}"]
+        for r in self.rows:
+            lines.append(f"{(Path(r['onnx']).name + ' ' + Path(r['vnnlib']).name)[:60]:60s} "
+                         f"{r['verdict']:8s} {r['seconds']:8.2f}")
+        lines.append("")
+        lines.append(f"instances {len(self.rows)}: sat {c['sat']}, unsat {c['unsat']}, unknown {c['unknown']}, "
+                     f"timeout {c['timeout']}, error {c['error']}")
+        if solved:
+            lines.append(f"solved {len(solved)} in {sum(solved):.1f} s (mean {sum(solved) / len(solved):.2f} s); "
+                         f"score {self.score()} (10 per solved instance)")
+        if self.out_csv:
+            lines.append(f"results: {self.out_csv}")
+        return "\n".join(lines)
+
+
+def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: float = 1.0,
+                  method: str = "auto", custom_ops: Optional[Mapping[str, type]] = None,
+                  limit: Optional[int] = None, solver: str = "highs", progress: bool = True,
+                  max_timeout: Optional[float] = None) -> BenchSummary:
+    """Verify every instance in ``instances`` (onnx, vnnlib, timeout rows) and write a CSV
+    (onnx, vnnlib, verdict, seconds, decided_by, timeout) plus a ``.summary.json`` beside it.
+
+    ``max_timeout`` caps each instance's (scaled) timeout. One verifier per network is kept across its instances (loading is counted in the first
+    instance's time). A failing instance is recorded as ``error`` and the run goes on.
+    """
+    from vnnx.io.onnx import load_onnx
+    from vnnx.io.vnnlib import read_instances_csv, read_vnnlib
+    from vnnx.verify import Verifier
+
+    if timeout_scale <= 0:
+        raise VnnxError("--timeout-scale must be positive")
+    rows_in = read_instances_csv(instances)
+    if limit is not None:
+        rows_in = rows_in[:limit]
+    out = Path(out_csv) if out_csv else Path(instances).with_name(Path(instances).stem + "_results.csv")
+    summary = BenchSummary(out_csv=out)
+    verifiers: dict[str, Verifier] = {}
+    for onnx_path, vnnlib_path, timeout in tqdm(rows_in, desc="instances", disable=not progress):
+        t0 = time.monotonic()
+        budget = timeout * timeout_scale
+        if max_timeout is not None:
+            budget = min(budget, max_timeout)
+        row = {"onnx": str(onnx_path), "vnnlib": str(vnnlib_path), "timeout": budget}
+        try:
+            key = str(onnx_path)
+            if key not in verifiers:
+                verifiers[key] = Verifier(load_onnx(onnx_path), custom_ops, milp_backend=solver)
+            v = verifiers[key]
+            spec = read_vnnlib(vnnlib_path, v.network.n_inputs, v.network.n_outputs)
+            left = max(0.0, budget - (time.monotonic() - t0))
+            result = v.verify(spec, method=method, timeout=left)
+            row.update(verdict=result.verdict, decided_by=result.decided_by)
+        except VnnxError as exc:
+            row.update(verdict="error", decided_by=str(exc)[:200])
+        row["seconds"] = round(time.monotonic() - t0, 3)
+        if row["verdict"] in ("sat", "unsat") and row["seconds"] > budget:
+            row["verdict"] = "timeout"  # answered, but too late to count
+        summary.rows.append(row)
+    fields = ["onnx", "vnnlib", "verdict", "seconds", "decided_by", "timeout"]
+    with atomic_path(out) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            for r in summary.rows:
+                w.writerow({k: r.get(k, "") for k in fields})
+    with atomic_path(out.with_suffix(".summary.json")) as tmp:
+        tmp.write_text(json.dumps({"counts": dict(summary.counts()), "score": summary.score(),
+                                   "instances": len(summary.rows)}, indent=2))
+    return summary

@@ -1,0 +1,265 @@
+"""``vnnx <command>``: parse flags, call the library, print. Nothing clever lives here.
+
+Every :class:`~vnnx.errors.VnnxError` becomes one line on stderr and exit code 2; Ctrl-C exits
+130; a traceback is shown only with ``--debug``. Plugins add their own subcommands through
+:mod:`vnnx.registry`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+from vnnx.errors import VnnxError
+
+
+def _add_maxpool_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--maxpool", choices=("capm", "lirpa"), default="capm",
+                   help="MaxPool bound operator: the CAPM plugin (any kernel/stride/padding) or "
+                        "auto_LiRPA's own (stride == kernel only). Default: capm")
+
+
+def custom_ops_for(maxpool: str) -> dict:
+    """auto_LiRPA bound operators for the ``--maxpool`` choice, taken from registered plugins."""
+    if maxpool == "lirpa":
+        return {}
+    from vnnx.registry import discover
+
+    plugins, _ = discover()
+    for plugin in plugins:
+        if plugin.name == maxpool and plugin.kind == "bound-operator":
+            return dict(plugin.extras.get("custom_ops", {}))
+    warnings.warn(f"the {maxpool!r} bound-operator plugin is not installed; using auto_LiRPA's own MaxPool")
+    return {}
+
+
+VNNCOMP_TABLE = Path(__file__).resolve().parents[1] / "specs" / "configs" / "vnncomp.yaml"
+_VERIFY_DEFAULTS = {"method": "auto", "maxpool": "capm", "solver": "highs"}
+
+
+def _apply_benchmark_settings(args: argparse.Namespace) -> None:
+    """Fill flags the user left unset from the benchmark's row of ``specs/configs/vnncomp.yaml``."""
+    from vnnx.config import load_benchmark_table
+
+    settings = dict(_VERIFY_DEFAULTS)
+    if args.benchmark is not None:
+        settings.update(load_benchmark_table(VNNCOMP_TABLE, allowed=set(_VERIFY_DEFAULTS)).get(args.benchmark))
+    for key, value in settings.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from vnnx.io.onnx import load_onnx
+    from vnnx.io.vnnlib import read_vnnlib
+    from vnnx.util import write_text_atomic
+    from vnnx.verify import Verifier
+
+    _apply_benchmark_settings(args)
+    model = load_onnx(args.onnx)
+    spec = read_vnnlib(args.vnnlib, model.n_inputs, model.n_outputs)
+    if args.method == "check":
+        print(f"ok: {model.path} ({model.n_inputs} inputs, {model.n_outputs} outputs), "
+              f"{args.vnnlib} ({len(spec.properties)} input box(es))")
+        return 0
+    verifier = Verifier(model, custom_ops_for(args.maxpool), milp_backend=args.solver)
+    result = verifier.verify(spec, method=args.method, timeout=args.timeout)
+    if args.result_file:
+        write_text_atomic(args.result_file, result.result_text())
+    print(result.verdict)
+    if args.verbose:
+        print(json.dumps(result.as_dict(), indent=2), file=sys.stderr)
+    return 0
+
+
+def _cmd_bounds(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from vnnx.bounds import BoundComputer
+    from vnnx.io.onnx import load_onnx, to_network
+    from vnnx.io.vnnlib import read_vnnlib
+
+    model = load_onnx(args.onnx)
+    spec = read_vnnlib(args.vnnlib, model.n_inputs, model.n_outputs)
+    engine = BoundComputer(to_network(model), custom_ops_for(args.maxpool))
+    out = []
+    for prop in spec.properties:
+        rows = [(a, b) for a, b in prop.clauses]
+        C = np.vstack([a for a, _ in rows]) if rows else np.eye(model.n_outputs)
+        rhs = np.concatenate([b for _, b in rows]) if rows else np.zeros(model.n_outputs)
+        res = engine.compute(prop.x_lower, prop.x_upper, args.method, C)
+        out.append({"lower": (res.lower - rhs).tolist(), "upper": (res.upper - rhs).tolist(),
+                    "seconds": round(res.seconds, 4)})
+    doc = {"method": args.method, "quantity": "A_i y - b_i per output constraint row (a row can hold "
+           "only where the value is <= 0)", **(out[0] if len(out) == 1 else {"properties": out})}
+    print(json.dumps(doc, indent=None if args.compact else 2))
+    return 0
+
+
+def _cmd_spec(args: argparse.Namespace) -> int:
+    from vnnx.specgen import generate_robustness_specs
+
+    rows = generate_robustness_specs(args.data, args.out_dir, epsilons=args.epsilon, count=args.count,
+                                     start=args.start, onnx=args.onnx, timeout=args.timeout,
+                                     clip=(args.clip_min, args.clip_max), only_correct=not args.all)
+    print(f"wrote {len(rows)} specs and {Path(args.out_dir) / 'instances.csv'}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from vnnx.bench import run_benchmark
+
+    summary = run_benchmark(args.instances, out_csv=args.out, timeout_scale=args.timeout_scale,
+                            method=args.method, custom_ops=custom_ops_for(args.maxpool), limit=args.limit,
+                            solver=args.solver)
+    print(summary.table())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from vnnx.demo import run_demo
+
+    return run_demo(out_dir=args.out_dir, timeout=args.timeout, quick=args.quick)
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from vnnx.registry import discover
+
+    plugins, failures = discover()
+    for p in plugins:
+        print(f"{p.name:20s} {p.kind:16s} {p.summary}")
+    for f in failures:
+        print(f"{f.name:20s} {'(failed)':16s} {f.error}")
+    if not plugins and not failures:
+        print("no plugins registered")
+    return 0
+
+
+def _set_threads() -> None:
+    """torch's intra-op threads: 1 unless ``VNNX_THREADS`` says otherwise. vnnx's tensors are
+    small; with several threads each tiny op pays a thread wake-up, 1000x slower on a loaded
+    2-core machine (measured: 20 ms vs 4 us for a 10-element max)."""
+    import os
+
+    import torch
+
+    try:
+        torch.set_num_threads(max(1, int(os.environ.get("VNNX_THREADS", "1"))))
+    except ValueError:
+        raise VnnxError(f"VNNX_THREADS must be a positive integer, got {os.environ['VNNX_THREADS']!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vnnx", description="Verification-friendly neural networks.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("verify", help="verify one ONNX network against one VNN-LIB property")
+    p.add_argument("--onnx", required=True, help="network (.onnx or .onnx.gz)")
+    p.add_argument("--vnnlib", required=True, help="property (.vnnlib or .vnnlib.gz)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds for the whole run (default: none)")
+    p.add_argument("--method", choices=("auto", "pgd", "ibp", "crown", "alpha-crown", "milp", "check"),
+                   default=None, help="auto = PGD, then CROWN, then alpha-CROWN, then MILP (default); "
+                                      "check = only load the network and spec")
+    p.add_argument("--result-file", help="write the VNN-COMP result file here (atomically)")
+    p.add_argument("--solver", choices=("highs", "gurobi", "auto"), default=None,
+                   help="MILP back end (default highs)")
+    p.add_argument("--benchmark", help="VNN-COMP benchmark name: defaults for unset flags come from "
+                                       "specs/configs/vnncomp.yaml")
+    p.add_argument("--verbose", action="store_true", help="print the per-stage log as JSON on stderr")
+    p.add_argument("--maxpool", choices=("capm", "lirpa"), default=None,
+                   help="MaxPool bound operator (default capm; see `vnnx bounds --help`)")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("bounds", help="print bounds on a spec's output constraint rows as JSON")
+    p.add_argument("--onnx", required=True)
+    p.add_argument("--vnnlib", required=True)
+    p.add_argument("--method", choices=("ibp", "crown", "alpha-crown"), default="crown")
+    p.add_argument("--compact", action="store_true", help="one-line JSON")
+    _add_maxpool_flag(p)
+    p.set_defaults(func=_cmd_bounds)
+
+    p = sub.add_parser("spec", help="write L-inf local-robustness VNN-LIB specs and an instances.csv")
+    p.add_argument("--data", required=True, help="samples: .npz (x, y), MNIST idx images file, or ERAN .csv")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--epsilon", type=float, nargs="+", required=True, help="one or more radii (model-input units)")
+    p.add_argument("--count", type=int, default=10, help="number of samples (default 10)")
+    p.add_argument("--start", type=int, default=0, help="index of the first sample (default 0)")
+    p.add_argument("--onnx", help="network: skip misclassified samples and record it in instances.csv")
+    p.add_argument("--all", action="store_true", help="keep misclassified samples too")
+    p.add_argument("--timeout", type=float, default=60.0, help="timeout column of instances.csv (default 60)")
+    p.add_argument("--clip-min", type=float, default=0.0, help="lowest valid input value (default 0)")
+    p.add_argument("--clip-max", type=float, default=1.0, help="highest valid input value (default 1)")
+    p.set_defaults(func=_cmd_spec)
+
+    p = sub.add_parser("bench", help="run every instance of a VNN-COMP instances.csv")
+    p.add_argument("instances", help="instances.csv (onnx, vnnlib, timeout per row)")
+    p.add_argument("--out", help="results CSV (default: results.csv beside the instances file)")
+    p.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every timeout (default 1)")
+    p.add_argument("--method", default="auto", choices=("auto", "pgd", "ibp", "crown", "alpha-crown", "milp"))
+    p.add_argument("--limit", type=int, default=None, help="run only the first N instances")
+    p.add_argument("--solver", choices=("highs", "gurobi", "auto"), default="highs", help="MILP back end")
+    _add_maxpool_flag(p)
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("demo", help="the main job on the shipped MNIST model and specs")
+    p.add_argument("--out-dir", default="out/demo", help="where results go (default out/demo)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per instance (default 30)")
+    p.add_argument("--quick", action="store_true", help="fewer instances")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("plugins", help="list registered plugins")
+    p.set_defaults(func=_cmd_plugins)
+
+    from vnnx.registry import discover
+
+    plugins, _ = discover()
+    for plugin in plugins:
+        if plugin.add_commands is not None:
+            try:
+                plugin.add_commands(sub)
+            except Exception as exc:  # a broken plugin must not take the core commands down
+                print(f"vnnx: warning: plugin {plugin.name!r} could not add its commands: "
+                      f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if not debug:
+        # torch/auto_LiRPA deprecation chatter is not for users of the command line.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        _set_threads()
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except VnnxError as exc:
+        if debug:
+            raise
+        print(f"vnnx: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vnnx: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("vnnx: error: out of memory", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug in vnnx: still one line, but say so
+        if debug:
+            raise
+        print(f"vnnx: internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)",
+              file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
