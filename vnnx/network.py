@@ -195,6 +195,26 @@ def _pool_out(n: int, k: int, s: int, p0: int, p1: int, ceil_mode: bool) -> int:
     return out
 
 
+def _torch_maxpool(layer: "MaxPool") -> list:
+    """torch modules computing ``layer`` exactly on (N, C, H, W).
+
+    Plain ``MaxPool2d`` when there is no padding and no ceil_mode. Otherwise the ONNX windows
+    are made explicit: −∞ padding that covers exactly the last window (top/left as given,
+    bottom/right as far as the last window reaches), then an unpadded floor-mode pool. torch's
+    own ceil rule counts padding as input and can add a window ONNX does not have.
+    """
+    from torch import nn
+
+    pt, pl, pb, pr = layer.padding
+    if not layer.ceil_mode and not any(layer.padding):
+        return [nn.MaxPool2d(layer.kernel, layer.stride)]
+    _, h, w = layer.in_shape
+    _, oh, ow = layer.out_shape
+    pb = max(0, (oh - 1) * layer.stride[0] + layer.kernel[0] - h - pt)
+    pr = max(0, (ow - 1) * layer.stride[1] + layer.kernel[1] - w - pl)
+    return [nn.ConstantPad2d((pl, pr, pt, pb), float("-inf")), nn.MaxPool2d(layer.kernel, layer.stride)]
+
+
 Layer = Union[Dense, Conv, Relu, MaxPool, Sigmoid, Tanh]
 AFFINE = (Dense, Conv)
 PIECEWISE_LINEAR = (Dense, Conv, Relu, MaxPool)
@@ -279,15 +299,9 @@ class Network:
             elif isinstance(layer, Tanh):
                 mods.append(nn.Tanh())
             elif isinstance(layer, MaxPool):
-                pt, pl, pb, pr = layer.padding
                 mods.append(Unflatten(layer.in_shape))
-                if (pt, pl) != (pb, pr) or max(layer.padding) > min(layer.kernel) // 2:
-                    mods.append(nn.ConstantPad2d((pl, pr, pt, pb), float("-inf")))
-                    pad = 0
-                else:
-                    pad = (pt, pl)
-                mods += [nn.MaxPool2d(layer.kernel, layer.stride, padding=pad, ceil_mode=layer.ceil_mode),
-                         nn.Flatten()]
+                mods += _torch_maxpool(layer)
+                mods.append(nn.Flatten())
             else:  # pragma: no cover - Layer is a closed union
                 raise UnsupportedOpError(f"no torch form for {type(layer).__name__}")
         return nn.Sequential(*mods).to(dtype)

@@ -1,0 +1,53 @@
+"""The plain view's own forward pass agrees with its canonical torch module, and with dense
+matrices (Conv.matrix), for the pooling and convolution settings ONNX allows."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from vnnx.errors import ShapeMismatchError
+from vnnx.network import Conv, Dense, MaxPool, Network, Relu
+
+
+@pytest.mark.parametrize("h, k, s, pads, ceil", [
+    (h, k, s, pads, ceil) for h, k, s, pads, ceil in itertools.product(
+        [5, 6, 7], [2, 3], [1, 2, 3], [(0, 0, 0, 0), (1, 1, 1, 1), (0, 0, 1, 1), (1, 0, 0, 1)], [False, True])
+    if max(pads) < k])
+def test_maxpool_torch_matches_onnx_windows(h, k, s, pads, ceil):
+    pool = MaxPool((2, h, 6), (k, k), (s, s), pads, ceil)
+    net = Network((1, 2, h, 6), (1,) + pool.out_shape, [pool])
+    x = np.random.default_rng(h * 100 + k * 10 + s).normal(size=(3, 2 * h * 6))
+    ours = net.forward(x)
+    theirs = net.to_torch(torch.float64)(torch.tensor(x)).detach().numpy()
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+    # Every window holds at least one real cell: padding never wins (−∞ semantics).
+    assert all(len(w) > 0 for w in pool.windows())
+
+
+def test_conv_dense_matrix_matches_convolution(rng):
+    conv = Conv(rng.normal(size=(4, 2, 3, 3)), rng.normal(size=4), (2, 7, 6), (4, 3, 3), stride=(2, 2),
+                padding=(1, 0, 0, 1))
+    W, b = conv.matrix()
+    x = rng.normal(size=(5, 2 * 7 * 6))
+    np.testing.assert_allclose(x @ W.T + b, conv.apply(x), rtol=0, atol=1e-12)
+    net = Network((1, 2, 7, 6), (1, 36), [conv, Relu((36,))])
+    np.testing.assert_allclose(net.to_torch(torch.float64)(torch.tensor(x)).detach().numpy(), net.forward(x), atol=1e-12)
+
+
+def test_float64_module_keeps_exact_weights(rng):
+    w = rng.normal(size=(3, 4))
+    net = Network((1, 4), (1, 3), [Dense(w, np.zeros(3), (4,), (3,))])
+    lin = net.to_torch(torch.float64)[0]
+    assert np.array_equal(lin.weight.detach().numpy(), w)  # no float32 round trip
+
+
+def test_shape_errors():
+    with pytest.raises(ShapeMismatchError):
+        Dense(np.zeros((3, 4)), np.zeros(3), (5,), (3,))
+    with pytest.raises(ShapeMismatchError):
+        MaxPool((1, 2, 2), (3, 3), (1, 1))
+    net = Network((1, 4), (1, 3), [Dense(np.zeros((3, 4)), np.zeros(3), (4,), (3,))])
+    with pytest.raises(ShapeMismatchError):
+        net.forward(np.zeros((2, 5)))

@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Benchmark `vnnx verify` on the VNN-COMP 2021 benchmarks in ../shared and record the results.
+
+Suites (each a subset of an instances.csv, with the instances' own VNN-COMP timeouts):
+  mnistfc-256x2   all 30 instances of mnist-net_256x2
+  acasxu-1_1      properties 1-4 on ACASXU_run2a_1_1 (the issue's target), plus 5-10 with --all
+  verivital       all 20 Convnet_maxpool instances
+Writes out/bench/<suite>.csv (per instance) and appends a dated table to docs/benchmarks.md.
+
+Run:  .venv/bin/python tools/bench_vnncomp.py [--suites mnistfc-256x2 acasxu-1_1 verivital]
+      [--timeout-scale 1.0] [--limit N] [--no-docs]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import vnnx  # noqa: F401
+from vnnx.bench import run_benchmark
+from vnnx.cli import custom_ops_for
+from vnnx.io.vnnlib import read_instances_csv, write_instances_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "benchmarks"
+
+SUITES = {
+    "mnistfc-256x2": ("mnistfc/mnistfc_instances.csv", lambda onnx, spec: "256x2" in onnx.name),
+    "acasxu-1_1": ("acasxu/acasxu_instances.csv",
+                   lambda onnx, spec: "_1_1_batch" in onnx.name and spec.name in
+                   {"prop_1.vnnlib", "prop_2.vnnlib", "prop_3.vnnlib", "prop_4.vnnlib"}),
+    "acasxu-1_1-all": ("acasxu/acasxu_instances.csv", lambda onnx, spec: "_1_1_batch" in onnx.name),
+    "verivital": ("verivital/verivital_instances.csv", lambda onnx, spec: True),
+}
+
+
+def machine() -> str:
+    return f"{platform.node() or 'host'}: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, " \
+           f"Python {platform.python_version()}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suites", nargs="+", default=["mnistfc-256x2", "acasxu-1_1", "verivital"],
+                    choices=sorted(SUITES))
+    ap.add_argument("--timeout-scale", type=float, default=1.0)
+    ap.add_argument("--limit", type=int, default=None, help="first N instances of each suite")
+    ap.add_argument("--maxpool", default="capm", choices=("capm", "lirpa"))
+    ap.add_argument("--no-docs", action="store_true", help="do not append to docs/benchmarks.md")
+    args = ap.parse_args()
+
+    out_dir = ROOT / "out" / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for suite in args.suites:
+        csv_rel, keep = SUITES[suite]
+        rows = [(str(o), str(s), t) for o, s, t in read_instances_csv(SHARED / csv_rel) if keep(o, s)]
+        with tempfile.TemporaryDirectory() as tmp:
+            sub = Path(tmp) / f"{suite}.csv"
+            write_instances_csv(sub, rows)
+            summary = run_benchmark(str(sub), out_csv=str(out_dir / f"{suite}.csv"), timeout_scale=args.timeout_scale,
+                                    custom_ops=custom_ops_for(args.maxpool), limit=args.limit)
+        print(f"\n== {suite}\n{summary.table()}")
+        c = summary.counts()
+        solved = [r["seconds"] for r in summary.rows if r["verdict"] in ("sat", "unsat")]
+        within = sum(1 for r in summary.rows if r["verdict"] in ("sat", "unsat") and r["seconds"] <= r["timeout"])
+        lines.append(f"| {suite} | {len(summary.rows)} | {c['sat']} | {c['unsat']} | {c['unknown']} | {c['timeout']} | "
+                     f"{c['error']} | {within} | {sum(solved) / max(len(solved), 1):.2f} | {max(solved, default=0):.1f} |")
+    if not args.no_docs:
+        doc = ROOT / "docs" / "benchmarks.md"
+        head = "" if doc.exists() else "# Benchmark results\n\nMeasured by `tools/bench_vnncomp.py`; newest last.\n"
+        with open(doc, "a") as fh:
+            fh.write(head + f"\n## {dt.date.today().isoformat()} — {machine()}\n\n"
+                     f"`tools/bench_vnncomp.py --suites {' '.join(args.suites)} --timeout-scale {args.timeout_scale}"
+                     f"{'' if args.limit is None else f' --limit {args.limit}'}` (maxpool: {args.maxpool})\n\n"
+                     "| suite | instances | sat | unsat | unknown | timeout | error | answered in time | "
+                     "mean s (solved) | max s (solved) |\n|---|---|---|---|---|---|---|---|---|---|\n"
+                     + "\n".join(lines) + "\n")
+        print(f"\nappended to {doc}")
+
+
+if __name__ == "__main__":
+    main()
