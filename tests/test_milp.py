@@ -1,0 +1,421 @@
+"""Interval bounds, the Tjeng MILP encoding, LP tightening and verify_milp.
+
+Exactness is checked against an independent reference: enumerate every activation pattern
+(ReLU on/off, MaxPool winner) region by region, and optimise the affine network of each
+feasible region with scipy's LP solver. Soundness is checked by sampling.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+import vnnx  # noqa: F401
+from vnnx.errors import UnsupportedOpError, VnnxError
+from vnnx.interval import interval_bounds
+from vnnx.milp import encode, output_range, tighten_bounds_lp, verify_milp
+from vnnx.network import Conv, Dense, MaxPool, Network, Relu, Sigmoid, Tanh
+
+# --------------------------------------------------------------------------------------------
+# tiny seeded networks
+
+
+def dense(rng, n_in, n_out, in_shape=None, out_shape=None, scale=1.0):
+    return Dense(rng.normal(size=(n_out, n_in)) * scale, rng.normal(size=n_out) * 0.5,
+                 in_shape or (n_in,), out_shape or (n_out,))
+
+
+def mlp(seed, sizes=(2, 6, 6, 3)):
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(dense(rng, a, b))
+        if i < len(sizes) - 2:
+            layers.append(Relu((b,)))
+    return Network((sizes[0],), (sizes[-1],), layers)
+
+
+def lifted_maxpool_net(seed):
+    """2 inputs -> Dense to a (1, 4, 4) image -> MaxPool 2x2 (inputs of both signs) -> ReLU ->
+    Dense -> 2 outputs. Two inputs make a dense grid a strong check too."""
+    rng = np.random.default_rng(seed)
+    return Network((2,), (2,), [
+        dense(rng, 2, 16, out_shape=(1, 4, 4)),
+        MaxPool((1, 4, 4), (2, 2), (2, 2)),
+        Relu((1, 2, 2)),
+        dense(rng, 4, 2, in_shape=(1, 2, 2))])
+
+
+def conv_net(seed, act=Relu):
+    """(1, 5, 5) image -> Conv 3x3 pad 1 -> MaxPool 3x3 stride 2 pad 1 (no ReLU before: negative
+    inputs) -> act -> Conv 2x2 -> Dense -> 3."""
+    rng = np.random.default_rng(seed)
+    c1 = Conv(rng.normal(size=(2, 1, 3, 3)), rng.normal(size=2) * 0.3, (1, 5, 5), (2, 5, 5), padding=(1, 1, 1, 1))
+    mp = MaxPool((2, 5, 5), (3, 3), (2, 2), padding=(1, 1, 1, 1))
+    c2 = Conv(rng.normal(size=(3, 2, 2, 2)), rng.normal(size=3) * 0.3, mp.out_shape, (3, 2, 2))
+    return Network((1, 1, 5, 5), (1, 3), [c1, mp, act(mp.out_shape), c2, act((3, 2, 2)),
+                                         dense(rng, 12, 3, in_shape=(3, 2, 2))])
+
+
+def small_conv_maxpool_net(seed):
+    """(1, 3, 3) -> Conv 2x2 (2 channels) -> MaxPool 2x2 stride 1 -> Dense -> 2."""
+    rng = np.random.default_rng(seed)
+    c1 = Conv(rng.normal(size=(2, 1, 2, 2)), rng.normal(size=2) * 0.3, (1, 3, 3), (2, 2, 2))
+    mp = MaxPool((2, 2, 2), (2, 2), (1, 1))
+    return Network((1, 3, 3), (2,), [c1, mp, dense(rng, 2, 2, in_shape=(2, 1, 1))])
+
+
+def box_samples(rng, lo, up, n):
+    """Uniform points plus random vertices of the box (where extremes of affine maps live)."""
+    uni = rng.uniform(lo, up, size=(n, lo.size))
+    corners = np.where(rng.random((n, lo.size)) < 0.5, lo, up)
+    return np.vstack([uni, corners])
+
+
+def grid_2d(lo, up, n=301):
+    g = np.meshgrid(np.linspace(lo[0], up[0], n), np.linspace(lo[1], up[1], n))
+    return np.stack(g, -1).reshape(-1, 2)
+
+
+# --------------------------------------------------------------------------------------------
+# independent exact reference: enumerate activation regions
+
+
+def exact_range(net: Network, lo: np.ndarray, up: np.ndarray, c: np.ndarray) -> tuple[float, float]:
+    """min and max of c @ net(x) over the box, by enumerating linear regions with LPs."""
+    n = lo.size
+    box = list(zip(lo, up))
+    best = [np.inf, -np.inf]
+
+    def lp(obj, G, h):
+        return linprog(obj, A_ub=np.array(G) if G else None, b_ub=np.array(h) if h else None,
+                       bounds=box, method="highs")
+
+    def feasible(G, h):
+        return lp(np.zeros(n), G, h).status == 0
+
+    def layer_step(k, M, m, G, h):
+        if k == len(net.layers):
+            lo_r, hi_r = lp(c @ M, G, h), lp(-(c @ M), G, h)
+            assert lo_r.status == 0 and hi_r.status == 0
+            best[0] = min(best[0], lo_r.fun + c @ m)
+            best[1] = max(best[1], -hi_r.fun + c @ m)
+            return
+        layer = net.layers[k]
+        if isinstance(layer, (Dense, Conv)):
+            W, b = layer.matrix()
+            layer_step(k + 1, W @ M, W @ m + b, G, h)
+        elif isinstance(layer, Relu):
+            relu_step(k, 0, M.copy(), m.copy(), G, h)
+        elif isinstance(layer, MaxPool):
+            pool_step(k, layer.windows(), 0, M, m, [], [], G, h)
+        else:
+            raise AssertionError(type(layer))
+
+    def relu_step(k, i, M, m, G, h):
+        if i == M.shape[0]:
+            return layer_step(k + 1, M, m, G, h)
+        for on in (True, False):
+            sign = -1.0 if on else 1.0        # on: -(M_i x + m_i) <= 0, off: M_i x + m_i <= 0
+            G2, h2 = G + [sign * M[i]], h + [-sign * m[i]]
+            if feasible(G2, h2):
+                M2, m2 = M.copy(), m.copy()
+                if not on:
+                    M2[i], m2[i] = 0.0, 0.0
+                relu_step(k, i + 1, M2, m2, G2, h2)
+
+    def pool_step(k, wins, w, M, m, rows_M, rows_m, G, h):
+        if w == len(wins):
+            return layer_step(k + 1, np.array(rows_M), np.array(rows_m), G, h)
+        for i in wins[w]:
+            G2 = G + [M[j] - M[i] for j in wins[w] if j != i]     # x_j - x_i <= 0
+            h2 = h + [m[i] - m[j] for j in wins[w] if j != i]
+            if feasible(G2, h2):
+                pool_step(k, wins, w + 1, M, m, rows_M + [M[i]], rows_m + [m[i]], G2, h2)
+
+    layer_step(0, np.eye(n), np.zeros(n), [], [])
+    return best[0], best[1]
+
+
+# --------------------------------------------------------------------------------------------
+# interval bounds
+
+
+@pytest.mark.parametrize("make", [lambda: mlp(0, (4, 8, 8, 3)), lambda: conv_net(1), lambda: conv_net(2, Sigmoid),
+                                  lambda: conv_net(3, Tanh), lambda: lifted_maxpool_net(4)])
+def test_interval_bounds_are_sound_by_sampling(make):
+    net = make()
+    rng = np.random.default_rng(10)
+    centre = rng.normal(size=net.n_inputs)
+    lo, up = centre - 0.5, centre + 0.5
+    bounds = interval_bounds(net, lo, up)
+    assert len(bounds) == len(net.layers)
+    outs = net.forward(box_samples(rng, lo, up, 2000), return_all=True)
+    for k, ((bl, bu), y) in enumerate(zip(bounds, outs)):
+        assert bl.shape == bu.shape == y.shape[1:]
+        assert np.all(y >= bl[None]) and np.all(y <= bu[None]), f"layer {k} escapes its bounds"
+    # MaxPool bounds are exact for independent inputs: a box in, the max of lowers/uppers out.
+    mp = next(layer for layer in net.layers if isinstance(layer, MaxPool)) if any(
+        isinstance(layer, MaxPool) for layer in net.layers) else None
+    if mp is not None:
+        a = rng.normal(size=int(np.prod(mp.in_shape)))
+        ml, mu = interval_bounds(Network(mp.in_shape, mp.out_shape, [mp]), a - 1, a + 1)[0]
+        np.testing.assert_allclose(ml, mp.apply((a - 1)[None])[0])
+        np.testing.assert_allclose(mu, mp.apply((a + 1)[None])[0])
+
+
+def test_interval_bounds_reject_bad_boxes():
+    net = mlp(0)
+    with pytest.raises(VnnxError, match="empty input box"):
+        interval_bounds(net, np.ones(2), np.zeros(2))
+    with pytest.raises(VnnxError, match="expects 2"):
+        interval_bounds(net, np.zeros(3), np.ones(3))
+
+
+# --------------------------------------------------------------------------------------------
+# output_range is exact
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_output_range_matches_region_enumeration(seed):
+    net = mlp(seed)
+    lo, up = np.array([-1.0, -0.5]), np.array([1.0, 1.5])
+    c = np.random.default_rng(seed).normal(size=3)
+    ref = exact_range(net, lo, up, c)
+    got = output_range(net, lo, up, c)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    vals = net.forward(grid_2d(lo, up)) @ c
+    assert got[0] <= vals.min() + 1e-9 and got[1] >= vals.max() - 1e-9
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_output_range_with_maxpool_of_mixed_sign_inputs(seed):
+    net = lifted_maxpool_net(seed)
+    lo, up = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    pool_in = interval_bounds(net, lo, up)[0]
+    assert np.any(pool_in[0] < 0) and np.any(pool_in[1] > 0)
+    c = np.array([1.0, -0.7])
+    ref = exact_range(net, lo, up, c)
+    got = output_range(net, lo, up, c)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    vals = net.forward(grid_2d(lo, up)) @ c
+    assert got[0] <= vals.min() + 1e-9 and got[1] >= vals.max() - 1e-9
+
+
+def test_output_range_conv_maxpool_matches_enumeration():
+    net = small_conv_maxpool_net(5)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=9)
+    lo, up = x - 0.4, x + 0.4
+    c = np.array([1.0, 0.5])
+    enc = encode(net, lo, up)
+    assert enc.n_binaries > 0
+    ref = exact_range(net, lo, up, c)
+    np.testing.assert_allclose(output_range(net, lo, up, c), ref, atol=1e-5)
+
+
+def test_output_range_on_conv_net_contains_samples():
+    net = conv_net(7)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=25)
+    lo, up = x - 0.15, x + 0.15
+    c = np.array([1.0, -1.0, 0.0])
+    lo_v, up_v = output_range(net, lo, up, c, time_limit=20)
+    vals = net.forward(box_samples(rng, lo, up, 3000)) @ c
+    assert lo_v <= vals.min() + 1e-9 and up_v >= vals.max() - 1e-9
+    ibp = interval_bounds(net, lo, up)[-1]
+    ibp_lo = np.maximum(c, 0) @ ibp[0] + np.minimum(c, 0) @ ibp[1]
+    assert lo_v >= ibp_lo - 1e-9
+
+
+def test_binaries_only_for_unstable_relus_and_contested_windows():
+    rng = np.random.default_rng(3)
+    W = rng.normal(size=(6, 2))
+    b = np.array([10.0, 10.0, -10.0, -10.0, 0.0, 0.05])    # 2 active, 2 inactive, 2 unstable
+    net = Network((2,), (1,), [Dense(W, b, (2,), (6,)), Relu((6,)), Dense(np.ones((1, 6)), np.zeros(1), (6,), (1,))])
+    lo, up = -np.ones(2), np.ones(2)
+    l1, u1 = interval_bounds(net, lo, up)[0]
+    assert encode(net, lo, up).n_binaries == int(np.sum((l1 < 0) & (u1 > 0))) == 2
+    # a window whose first cell always wins needs no binary; the other window needs 2
+    pool = Network((1, 1, 4), (1, 1, 2), [Dense(np.eye(4), np.array([5.0, 0.0, 0.0, 0.0]), (1, 1, 4), (1, 1, 4)),
+                                          MaxPool((1, 1, 4), (1, 2), (1, 2))])
+    enc = encode(pool, -np.ones(4), np.ones(4))
+    assert enc.n_binaries == 2
+    got = output_range(pool, -np.ones(4), np.ones(4), np.array([1.0, 0.0]))
+    np.testing.assert_allclose(got, [4.0, 6.0], atol=1e-7)
+
+
+def test_sigmoid_is_rejected_with_the_layer_name():
+    with pytest.raises(UnsupportedOpError, match=r"layer 2 \(Sigmoid\)"):
+        encode(conv_net(0, Sigmoid), np.zeros(25), np.ones(25))
+
+
+# --------------------------------------------------------------------------------------------
+# LP tightening
+
+
+@pytest.mark.parametrize("make", [lambda: mlp(11, (3, 10, 10, 10, 2)), lambda: conv_net(12)])
+def test_tightened_bounds_are_sound_and_never_looser(make):
+    net = make()
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=net.n_inputs)
+    lo, up = x - 0.5, x + 0.5
+    ibp = interval_bounds(net, lo, up)
+    tight = tighten_bounds_lp(net, lo, up)
+    outs = net.forward(box_samples(rng, lo, up, 3000), return_all=True)
+    gained = 0.0
+    for k, ((il, iu), (tl, tu), y) in enumerate(zip(ibp, tight, outs)):
+        assert np.all(tl >= il) and np.all(tu <= iu), f"layer {k} got looser"
+        assert np.all(y >= tl[None] - 1e-9) and np.all(y <= tu[None] + 1e-9), f"layer {k} unsound"
+        gained += float(np.sum((iu - il) - (tu - tl)))
+    assert gained > 0.1           # the LPs must actually tighten something
+    # tightening keeps the exact answer and needs no more binaries
+    c = rng.normal(size=net.n_outputs)
+    if net.n_inputs <= 3:
+        np.testing.assert_allclose(output_range(net, lo, up, c, layer_bounds=tight),
+                                   output_range(net, lo, up, c), atol=1e-5)
+    assert encode(net, lo, up, tight).n_binaries <= encode(net, lo, up).n_binaries
+
+
+def test_tightening_respects_given_bounds():
+    net = mlp(14, (2, 8, 8, 2))
+    lo, up = -np.ones(2), np.ones(2)
+    ibp = interval_bounds(net, lo, up)
+    # given bounds: IBP shrunk towards the sampled range (still sound: sampled range + margin)
+    outs = net.forward(grid_2d(lo, up, 101), return_all=True)
+    given = [(np.maximum(l, y.min(0) - 0.3), np.minimum(u, y.max(0) + 0.3)) for (l, u), y in zip(ibp, outs)]
+    tight = tighten_bounds_lp(net, lo, up, given)
+    for (gl, gu), (tl, tu) in zip(given, tight):
+        assert np.all(tl >= gl) and np.all(tu <= gu)
+    with pytest.raises(VnnxError, match="contradict"):
+        bad = [(b[0] + 100.0, b[1] + 100.0) for b in ibp]
+        tighten_bounds_lp(net, lo, up, bad)
+
+
+# --------------------------------------------------------------------------------------------
+# verify_milp
+
+
+def prop(lo, up, clauses):
+    return SimpleNamespace(x_lower=lo, x_upper=up, clauses=[(np.atleast_2d(A), np.atleast_1d(b)) for A, b in clauses])
+
+
+def test_verify_sat_returns_a_true_counterexample():
+    net = mlp(20)
+    lo, up = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    y_min, _ = exact_range(net, lo, up, np.array([1.0, 0.0, 0.0]))
+    y_centre = net.forward(((lo + up) / 2)[None])[0]
+    threshold = (y_min + y_centre[0]) / 2       # reachable, but not at the centre
+    res = verify_milp(net, prop(lo, up, [(np.array([1.0, 0.0, 0.0]), threshold)]))
+    assert res.status == "sat"
+    assert np.all(res.x >= lo) and np.all(res.x <= up)
+    y = net.forward(res.x[None])[0]
+    np.testing.assert_allclose(res.y, y)
+    assert y[0] <= threshold
+    assert res.n_binaries > 0
+
+
+def test_verify_unsat_when_enumeration_agrees():
+    net = mlp(21)
+    lo, up = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    c0, c1 = np.array([1.0, -1.0, 0.0]), np.array([0.0, 1.0, -1.0])
+    m0, m1 = exact_range(net, lo, up, c0)[0], exact_range(net, lo, up, c1)[0]
+    # unsafe iff y0 - y1 <= m0 - 0.05  OR  (y1 - y2 <= m1 - 0.05 AND y0 <= 1e9)
+    p = prop(lo, up, [(c0, m0 - 0.05), (np.stack([c1, [1.0, 0, 0]]), np.array([m1 - 0.05, 1e9]))])
+    res = verify_milp(net, p, time_limit=30)
+    assert res.status == "unsat", res.message
+    ys = net.forward(grid_2d(lo, up, 201))
+    assert np.all(ys @ c0 > m0 - 0.05) and np.all(ys @ c1 > m1 - 0.05)
+    # moving one threshold just past the true minimum flips the answer
+    p_sat = prop(lo, up, [(c0, m0 - 0.05), (np.stack([c1, [1.0, 0, 0]]), np.array([m1 + 0.01, 1e9]))])
+    res = verify_milp(net, p_sat, time_limit=30)
+    assert res.status == "sat"
+    assert res.y @ c1 <= m1 + 0.01
+
+
+def test_verify_with_maxpool_and_tightening_agrees_with_enumeration():
+    net = lifted_maxpool_net(22)
+    lo, up = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    c = np.array([1.0, -1.0])
+    m = exact_range(net, lo, up, c)[0]
+    for tighten in (False, True):
+        assert verify_milp(net, prop(lo, up, [(c, m - 1e-3)]), tighten=tighten).status == "unsat"
+        res = verify_milp(net, prop(lo, up, [(c, m + 1e-3)]), tighten=tighten)
+        assert res.status == "sat" and res.y @ c <= m + 1e-3
+
+
+def test_verify_timeout_and_interval_shortcut():
+    net = conv_net(23)
+    rng = np.random.default_rng(23)
+    x = rng.normal(size=25)
+    lo, up = x - 0.3, x + 0.3
+    yc = net.forward(x[None])[0]
+    out_lo, out_up = interval_bounds(net, lo, up)[-1]
+    # violated only far below the interval bound: proven without any MILP
+    easy = verify_milp(net, prop(lo, up, [(np.array([1.0, 0, 0]), out_lo[0] - 1.0)]), time_limit=0.0)
+    assert easy.status == "unsat"
+    # a clause that needs the MILP, with no time for it
+    hard = verify_milp(net, prop(lo, up, [(np.array([1.0, 0, 0]), (yc[0] + out_lo[0]) / 2)]), time_limit=0.0)
+    assert hard.status == "timeout"
+
+
+def test_maxpool_keeps_every_possible_winner():
+    # y = max(x0, x1) - x1 over x0 in [-1, 0.6], x1 in [0.5, 1]: x0 wins only in a thin corner.
+    net = Network((2,), (1,), [
+        Dense(np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 0.0]]), np.array([0.0, 0.0, 0.0, -10.0]),
+              (2,), (1, 1, 4)),
+        MaxPool((1, 1, 4), (1, 2), (1, 2)),
+        Dense(np.array([[1.0, -1.0]]), np.zeros(1), (1, 1, 2), (1,))])
+    lo, up = np.array([-1.0, 0.5]), np.array([0.6, 1.0])
+    np.testing.assert_allclose(output_range(net, lo, up, np.array([1.0])), [0.0, 0.1], atol=1e-7)
+    assert encode(net, lo, up).n_binaries == 2
+
+
+# --------------------------------------------------------------------------------------------
+# verify_milp's guards against solver results that prove nothing
+
+
+@pytest.mark.parametrize("fake, expected", [
+    (dict(status="time_limit", objective=5.0, bound=-1.0), "timeout"),   # incumbent > 0 is no proof
+    (dict(status="optimal", objective=1e-9, bound=1e-9), "unknown"),     # inside the tolerance
+    (dict(status="infeasible", objective=None, bound=np.inf), "unknown"),  # encoding broken
+    (dict(status="error", objective=None, bound=None), "unknown"),
+    (dict(status="stopped", objective=None, bound=0.5), "unsat"),         # bound proof is enough
+])
+def test_verify_trusts_only_proven_bounds(monkeypatch, fake, expected):
+    import vnnx.milp as milp
+    from vnnx.solvers import Solution
+
+    def fake_solve(problem, time_limit=None, backend="highs", **kw):
+        return Solution(fake["status"], fake["objective"], None, fake["bound"], 0.0)
+
+    monkeypatch.setattr(milp, "solve", fake_solve)
+    net = mlp(30)
+    lo, up = -np.ones(2), np.ones(2)
+    yc = net.forward(np.zeros((1, 2)))[0]
+    out_lo = interval_bounds(net, lo, up)[-1][0]
+    res = verify_milp(net, prop(lo, up, [(np.array([1.0, 0, 0]), (yc[0] + out_lo[0]) / 2)]), time_limit=5)
+    assert res.status == expected, res.message
+
+
+def test_verify_rejects_a_spurious_solver_point(monkeypatch):
+    """A MILP 'solution' with t <= 0 whose input does not really violate must not be 'sat'."""
+    import vnnx.milp as milp
+    from vnnx.solvers import Solution
+
+    real_solve = milp.solve
+    net = mlp(31)
+    lo, up = -np.ones(2), np.ones(2)
+    c = np.array([1.0, 0.0, 0.0])
+    m = exact_range(net, lo, up, c)[0]
+
+    def fake_solve(problem, time_limit=None, backend="highs", **kw):
+        if problem.integrality is None:            # the polishing LP: let it run for real
+            return real_solve(problem, time_limit, backend, **kw)
+        return Solution("optimal", -1.0, np.zeros(problem.n_cols), -1.0, 0.0)
+
+    monkeypatch.setattr(milp, "solve", fake_solve)
+    res = verify_milp(net, prop(lo, up, [(c, m - 0.1)]), time_limit=5)    # truly unsat
+    assert res.status == "unknown" and "re-evaluation" in res.message

@@ -1,0 +1,584 @@
+"""The MILP encoding of a piecewise-linear network (Tjeng, Xiao & Tedrake, ICLR 2019).
+
+Every layer output gets continuous columns bounded by its pre-computed interval. Affine layers
+(Dense, and Conv through ``layer.matrix()``) are equality rows. A ReLU ``y = max(x, 0)`` whose
+pre-activation bounds ``[l, u]`` straddle 0 gets one binary ``a`` (Tjeng et al., eq. 5)::
+
+    y >= x,  y >= 0,  y <= x - l (1 - a),  y <= u a
+
+while stable ReLUs need none (``l >= 0``: ``y`` is ``x``; ``u <= 0``: ``y`` is 0). A MaxPool
+window ``y = max_i x_i`` (Tjeng et al., eq. 6, with an exact M for inputs of any sign) keeps
+only the inputs that can win (``u_i >= max_j l_j``), one binary ``a_i`` each::
+
+    y >= x_i,  y <= x_i + (u_max - l_i)(1 - a_i),  sum_i a_i = 1
+
+and a window with one possible winner is the identity.
+
+:func:`verify_milp` decides a VNN-LIB property, :func:`output_range` gives the exact range of
+``c @ y``, and :func:`tighten_bounds_lp` tightens the pre-activation bounds with LP relaxations
+of this same encoding (Tjeng et al., §4.1), which shrinks the big-M constants and the number of
+unstable ReLUs.
+
+Float tolerances, and why the answers stay sound:
+
+* 'unsat' needs, for every clause, a proven lower bound on the violation margin
+  ``t = max_i (A y - b)_i`` above ``unsat_tol * max(1, |t|-scale)``: either interval arithmetic
+  on the output bounds, or the MILP solver's dual bound (status optimal or early-stopped on
+  that bound). Solver tolerances (integrality 1e-6, feasibility 1e-7) relax the encoding,
+  which can only lower the dual bound; the margin absorbs round-off in the bound itself.
+* 'sat' needs a point ``x`` in the box whose float64 forward pass really violates the clause
+  (``t <= 0``). The solver's point is clipped to the box, re-evaluated, and polished by an LP
+  with the binaries fixed (the network is linear on that activation pattern), so that a
+  violation produced only by solver tolerances is not reported. The caller still re-checks
+  the point on the original float32 model.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import scipy.sparse as sp
+
+from vnnx.errors import ShapeMismatchError, SolverError, UnsupportedOpError, VnnxError
+from vnnx.interval import check_box, propagate, window_matrix
+from vnnx.network import Conv, Dense, MaxPool, Network, Relu
+from vnnx.solvers import LinearProblem, Solution, open_session, solve
+
+Bounds = tuple[np.ndarray, np.ndarray]
+
+# Externally supplied bounds (e.g. CROWN run in float32) are widened by this relative amount
+# before use, so that float32 round-off in them cannot cut off true float64 values.
+GIVEN_BOUND_SLACK = 1e-6
+
+
+@dataclass
+class MilpEncoding:
+    """The network as a :class:`LinearProblem` with a zero objective.
+
+    ``layer_cols[k]``: (size of layers[k] output,) column index of each output of layers[k]
+    (a column can be shared: an active ReLU reuses its input column, inactive ones share a
+    column fixed at 0). ``input_cols``: (n_inputs,). ``binary_cols``: the integer columns
+    (continuous in [0, 1] when encoded with ``relax=True``). ``layer_bounds``: the bounds used.
+    """
+
+    problem: LinearProblem
+    input_cols: np.ndarray
+    layer_cols: list[np.ndarray]
+    binary_cols: np.ndarray
+    layer_bounds: list[Bounds]
+    relaxed: bool = False
+
+    @property
+    def output_cols(self) -> np.ndarray:
+        return self.layer_cols[-1] if self.layer_cols else self.input_cols
+
+    @property
+    def n_binaries(self) -> int:
+        return int(self.binary_cols.size)
+
+    def objective(self, c: np.ndarray) -> np.ndarray:
+        """Full-length cost vector for ``c @ y`` on the last encoded layer; ``c``: (n_out,)."""
+        cost = np.zeros(self.problem.n_cols)
+        np.add.at(cost, self.output_cols, np.asarray(c, dtype=np.float64))
+        return cost
+
+
+@dataclass
+class MilpResult:
+    """Outcome of :func:`verify_milp`.
+
+    ``status``: 'sat' (``x`` (n_inputs,) is a counterexample in float64, ``y`` (n_outputs,)
+    its float64 output; re-check on the real model), 'unsat' (proven), 'timeout', 'unknown'.
+    ``seconds``: wall-clock time. ``n_binaries``: binaries in the encoding.
+    """
+
+    status: str
+    x: np.ndarray | None
+    y: np.ndarray | None
+    seconds: float
+    n_binaries: int
+    message: str = ""
+
+
+class _Builder:
+    """Accumulates columns and row blocks as arrays; one sparse matrix at the end."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.m = 0
+        self._col_lo: list[np.ndarray] = []
+        self._col_hi: list[np.ndarray] = []
+        self._col_int: list[np.ndarray] = []
+        self._r: list[np.ndarray] = []
+        self._c: list[np.ndarray] = []
+        self._v: list[np.ndarray] = []
+        self._row_lo: list[np.ndarray] = []
+        self._row_hi: list[np.ndarray] = []
+        self._zero: int | None = None
+
+    def cols(self, lower: np.ndarray, upper: np.ndarray, integer: bool = False) -> np.ndarray:
+        lower = np.asarray(lower, dtype=np.float64).ravel()
+        upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), lower.shape).ravel()
+        idx = np.arange(self.n, self.n + lower.size)
+        self.n += lower.size
+        self._col_lo.append(lower)
+        self._col_hi.append(upper.copy())
+        self._col_int.append(np.full(lower.size, integer))
+        return idx
+
+    def zero_col(self) -> int:
+        if self._zero is None:
+            self._zero = int(self.cols(np.zeros(1), np.zeros(1))[0])
+        return self._zero
+
+    def rows(self, r: np.ndarray, c: np.ndarray, v: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        """Rows ``lower <= sum v x[c] <= upper``; ``r`` numbers the new rows from 0."""
+        k = np.asarray(lower).size
+        self._r.append(np.asarray(r, dtype=np.int64) + self.m)
+        self._c.append(np.asarray(c, dtype=np.int64))
+        self._v.append(np.asarray(v, dtype=np.float64))
+        self._row_lo.append(np.asarray(lower, dtype=np.float64).ravel())
+        self._row_hi.append(np.broadcast_to(np.asarray(upper, dtype=np.float64), (k,)).ravel())
+        self.m += k
+
+    def problem(self) -> LinearProblem:
+        cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
+        A = sp.csr_matrix((cat(self._v, np.float64), (cat(self._r, np.int64), cat(self._c, np.int64))),
+                          shape=(self.m, self.n))
+        A.sum_duplicates()
+        A.eliminate_zeros()
+        return LinearProblem(np.zeros(self.n), A, cat(self._row_lo, np.float64), cat(self._row_hi, np.float64),
+                             cat(self._col_lo, np.float64), cat(self._col_hi, np.float64), cat(self._col_int, bool))
+
+
+def complete_bounds(network: Network, x_lower: np.ndarray, x_upper: np.ndarray,
+                    layer_bounds=None, slack: float = GIVEN_BOUND_SLACK) -> list[Bounds]:
+    """Per-layer bounds: interval propagation, intersected layer by layer with ``layer_bounds``.
+
+    ``layer_bounds`` may be None, a list with one ``(lower, upper)`` (or None) per layer, or a
+    dict ``{k: (lower, upper)}`` for some layers (as ``BoundsResult.pre_activation``). Given
+    bounds are widened by ``slack`` (relative, :data:`GIVEN_BOUND_SLACK`) before use. Raises
+    :class:`VnnxError` when they contradict the interval bounds (they cannot both be sound).
+    """
+    lower, upper = check_box(network, x_lower, x_upper)
+    given = _given(network, layer_bounds)
+    out: list[Bounds] = []
+    for k, layer in enumerate(network.layers):
+        lower, upper = propagate(layer, lower, upper, name=f"layer {k} ({type(layer).__name__})")
+        if given.get(k) is not None:
+            gl, gu = (np.asarray(b, dtype=np.float64).ravel() for b in given[k])
+            if gl.size != lower.size or gu.size != upper.size:
+                raise ShapeMismatchError(f"layer_bounds[{k}] has {gl.size}/{gu.size} entries, "
+                                         f"layer {k} ({type(layer).__name__}) has {lower.size} outputs")
+            gl = gl - slack * (1.0 + np.abs(gl))
+            gu = gu + slack * (1.0 + np.abs(gu))
+            lower, upper = np.maximum(lower, gl), np.minimum(upper, gu)
+            bad = np.flatnonzero(lower > upper)
+            if bad.size:
+                i = int(bad[0])
+                raise VnnxError(f"layer_bounds[{k}] contradict interval bounds at neuron {i}: "
+                                f"lower {lower[i]:.9g} > upper {upper[i]:.9g}; the given bounds are unsound")
+        out.append((lower, upper))
+    return out
+
+
+def _given(network: Network, layer_bounds) -> dict[int, Any]:
+    if layer_bounds is None:
+        return {}
+    if isinstance(layer_bounds, Mapping):
+        return {int(k): v for k, v in layer_bounds.items()}
+    layer_bounds = list(layer_bounds)
+    if len(layer_bounds) != len(network.layers):
+        raise ShapeMismatchError(f"layer_bounds has {len(layer_bounds)} entries for {len(network.layers)} layers")
+    return dict(enumerate(layer_bounds))
+
+
+def encode(network: Network, x_lower: np.ndarray, x_upper: np.ndarray, layer_bounds=None, *,
+           relax: bool = False, n_layers: int | None = None,
+           bound_slack: float = GIVEN_BOUND_SLACK) -> MilpEncoding:
+    """Encode ``network.layers[:n_layers]`` (all by default) over the input box.
+
+    ``layer_bounds`` as in :func:`complete_bounds`. ``relax``: binaries become continuous in
+    [0, 1] (the LP relaxation). ``bound_slack``: see :func:`complete_bounds` (0 for bounds
+    vnnx computed itself). Raises :class:`UnsupportedOpError` for Sigmoid/Tanh layers.
+    """
+    layers = network.layers if n_layers is None else network.layers[:n_layers]
+    for k, layer in enumerate(layers):
+        if not isinstance(layer, (Dense, Conv, Relu, MaxPool)):
+            raise UnsupportedOpError(f"layer {k} ({type(layer).__name__}) is not piecewise linear; the MILP "
+                                     "encoding supports Dense, Conv, Relu and MaxPool only")
+    bounds = complete_bounds(network, x_lower, x_upper, layer_bounds, slack=bound_slack)
+    x_lower, x_upper = check_box(network, x_lower, x_upper)
+    b = _Builder()
+    cols = b.cols(x_lower, x_upper)
+    input_cols, in_lo, in_up = cols, x_lower, x_upper
+    layer_cols: list[np.ndarray] = []
+    binaries: list[np.ndarray] = []
+    for k, layer in enumerate(layers):
+        lo, up = bounds[k]
+        if isinstance(layer, (Dense, Conv)):
+            cols = _affine(b, layer, cols, lo, up)
+        elif isinstance(layer, Relu):
+            cols, bins = _relu(b, cols, in_lo, in_up, relax)
+            binaries.append(bins)
+        else:
+            cols, bins = _maxpool(b, layer, cols, in_lo, in_up, lo, up, relax)
+            binaries.append(bins)
+        layer_cols.append(cols)
+        in_lo, in_up = lo, up
+    binary_cols = np.concatenate(binaries) if binaries else np.zeros(0, dtype=np.int64)
+    problem = b.problem()
+    if relax:
+        problem.integrality = None
+    return MilpEncoding(problem, input_cols, layer_cols, binary_cols, bounds, relax)
+
+
+def _affine(b: _Builder, layer, cols: np.ndarray, lo: np.ndarray, up: np.ndarray) -> np.ndarray:
+    W, bias = layer.matrix()
+    W = sp.coo_matrix(W)
+    out = b.cols(lo, up)
+    n_out = out.size
+    # z - W h = bias, one row per output neuron.
+    r = np.concatenate([np.arange(n_out), W.row])
+    c = np.concatenate([out, cols[W.col]])
+    v = np.concatenate([np.ones(n_out), -W.data])
+    b.rows(r, c, v, bias, bias)
+    return out
+
+
+def _relu(b: _Builder, cols: np.ndarray, lo: np.ndarray, up: np.ndarray, relax: bool) -> tuple[np.ndarray, np.ndarray]:
+    out = cols.copy()
+    if np.any(up <= 0):
+        out[up <= 0] = b.zero_col()
+    unstable = np.flatnonzero((lo < 0) & (up > 0))
+    if unstable.size == 0:
+        return out, np.zeros(0, dtype=np.int64)
+    l, u, x = lo[unstable], up[unstable], cols[unstable]
+    k = unstable.size
+    y = b.cols(np.zeros(k), u)
+    a = b.cols(np.zeros(k), np.ones(k), integer=not relax)
+    rr = np.arange(k)
+    # y - x >= 0
+    b.rows(np.concatenate([rr, rr]), np.concatenate([y, x]), np.concatenate([np.ones(k), -np.ones(k)]),
+           np.zeros(k), np.inf)
+    # y - x - l a <= -l   (y <= x - l (1 - a))
+    b.rows(np.concatenate([rr, rr, rr]), np.concatenate([y, x, a]),
+           np.concatenate([np.ones(k), -np.ones(k), -l]), np.full(k, -np.inf), -l)
+    # y - u a <= 0
+    b.rows(np.concatenate([rr, rr]), np.concatenate([y, a]), np.concatenate([np.ones(k), -u]),
+           np.full(k, -np.inf), np.zeros(k))
+    out[unstable] = y
+    return out, a
+
+
+def _maxpool(b: _Builder, layer: MaxPool, cols: np.ndarray, lo: np.ndarray, up: np.ndarray,
+             out_lo: np.ndarray, out_up: np.ndarray, relax: bool) -> tuple[np.ndarray, np.ndarray]:
+    idx = window_matrix(layer)
+    n_in = lo.size
+    lo_p, up_p = np.append(lo, -np.inf), np.append(up, -np.inf)
+    l_max = lo_p[idx].max(axis=1)
+    # Input i can be the max only if u_i >= max_j l_j; the others are dominated.
+    can_win = (idx < n_in) & (up_p[idx] >= l_max[:, None])
+    n_cand = can_win.sum(axis=1)
+    out = np.empty(idx.shape[0], dtype=np.int64)
+    single = np.flatnonzero(n_cand == 1)
+    out[single] = cols[idx[single, np.argmax(can_win[single], axis=1)]]
+    multi = np.flatnonzero(n_cand > 1)
+    if multi.size == 0:
+        return out, np.zeros(0, dtype=np.int64)
+    y = b.cols(out_lo[multi], out_up[multi])
+    out[multi] = y
+    rs, cs, vs, rhs_ge, rs2, cs2, vs2, rhs_le, sum_r, sum_c = [], [], [], [], [], [], [], [], [], []
+    a_all = []
+    n_ge = n_sum = 0
+    for w, yw in zip(multi, y):
+        cand = idx[w, can_win[w]]
+        k = cand.size
+        a = b.cols(np.zeros(k), np.ones(k), integer=not relax)
+        a_all.append(a)
+        u_max = up[cand].max()
+        m_big = u_max - lo[cand]
+        x = cols[cand]
+        rr = np.arange(n_ge, n_ge + k)
+        # y - x_i >= 0
+        rs.append(np.concatenate([rr, rr])); cs.append(np.concatenate([np.full(k, yw), x]))
+        vs.append(np.concatenate([np.ones(k), -np.ones(k)]))
+        # y - x_i + M_i a_i <= M_i
+        rs2.append(np.concatenate([rr, rr, rr])); cs2.append(np.concatenate([np.full(k, yw), x, a]))
+        vs2.append(np.concatenate([np.ones(k), -np.ones(k), m_big])); rhs_le.append(m_big)
+        sum_r.append(np.full(k, n_sum)); sum_c.append(a)
+        n_ge += k
+        n_sum += 1
+    b.rows(np.concatenate(rs), np.concatenate(cs), np.concatenate(vs), np.zeros(n_ge), np.inf)
+    b.rows(np.concatenate(rs2), np.concatenate(cs2), np.concatenate(vs2), np.full(n_ge, -np.inf),
+           np.concatenate(rhs_le))
+    sum_c_all = np.concatenate(sum_c)
+    b.rows(np.concatenate(sum_r), sum_c_all, np.ones(sum_c_all.size), np.ones(n_sum), np.ones(n_sum))
+    return out, np.concatenate(a_all)
+
+
+# --------------------------------------------------------------------------------------------
+# Bound tightening
+
+
+def tighten_bounds_lp(network: Network, x_lower: np.ndarray, x_upper: np.ndarray, layer_bounds=None,
+                      time_limit: float | None = None, backend: str = "highs") -> list[Bounds]:
+    """Tighten the bounds of every layer output that feeds a ReLU or MaxPool by minimising and
+    maximising it over the LP relaxation of the encoding of the layers before it (Tjeng et al.
+    2019, §4.1), layer by layer so that each LP uses the already-tightened earlier bounds.
+
+    One solver session per layer is re-solved with changing objectives (warm-started). Each new
+    bound is the solver's safe dual bound (valid whatever the solver's tolerances), intersected
+    with the old one, so the result is never looser than ``layer_bounds`` (or IBP when None).
+    Layers after a tightened one are re-propagated by IBP and intersected. ``time_limit`` (s):
+    when it runs out the remaining bounds are returned as they are (still sound).
+
+    Returns one ``(lower, upper)`` per layer, as :func:`vnnx.interval.interval_bounds`.
+    """
+    start = time.perf_counter()
+    deadline = None if time_limit is None else start + float(time_limit)
+    bounds = [(lo.copy(), up.copy()) for lo, up in complete_bounds(network, x_lower, x_upper, layer_bounds)]
+    layers = network.layers
+    seen_nonlinear = False
+    for k, layer in enumerate(layers[:-1]):
+        if not isinstance(layer, (Dense, Conv)) or not isinstance(layers[k + 1], (Relu, MaxPool)):
+            seen_nonlinear = seen_nonlinear or isinstance(layer, (Relu, MaxPool))
+            continue
+        # Before the first nonlinearity the layer is affine in a box: IBP is already exact
+        # when it is the only affine layer.
+        if not seen_nonlinear and k == 0:
+            continue
+        lo, up = bounds[k]
+        if isinstance(layers[k + 1], Relu):
+            neurons = np.flatnonzero((lo < 0) & (up > 0))
+        else:
+            neurons = np.arange(lo.size)
+        if neurons.size == 0:
+            continue
+        enc = encode(network, x_lower, x_upper, bounds, relax=True, n_layers=k + 1, bound_slack=0.0)
+        session = open_session(enc.problem, backend=backend)
+        cols = enc.layer_cols[k]
+        cost = np.zeros(enc.problem.n_cols)
+        timed_out = False
+        for i in neurons:
+            for maximize in (False, True):
+                remaining = None if deadline is None else deadline - time.perf_counter()
+                if remaining is not None and remaining <= 0:
+                    timed_out = True
+                    break
+                cost[cols[i]] = 1.0
+                session.set_objective(cost, maximize=maximize)
+                cost[cols[i]] = 0.0
+                sol = session.solve(remaining)
+                if sol.status != "optimal" or sol.bound is None or not np.isfinite(sol.bound):
+                    continue
+                if maximize:
+                    up[i] = min(up[i], sol.bound)
+                else:
+                    lo[i] = max(lo[i], sol.bound)
+            if timed_out:
+                break
+        # A tiny inversion can come only from round-off when the range is a single point.
+        up[:] = np.maximum(up, lo)
+        bounds[k] = (lo, up)
+        _repropagate(network, bounds, k)
+        if timed_out:
+            break
+    # The caller's bounds were widened for the LPs; the contract is "never looser than given".
+    for k, given in _given(network, layer_bounds).items():
+        if given is not None:
+            gl, gu = (np.asarray(v, dtype=np.float64).ravel() for v in given)
+            lo, up = np.maximum(bounds[k][0], gl), np.minimum(bounds[k][1], gu)
+            bounds[k] = (lo, np.maximum(up, lo))
+    return bounds
+
+
+def _repropagate(network: Network, bounds: list[Bounds], k: int) -> None:
+    """IBP from layer k onwards, intersected with the current bounds (never looser)."""
+    lo, up = bounds[k]
+    for j in range(k + 1, len(network.layers)):
+        plo, pup = propagate(network.layers[j], lo, up)
+        lo, up = np.maximum(bounds[j][0], plo), np.minimum(bounds[j][1], pup)
+        up = np.maximum(up, lo)
+        bounds[j] = (lo, up)
+
+
+# --------------------------------------------------------------------------------------------
+# Queries
+
+
+def output_range(network: Network, x_lower: np.ndarray, x_upper: np.ndarray, c: np.ndarray,
+                 layer_bounds=None, time_limit: float | None = None,
+                 backend: str = "highs") -> tuple[float, float]:
+    """Exact ``(min, max)`` of ``c @ y`` over the input box, ``c``: (n_outputs,).
+
+    Both MILPs are solved to a zero relative gap; the returned numbers are the solver's proven
+    bounds (min: lower bound, max: upper bound), so they enclose the true range up to solver
+    tolerances (absolute gap 1e-6). ``time_limit`` (s) is shared by the two solves. Raises
+    :class:`SolverError` when either is not solved to optimality.
+    """
+    start = time.perf_counter()
+    c = np.asarray(c, dtype=np.float64).ravel()
+    if c.size != network.n_outputs:
+        raise ShapeMismatchError(f"output_range: c has {c.size} entries, network has {network.n_outputs} outputs")
+    enc = encode(network, x_lower, x_upper, layer_bounds)
+    session = open_session(enc.problem, backend=backend)
+    cost = enc.objective(c)
+    result = []
+    for maximize in (False, True):
+        remaining = None if time_limit is None else max(0.0, float(time_limit) - (time.perf_counter() - start))
+        session.set_objective(cost, maximize=maximize)
+        sol = session.solve(remaining, mip_rel_gap=0.0)
+        if sol.status != "optimal" or sol.bound is None:
+            raise SolverError(f"output_range: {'max' if maximize else 'min'} of c @ y not solved to optimality "
+                              f"({sol.status}{': ' + sol.message if sol.message else ''}; "
+                              f"{enc.n_binaries} binaries)")
+        result.append(float(sol.bound))
+    return result[0], result[1]
+
+
+def verify_milp(network: Network, prop, layer_bounds=None, time_limit: float | None = None,
+                backend: str = "highs", *, tighten: bool = False, unsat_tol: float = 1e-6) -> MilpResult:
+    """Decide one property with the MILP (Tjeng et al. 2019).
+
+    ``prop`` has ``x_lower``, ``x_upper`` (n_inputs,) and ``clauses``: a list of ``(A, b)``,
+    ``A``: (k, n_outputs); the property is violated iff some clause has ``A y <= b`` for some
+    ``x`` in the box. For each clause the MILP minimises ``t`` s.t. ``A y - b <= t``, stopping
+    early as soon as ``t <= 0`` is found or ``t > 0`` is proven; ``time_limit`` (s) is shared by
+    all clauses (and the optional LP tightening, ``tighten=True``).
+
+    Returns 'sat' with a float64-verified counterexample, 'unsat' when every clause is proven
+    (see the module notes on tolerances; ``unsat_tol`` is relative to the clause's scale),
+    'timeout' when the time ran out first, else 'unknown'.
+    """
+    start = time.perf_counter()
+    deadline = None if time_limit is None else start + float(time_limit)
+    x_lower, x_upper = check_box(network, prop.x_lower, prop.x_upper)
+    clauses = [(np.atleast_2d(np.asarray(A, dtype=np.float64)), np.asarray(b_, dtype=np.float64).ravel())
+               for A, b_ in prop.clauses]
+    for j, (A, b_) in enumerate(clauses):
+        if A.shape[1] != network.n_outputs or A.shape[0] != b_.size:
+            raise ShapeMismatchError(f"clause {j}: A {A.shape} and b {b_.shape} do not fit {network.n_outputs} outputs")
+
+    def elapsed() -> float:
+        return time.perf_counter() - start
+
+    def result(status: str, x=None, y=None, n_bin: int = 0, message: str = "") -> MilpResult:
+        return MilpResult(status, x, y, elapsed(), n_bin, message)
+
+    # A free check of the box centre: a real counterexample needs no solver.
+    centre = (x_lower + x_upper) / 2
+    y_centre = network.forward(centre[None])[0]
+    margins = [_margin(A, b_, y_centre) for A, b_ in clauses]
+    for j in np.argsort(margins, kind="stable"):
+        if margins[j] <= 0:
+            return result("sat", centre, y_centre, 0, f"box centre violates clause {j}")
+
+    slack = GIVEN_BOUND_SLACK
+    if tighten:
+        layer_bounds = tighten_bounds_lp(network, x_lower, x_upper, layer_bounds,
+                                         None if deadline is None else max(0.0, deadline - time.perf_counter()),
+                                         backend)
+        slack = 0.0
+    enc = encode(network, x_lower, x_upper, layer_bounds, bound_slack=slack)
+    out_lo, out_up = enc.layer_bounds[-1] if enc.layer_bounds else (x_lower, x_upper)
+    notes: list[str] = []
+    proven, timed_out = 0, False
+    # Most nearly violated clauses first (at the centre): the likeliest to give 'sat' fast.
+    for j in np.argsort(margins, kind="stable"):
+        A, b_ = clauses[j]
+        t_lo, t_hi = _margin_bounds(A, b_, out_lo, out_up)
+        tol = unsat_tol * max(1.0, abs(t_lo), abs(t_hi))
+        if t_lo > tol:
+            proven += 1
+            continue
+        remaining = None if deadline is None else deadline - time.perf_counter()
+        if remaining is not None and remaining <= 0:
+            timed_out = True
+            notes.append(f"clause {j}: no time left")
+            continue
+        problem = _clause_problem(enc, A, b_)
+        sol = solve(problem, remaining, backend=backend, target=0.0, cutoff=tol)
+        if sol.x is not None and sol.objective is not None and sol.objective <= 0:
+            x, y, t = _counterexample(network, problem, enc, sol, A, b_, x_lower, x_upper, backend)
+            if t <= 0:
+                return result("sat", x, y, enc.n_binaries, f"clause {j} violated by {-t:.3g} (float64)")
+            notes.append(f"clause {j}: solver point has t = {sol.objective:.3g} but float64 re-evaluation "
+                         f"gives {t:.3g}")
+            continue
+        if sol.status in ("optimal", "stopped", "time_limit") and sol.bound is not None and sol.bound > tol:
+            proven += 1
+            continue
+        if sol.status == "time_limit":
+            timed_out = True
+            notes.append(f"clause {j}: time limit (bound {sol.bound})")
+        elif sol.status == "infeasible":
+            notes.append(f"clause {j}: encoding infeasible (unsound layer_bounds or numerical trouble)")
+        else:
+            notes.append(f"clause {j}: {sol.status}, t in [{sol.bound}, {sol.objective}] {sol.message}".rstrip())
+    if proven == len(clauses):
+        return result("unsat", n_bin=enc.n_binaries, message=f"{proven} clause(s) proven")
+    return result("timeout" if timed_out else "unknown", n_bin=enc.n_binaries, message="; ".join(notes))
+
+
+def _margin(A: np.ndarray, b: np.ndarray, y: np.ndarray) -> float:
+    """``t = max_i (A y - b)_i``: <= 0 iff ``y`` satisfies the clause (−inf for no rows)."""
+    return float(np.max(A @ y - b)) if A.shape[0] else -np.inf
+
+
+def _margin_bounds(A: np.ndarray, b: np.ndarray, lo: np.ndarray, up: np.ndarray) -> tuple[float, float]:
+    """Interval bounds of ``t = max_i (A y - b)_i`` for ``y`` in ``[lo, up]``."""
+    if A.shape[0] == 0:
+        return -np.inf, -np.inf
+    Ap, An = np.maximum(A, 0.0), np.minimum(A, 0.0)
+    row_lo = Ap @ lo + An @ up - b
+    row_hi = Ap @ up + An @ lo - b
+    err = (A.shape[1] + 2) * np.finfo(np.float64).eps * (np.abs(A) @ np.maximum(np.abs(lo), np.abs(up)) + np.abs(b))
+    return float(np.max(row_lo - err)), float(np.max(row_hi + err))
+
+
+def _clause_problem(enc: MilpEncoding, A: np.ndarray, b: np.ndarray) -> LinearProblem:
+    """``enc`` plus a column ``t`` and rows ``A y - t <= b``, minimising ``t``."""
+    p = enc.problem
+    n, k = p.n_cols, A.shape[0]
+    t_col = n
+    Ac = sp.coo_matrix(A)
+    rows = sp.csr_matrix((np.concatenate([Ac.data, -np.ones(k)]),
+                          (np.concatenate([Ac.row, np.arange(k)]),
+                           np.concatenate([enc.output_cols[Ac.col], np.full(k, t_col)]))), shape=(k, n + 1))
+    A_full = sp.vstack([sp.hstack([p.A, sp.csr_matrix((p.n_rows, 1))]), rows], format="csr")
+    c = np.zeros(n + 1)
+    c[t_col] = 1.0
+    integrality = None if p.integrality is None else np.append(p.integrality, False)
+    # t is left free: rows bound it below, and it is minimised.
+    return LinearProblem(c, A_full, np.concatenate([p.row_lower, np.full(k, -np.inf)]),
+                            np.concatenate([p.row_upper, b]), np.append(p.col_lower, -np.inf),
+                            np.append(p.col_upper, np.inf), integrality)
+
+
+def _counterexample(network: Network, problem: LinearProblem, enc: MilpEncoding, sol: Solution,
+                    A: np.ndarray, b: np.ndarray, x_lower: np.ndarray, x_upper: np.ndarray,
+                    backend: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """The best float64-checked point from a MILP solution: the solver's input clipped to the
+    box, or the optimum of the LP with the binaries fixed to the solution's activation pattern
+    (exactly linear there), whichever violates the clause more. Returns ``(x, y, t)``."""
+    best = None
+    candidates = [sol.x[enc.input_cols]]
+    if enc.n_binaries:
+        fixed = np.round(sol.x[enc.binary_cols])
+        lo, up = problem.col_lower.copy(), problem.col_upper.copy()
+        lo[enc.binary_cols] = fixed
+        up[enc.binary_cols] = fixed
+        lp = LinearProblem(problem.c, problem.A, problem.row_lower, problem.row_upper, lo, up)
+        polished = solve(lp, backend=backend)
+        if polished.status == "optimal" and polished.x is not None:
+            candidates.append(polished.x[enc.input_cols])
+    for x in candidates:
+        x = np.clip(x, x_lower, x_upper)
+        y = network.forward(x[None])[0]
+        t = _margin(A, b, y)
+        if best is None or t < best[2]:
+            best = (x, y, t)
+    return best
