@@ -1,0 +1,152 @@
+"""The guarantee, checked rather than assumed: every kept validation sample, run in float32
+through the ONNX file that is written (onnxruntime), keeps its ReLU activation pattern in every
+layer, its MaxPool winners, its argmax and (with ``--margin``) its logit margin.
+
+onnxruntime only returns graph outputs, so the check runs a copy of the file whose graph also
+outputs the input of the first activation node after each affine layer (the layer's
+pre-activation ``z``); the argmax is read from the same run. Node order is the chain order,
+so the k-th Relu/MaxPool node of the file is the k-th Relu/MaxPool layer of the network.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import onnx
+
+from vnnx.errors import VnnxError
+from vnnx.network import MaxPool, Network, Relu
+
+from .patterns import Reference, Segment, affine_outputs, violations
+
+#: Nodes that only move data; walking back through them from a MaxPool reaches the flat tensor
+#: holding the affine output (reshapes keep C order; a Pad only adds −∞ cells around it).
+_PASS_THROUGH = {"Reshape", "Flatten", "Pad", "Identity", "Unsqueeze", "Squeeze"}
+
+
+@dataclass
+class GuaranteeCheck:
+    """Outcome of one check. ``violations``: broken constraints by kind (empty = passed)."""
+
+    engine: str
+    n_samples: int
+    violations: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+    def as_dict(self) -> dict:
+        return {"engine": self.engine, "samples": self.n_samples, "passed": self.passed,
+                "violations": dict(self.violations)}
+
+
+def _producer_map(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {out: node for node in graph.node for out in node.output}
+
+
+def _walk_back(name: str, producers: dict[str, onnx.NodeProto]) -> str:
+    while name in producers and producers[name].op_type in _PASS_THROUGH:
+        name = producers[name].input[0]
+    return name
+
+
+def instrumented_model(model: onnx.ModelProto, network: Network, segments: list[Segment]) -> tuple[onnx.ModelProto, dict[int, str]]:
+    """A copy of ``model`` that also outputs each segment's affine output; returns it and the
+    tensor name per affine layer index. Raises :class:`VnnxError` when the file's activation
+    nodes do not line up with the network's activation layers."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    producers = _producer_map(graph)
+    nodes = [node for node in graph.node if node.op_type in ("Relu", "MaxPool")]
+    layers = [k for k, layer in enumerate(network.layers) if isinstance(layer, (Relu, MaxPool))]
+    kinds = ["Relu" if isinstance(network.layers[k], Relu) else "MaxPool" for k in layers]
+    if [n.op_type for n in nodes] != kinds:
+        raise VnnxError(f"vnn-lp check: the ONNX file's activation nodes {[n.op_type for n in nodes]} do not "
+                        f"match the network's activation layers {kinds}")
+    node_of_layer = dict(zip(layers, nodes))
+    names: dict[int, str] = {}
+    for seg in segments:
+        if seg.block:
+            names[seg.affine] = _walk_back(node_of_layer[seg.block[0]].input[0], producers)
+        elif seg is segments[-1]:
+            names[seg.affine] = graph.output[0].name
+    existing = {o.name for o in graph.output}
+    for name in dict.fromkeys(names.values()):
+        if name not in existing:
+            graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return model, names
+
+
+def _session(model: onnx.ModelProto):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise VnnxError(f"vnn-lp check: onnxruntime cannot load the model: {exc}") from exc
+
+
+def onnx_affine_outputs(model: Union[onnx.ModelProto, str, os.PathLike], network: Network,
+                        segments: list[Segment], x: np.ndarray) -> dict[int, np.ndarray]:
+    """Each segment's affine output, float32, as onnxruntime computes it in ``model`` on
+    ``x`` (N, n_inputs): {affine layer index: (N, m)}."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model))
+    inst, names = instrumented_model(model, network, segments)
+    sess = _session(inst)
+    inp = sess.get_inputs()[0]
+    shape = tuple(network.input_shape)
+    wanted = list(dict.fromkeys(names.values()))
+    x32 = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(len(x), -1))
+    batch_dynamic = not isinstance(inp.shape[0], int) if inp.shape else False
+    try:
+        if batch_dynamic and len(shape) >= 2:
+            res = sess.run(wanted, {inp.name: x32.reshape((len(x32),) + shape[1:])})
+            per_name = {nm: np.asarray(r, np.float32).reshape(len(x32), -1) for nm, r in zip(wanted, res)}
+        else:
+            rows = [sess.run(wanted, {inp.name: row.reshape(shape)}) for row in x32]
+            per_name = {nm: np.stack([np.asarray(r[i], np.float32).reshape(-1) for r in rows])
+                        for i, nm in enumerate(wanted)}
+    except Exception as exc:
+        raise VnnxError(f"vnn-lp check: onnxruntime failed: {exc}") from exc
+    return {k: per_name[nm] for k, nm in names.items()}
+
+
+def check_network(network: Network, ref: Reference, margin_tol: float) -> GuaranteeCheck:
+    """The guarantee on the plain view, in float64 and in a float32 emulation (numpy/torch
+    kernels); used after each layer step. Returns the union of both runs' violations."""
+    bad = {}
+    for dtype in (np.float64, np.float32):
+        for kind, count in violations(ref, affine_outputs(network, ref.x, ref.segments, dtype), margin_tol).items():
+            bad[kind] = max(bad.get(kind, 0), count)
+    return GuaranteeCheck("float64+float32 (numpy)", len(ref.x), bad)
+
+
+def check_onnx(model: Union[onnx.ModelProto, str, os.PathLike], network: Network, ref: Reference,
+               margin_tol: float) -> GuaranteeCheck:
+    """The guarantee on an ONNX model (a file or a proto), float32, in onnxruntime."""
+    z = onnx_affine_outputs(model, network, ref.segments, ref.x)
+    return GuaranteeCheck("onnxruntime float32", len(ref.x), violations(ref, z, margin_tol))
+
+
+def export_checked(network: Network, path: Union[str, os.PathLike, None] = None) -> onnx.ModelProto:
+    """Write ``network`` with :func:`vnnx.io.onnx.network_to_onnx` (to ``path``, or to a
+    temporary file) and return the written model."""
+    from vnnx.io.onnx import network_to_onnx
+
+    if path is not None:
+        network_to_onnx(network, path)
+        return onnx.load(str(path))
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "model.onnx"
+        network_to_onnx(network, p)
+        return onnx.load(str(p))
