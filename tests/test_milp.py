@@ -380,7 +380,7 @@ def test_maxpool_keeps_every_possible_winner():
 @pytest.mark.parametrize("fake, expected", [
     (dict(status="time_limit", objective=5.0, bound=-1.0), "timeout"),   # incumbent > 0 is no proof
     (dict(status="optimal", objective=1e-9, bound=1e-9), "unknown"),     # inside the tolerance
-    (dict(status="infeasible", objective=None, bound=np.inf), "unknown"),  # encoding broken
+    (dict(status="infeasible", objective=None, bound=np.inf), "unsat"),    # t <= tol is capped: no violation
     (dict(status="error", objective=None, bound=None), "unknown"),
     (dict(status="stopped", objective=None, bound=0.5), "unsat"),         # bound proof is enough
 ])
@@ -419,3 +419,26 @@ def test_verify_rejects_a_spurious_solver_point(monkeypatch):
     monkeypatch.setattr(milp, "solve", fake_solve)
     res = verify_milp(net, prop(lo, up, [(c, m - 0.1)]), time_limit=5)    # truly unsat
     assert res.status == "unknown" and "re-evaluation" in res.message
+
+
+def test_infeasible_proves_nothing_when_bounds_exclude_the_centre(monkeypatch):
+    """'infeasible' reads as 'proven' only if the uncapped encoding is feasible; bounds that cut
+    off the box centre's activations (unsound bounds) must give 'unknown', never 'unsat'."""
+    import vnnx.milp as milp
+    from vnnx.solvers import Solution
+
+    monkeypatch.setattr(milp, "solve", lambda problem, time_limit=None, backend="highs", **kw:
+                        Solution("infeasible", None, None, np.inf, 0.0))
+    net = mlp(30)
+    lo, up = -np.ones(2), np.ones(2)
+    yc = net.forward(np.zeros((1, 2)))[0]
+    bounds = interval_bounds(net, lo, up)
+    first = net.forward(np.zeros((1, 2)), return_all=True)[0][0]
+    broken = [None] * len(net.layers)
+    ibp_up = bounds[0][1]
+    broken[0] = (np.minimum(first + 1e-3, ibp_up), ibp_up)   # excludes the centre's first-layer output
+    assert np.any(broken[0][0] > first + 1e-4)
+    out_lo = bounds[-1][0]
+    res = verify_milp(net, prop(lo, up, [(np.array([1.0, 0, 0]), (yc[0] + out_lo[0]) / 2)]),
+                      layer_bounds=broken, time_limit=5)
+    assert res.status == "unknown", res.message

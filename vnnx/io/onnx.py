@@ -36,6 +36,7 @@ import torch
 from vnnx.errors import InputFileError, ShapeMismatchError, UnsupportedOpError, VnnxError
 from vnnx.io._convert import convert_model
 from vnnx.network import Network
+from vnnx.util import write_bytes_atomic
 
 PathLike = Union[str, os.PathLike]
 
@@ -442,27 +443,9 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def write_atomic(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``.
-
-    Readers see the old file or the new one, never a partial one; on failure nothing is left.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise VnnxError(f"{path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; give it ordinary file modes
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``data`` to ``path`` atomically: readers see the old file or the new one, never a
+    partial one; on failure nothing is left (:func:`vnnx.util.write_bytes_atomic`)."""
+    write_bytes_atomic(path, data)
 
 
 class _ShapedNetwork(torch.nn.Module):

@@ -401,7 +401,6 @@ def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
 
 
 # --------------------------------------------------------------------------------------------
