@@ -272,7 +272,9 @@ def test_wrong_solution_is_rejected_by_the_check(rng, tmp_path, monkeypatch):
     y = net.forward(x).argmax(1)
     _patched_solve(monkeypatch, lambda p, real, tl, be: Solution("optimal", 0.0, np.zeros(p.n_cols), 0.0, 0.0))
     new, report, path = run(net, x, y, tmp_path)
-    assert all(r.status == "fallback" and "check failed" in r.message for r in report.layers)
+    # Per-neuron layers catch it on their own rows, the coupled output layer in the step check.
+    assert all(r.status == "fallback" and ("check failed" in r.message or "broke their own rows" in r.message)
+               for r in report.layers)
     independent_check(net, new, x, y, path)
 
 
@@ -284,7 +286,8 @@ def test_final_onnx_check_restores_layers(rng, tmp_path, monkeypatch):
     x = rng.uniform(-1, 1, size=(20, 5))
     y = net.forward(x).argmax(1)
     _patched_solve(monkeypatch, lambda p, real, tl, be: Solution("optimal", 0.0, np.zeros(p.n_cols), 0.0, 0.0))
-    monkeypatch.setattr(PASS, "check_network", lambda n, r, tol: GuaranteeCheck("fooled", len(r.x)))
+    monkeypatch.setattr(PASS, "check_network", lambda n, r, *a: GuaranteeCheck("fooled", len(r.x)))
+    monkeypatch.setattr(PASS, "_groups_breaking_rows", lambda *a: [])
     new, report, path = run(net, x, y, tmp_path)
     assert all(r.status == "fallback" and "restored" in r.message for r in report.layers)
     independent_check(net, new, x, y, path)
@@ -324,17 +327,49 @@ def test_report_matches_recount(rng, tmp_path):
     assert str(report.nnz_after) in table and "PASSED" in table
 
 
-def test_degenerate_samples_are_left_out(tmp_path):
-    # Neuron 0 has pre-activation exactly 0 on the zero input: no side to keep.
-    w1 = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 0.5]])
-    net = Network((1, 2), (1, 2), [Dense(w1, np.array([0.0, 0.2, 0.1]), (2,), (3,)), Relu((3,)),
+def test_zero_and_ambiguous_samples(tmp_path):
+    w1 = np.array([[1.0, 1.0, 1.0], [1.0, -1.0, 0.5], [-1.0, 0.5, 0.2]])
+    net = Network((1, 3), (1, 2), [Dense(w1, np.array([0.0, 0.2, 0.1]), (3,), (3,)), Relu((3,)),
                                    Dense(np.array([[1.0, -1.0, 0.5], [-1.0, 1.0, 1.0]]), np.array([0.1, 0.0]), (3,), (2,))])
     rng = np.random.default_rng(5)
-    x = np.vstack([np.zeros((1, 2)), rng.uniform(-1, 1, size=(15, 2))])
+    # Sample 0: neuron 0 is exactly 0 on the zero input: an inactive ReLU with no rounding at
+    # all, which is kept. Sample 1: 0.1 + 0.2 - 0.3 = 5.6e-17 in float64, far inside float32
+    # rounding noise: no engine can promise its sign, so the sample is left out (and reported).
+    x = np.vstack([np.zeros((1, 3)), [[0.1, 0.2, -0.3]], rng.uniform(-1, 1, size=(15, 3))])
+    assert net.layers[0].apply(x[1:2])[0, 0] > 0
     y = net.forward(x).argmax(1)
     new, report, path = run(net, x, y, tmp_path)
-    assert report.n_degenerate == 1 and report.degenerate_reasons["zero_or_tie"] == 1
-    independent_check(net, new, x[1:], y[1:], path)
+    assert report.n_degenerate == 1 and report.degenerate_reasons["within_float32_noise"] == 1
+    assert report.n_kept == 16
+    direct = report.guarantee["all_samples"]
+    assert direct["given"] == 17 and direct["kept_ok"] == 16 and direct["kept_failed"] == 0
+    independent_check(net, new, np.delete(x, 1, axis=0), np.delete(y, 1), path)
+
+
+def test_direct_check_sees_every_sample(rng):
+    """The plugin's own direct check compares layer values on all samples, independently of
+    the constraint rows: a changed pattern on any sample is counted."""
+    from vnnx_plugins.vnn_lp.guarantee import check_network
+    from vnnx_plugins.vnn_lp.patterns import build_reference
+
+    net = random_mlp(rng, (5, 8, 8, 3))
+    x = rng.uniform(-1, 1, size=(20, 5))
+    y = net.forward(x).argmax(1)
+    ref = build_reference(net, x, y)
+    assert check_network(net, ref, 1e-5, net).passed
+    z0 = net.layers[0].apply(x)
+    i, j = np.unravel_index(np.argmin(np.where(z0 > 0, z0, np.inf)), z0.shape)   # the smallest active ReLU
+    bias = net.layers[0].bias.copy()
+    bias[j] -= z0[i, j] + 1e-3                       # switch it off on sample i
+    broken = Network(net.input_shape, net.output_shape,
+                     [Dense(net.layers[0].weight, bias, (5,), (8,))] + list(net.layers[1:]))
+    check = check_network(broken, ref, 1e-5, net)
+    assert not check.passed and check.direct["kept_failed"] >= 1 and check.violations["direct-check"] >= 1
+    # Drop every constraint row: the direct check alone still catches it.
+    for blk in ref.blocks:
+        blk.constraints = blk.constraints.select(np.zeros(len(blk.constraints), dtype=bool))
+    check = check_network(broken, ref, 1e-5, net)
+    assert set(check.violations) == {"direct-check"}
 
 
 # ----------------------------------------------------------------------------- errors

@@ -20,7 +20,7 @@ which is why VNN's ε = 0 problem separates per neuron.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import scipy.sparse as sp
@@ -289,6 +289,21 @@ def later_rows(network: Network, ref: Reference, t: int, bounds: LayerBounds, sl
 
 
 # ------------------------------------------------------------------------------ LPs
+def group_scales(param: "Parametrisation") -> np.ndarray:
+    """(G,) the size of each group's original parameters (max |θ|, 1 for an all-zero group).
+
+    The LP is solved in ``φ = θ / s_g`` with its rows divided by ``s_g``: the same LP (the L1
+    objective only changes by a positive factor per group, and groups are separate or joined
+    by rows that are scaled consistently), but the solver's absolute feasibility tolerance
+    (HiGHS: 1e-7) becomes relative to the group. Without it a dead ERAN conv channel with
+    weights of 1e-7 and margins of 1e-10 comes back on the wrong side of 0.
+    """
+    theta = np.abs(param.theta0)
+    w = theta[:param.G * param.K].reshape(param.G, param.K).max(axis=1) if param.K else np.zeros(param.G)
+    s = np.maximum(w, theta[param.G * param.K:])
+    return np.where(s > 0, s, 1.0)
+
+
 @dataclass
 class LayerLP:
     """An LP over (a subset of) θ. ``columns``: the global θ index of each of the first
@@ -297,10 +312,11 @@ class LayerLP:
 
     problem: LinearProblem
     columns: np.ndarray
+    scale: Union[float, np.ndarray] = 1.0
 
     def theta(self, x: np.ndarray) -> np.ndarray:
         k = self.columns.size
-        return x[:k] - x[k:2 * k]
+        return self.scale * (x[:k] - x[k:2 * k])
 
 
 def _split(A: sp.csr_matrix, extra_cols: int = 0) -> sp.csr_matrix:
@@ -332,17 +348,21 @@ def group_lp(param: Parametrisation, g: int, bounds: LayerBounds, pair_mask: Opt
     used = np.flatnonzero(np.any(rows != 0, axis=0))
     A = sp.csr_matrix(rows[:, used])
     k = used.size
-    problem = LinearProblem(np.ones(2 * k), _split(A), row_lo, row_hi, np.zeros(2 * k), np.full(2 * k, np.inf))
-    return LayerLP(problem, param.group_params(g)[used])
+    s = float(group_scales(param)[g])
+    problem = LinearProblem(np.ones(2 * k), _split(A), row_lo / s, row_hi / s, np.zeros(2 * k), np.full(2 * k, np.inf))
+    return LayerLP(problem, param.group_params(g)[used], s)
 
 
 def coupled_lp(param: Parametrisation, bounds: LayerBounds, later: LaterRows) -> LayerLP:
     """One LP over all of θ, with the coupling rows.
 
     Entries z̃[n, i] that later rows use get a column ``r`` (``A_n θ − r = 0``, r in [lo, hi]),
-    so each later row has one coefficient per target neuron instead of one per weight.
+    so each later row has one coefficient per target neuron instead of one per weight. Scaled
+    per group as :func:`group_scales` explains: ``θ = s φ``, ``r = s ρ``, each group's own rows
+    divided by its ``s``; the objective stays ``‖θ‖₁ = Σ s |φ|``.
     """
     N, m = bounds.lo.shape
+    scales = group_scales(param)
     aux = np.zeros((N, m), dtype=bool)
     aux[later.sample[later.row], later.pos] = True
     finite = np.isfinite(bounds.lo) | np.isfinite(bounds.hi)
@@ -350,11 +370,13 @@ def coupled_lp(param: Parametrisation, bounds: LayerBounds, later: LaterRows) ->
     dn, dp = np.nonzero(direct)
     an, ap = np.nonzero(aux)
     n_aux = an.size
+    s_dir = scales[param.position_group(dp)]
+    s_aux = scales[param.position_group(ap)]
     blocks, lo, hi = [], [], []
     if dn.size:
-        blocks.append(param.rows(dn, dp))
-        lo.append(bounds.lo[dn, dp])
-        hi.append(bounds.hi[dn, dp])
+        blocks.append(sp.diags(1.0 / s_dir) @ param.rows(dn, dp))
+        lo.append(bounds.lo[dn, dp] / s_dir)
+        hi.append(bounds.hi[dn, dp] / s_dir)
     if bounds.pairs.n.size:
         pc = bounds.pairs
         blocks.append(param.rows(pc.n, pc.p) - param.rows(pc.n, pc.q))
@@ -362,32 +384,37 @@ def coupled_lp(param: Parametrisation, bounds: LayerBounds, later: LaterRows) ->
         hi.append(np.full(pc.n.size, np.inf))
     theta_rows = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, param.n_params))
     if n_aux:
-        aux_rows = param.rows(an, ap)
+        aux_rows = sp.diags(1.0 / s_aux) @ param.rows(an, ap)
         all_theta = sp.vstack([theta_rows, aux_rows], format="csr")
     else:
         aux_rows, all_theta = None, theta_rows
     used = np.flatnonzero(np.asarray(abs(all_theta).sum(axis=0)).ravel() > 0)
     k = used.size
-    A_theta = _split(theta_rows[:, used], n_aux)
+    group_of_param = np.r_[np.repeat(np.arange(param.G), param.K), np.arange(param.G)]
+    s_theta = scales[group_of_param[used]]
+    D = sp.diags(s_theta)
+    A_theta = _split(sp.csr_matrix(theta_rows[:, used] @ D), n_aux)
     parts = [A_theta]
     if n_aux:
         aux_index = np.full((N, m), -1, dtype=np.int64)
         aux_index[an, ap] = np.arange(n_aux)
-        define = sp.hstack([_split(aux_rows[:, used]), -sp.identity(n_aux, format="csr")], format="csr")
+        define = sp.hstack([_split(sp.csr_matrix(aux_rows[:, used] @ D)), -sp.identity(n_aux, format="csr")],
+                           format="csr")
         parts.append(define)
         lo.append(np.zeros(n_aux))
         hi.append(np.zeros(n_aux))
-        cols = 2 * k + aux_index[later.sample[later.row], later.pos]
-        L = sp.csr_matrix((later.coef, (later.row, cols)), shape=(later.n_rows, 2 * k + n_aux))
+        a_idx = aux_index[later.sample[later.row], later.pos]
+        cols = 2 * k + a_idx
+        L = sp.csr_matrix((later.coef * s_aux[a_idx], (later.row, cols)), shape=(later.n_rows, 2 * k + n_aux))
         parts.append(L)
         lo.append(later.lb - later.const)
         hi.append(np.full(later.n_rows, np.inf))
     A = sp.vstack(parts, format="csr")
-    col_lo = np.r_[np.zeros(2 * k), bounds.lo[an, ap]]
-    col_hi = np.r_[np.full(2 * k, np.inf), bounds.hi[an, ap]]
-    c = np.r_[np.ones(2 * k), np.zeros(n_aux)]
+    col_lo = np.r_[np.zeros(2 * k), bounds.lo[an, ap] / s_aux]
+    col_hi = np.r_[np.full(2 * k, np.inf), bounds.hi[an, ap] / s_aux]
+    c = np.r_[s_theta, s_theta, np.zeros(n_aux)]
     return LayerLP(LinearProblem(c, A, np.concatenate(lo) if lo else np.zeros(0),
-                                 np.concatenate(hi) if hi else np.zeros(0), col_lo, col_hi), used)
+                                 np.concatenate(hi) if hi else np.zeros(0), col_lo, col_hi), used, s_theta)
 
 
 def paper_lp(network: Network, ref: Reference, t: int, param: Parametrisation, bounds: LayerBounds,

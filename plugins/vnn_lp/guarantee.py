@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import onnx
@@ -21,7 +21,7 @@ import onnx
 from vnnx.errors import VnnxError
 from vnnx.network import MaxPool, Network, Relu
 
-from .patterns import Reference, Segment, affine_outputs, violations
+from .patterns import Reference, Segment, affine_outputs, split_segments, violations
 
 #: Nodes that only move data; walking back through them from a MaxPool reaches the flat tensor
 #: holding the affine output (reshapes keep C order; a Pad only adds −∞ cells around it).
@@ -30,11 +30,17 @@ _PASS_THROUGH = {"Reshape", "Flatten", "Pad", "Identity", "Unsqueeze", "Squeeze"
 
 @dataclass
 class GuaranteeCheck:
-    """Outcome of one check. ``violations``: broken constraints by kind (empty = passed)."""
+    """Outcome of one check. ``violations``: broken constraints by kind (empty = passed).
+
+    ``direct``: the result of :func:`direct_check` on EVERY given validation sample (the kept
+    and the degenerate ones), when it ran: ``{'given', 'kept_ok', 'kept_failed',
+    'degenerate_ok', 'degenerate_failed'}``. A kept sample failing it is a violation too.
+    """
 
     engine: str
     n_samples: int
     violations: dict = field(default_factory=dict)
+    direct: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -42,7 +48,7 @@ class GuaranteeCheck:
 
     def as_dict(self) -> dict:
         return {"engine": self.engine, "samples": self.n_samples, "passed": self.passed,
-                "violations": dict(self.violations)}
+                "violations": dict(self.violations), "all_samples": dict(self.direct)}
 
 
 def _producer_map(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
@@ -121,21 +127,109 @@ def onnx_affine_outputs(model: Union[onnx.ModelProto, str, os.PathLike], network
     return {k: per_name[nm] for k, nm in names.items()}
 
 
-def check_network(network: Network, ref: Reference, margin_tol: float) -> GuaranteeCheck:
+def block_values(network: Network, segments: list[Segment], z: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """The input of every ReLU/MaxPool layer (N, ...) from the segments' affine outputs ``z``
+    (ReLU and max are exact in any precision, so this adds no rounding of its own)."""
+    pre: dict[int, np.ndarray] = {}
+    for seg in segments:
+        h = np.asarray(z[seg.affine])
+        for k in seg.block:
+            pre[k] = h
+            h = network.layers[k].apply(h)
+    return pre
+
+
+def direct_check(original: Network, network: Network, x: np.ndarray, target: np.ndarray, exempt: np.ndarray,
+                 original_margin: np.ndarray, margin: float, margin_tol: float,
+                 z_new: dict[int, np.ndarray]) -> np.ndarray:
+    """(N,) bool: sample n keeps, in the new network's affine outputs ``z_new`` (e.g. float32
+    from onnxruntime), the original's float64 behaviour: the sign of every ReLU input, every
+    MaxPool winner (ties allowed), the argmax ``target`` (unless ``exempt``: a tie in the
+    original) and a margin of ``min(margin, original_margin) − margin_tol``.
+
+    Deliberately independent of :mod:`.patterns`' constraint rows: it compares the two
+    networks' layer values directly, on every sample it is given, so a sample the LP never saw
+    or a row the encoding got wrong shows up here.
+    """
+    _, segments = split_segments(network)
+    outs = original.forward(np.asarray(x, dtype=np.float64), return_all=True)
+    pre_new = block_values(network, segments, z_new)
+    n = len(x)
+    ok = np.ones(n, dtype=bool)
+    for k, layer in enumerate(original.layers):
+        if k not in pre_new:
+            continue
+        a = outs[k - 1] if k > 0 else np.asarray(x, dtype=np.float64)
+        b = np.asarray(pre_new[k], dtype=np.float64)
+        if isinstance(layer, Relu):
+            ok &= np.all((a > 0) == (b > 0), axis=1)
+        elif isinstance(layer, MaxPool):
+            for w in layer.windows():
+                win = w[np.argmax(a[:, w], axis=1)]
+                ok &= b[np.arange(n), win] >= b[:, w].max(axis=1)
+    last = segments[-1]
+    y = np.asarray(z_new[last.affine], dtype=np.float64)
+    for k in last.block:
+        y = network.layers[k].apply(y)
+    rows = np.arange(n)
+    others = y.copy()
+    others[rows, target] = -np.inf
+    new_margin = y[rows, target] - others.max(axis=1)
+    need = np.minimum(margin, original_margin) - margin_tol if margin > 0 else np.zeros(n)
+    ok &= exempt | ((new_margin > 0) & (new_margin >= need))
+    return ok
+
+
+def _combined(original: Network, network: Network, ref: Reference, margin_tol: float, engine: str,
+              z_all: dict[int, np.ndarray], into: dict) -> dict:
+    """Constraint rows on the kept samples plus :func:`direct_check` on all given samples, for
+    one set of affine outputs ``z_all`` on ``ref.x_all``; adds violation counts to ``into`` and
+    returns the direct check's counts."""
+    kept = ref.kept
+    z_kept = {k: np.asarray(v).reshape(len(ref.x_all), -1)[kept] for k, v in z_all.items()}
+    for kind, count in violations(ref, z_kept, margin_tol).items():
+        into[kind] = max(into.get(kind, 0), count)
+    ok = direct_check(original, network, ref.x_all, ref.all_target, ref.all_exempt, ref.all_margin,
+                      ref.margin, margin_tol, z_all)
+    is_kept = np.zeros(len(ref.x_all), dtype=bool)
+    is_kept[kept] = True
+    direct = {"given": int(len(ok)), "kept_ok": int((ok & is_kept).sum()), "kept_failed": int((~ok & is_kept).sum()),
+              "degenerate_ok": int((ok & ~is_kept).sum()), "degenerate_failed": int((~ok & ~is_kept).sum())}
+    if direct["kept_failed"]:
+        into["direct-check"] = max(into.get("direct-check", 0), direct["kept_failed"])
+    return direct
+
+
+def check_network(network: Network, ref: Reference, margin_tol: float,
+                  original: Optional[Network] = None) -> GuaranteeCheck:
     """The guarantee on the plain view, in float64 and in a float32 emulation (numpy/torch
-    kernels); used after each layer step. Returns the union of both runs' violations."""
-    bad = {}
+    kernels); used after each layer step. Returns the union of both runs' violations (the
+    direct check needs ``original``, else only the constraint rows are checked)."""
+    bad: dict = {}
+    direct: dict = {}
     for dtype in (np.float64, np.float32):
-        for kind, count in violations(ref, affine_outputs(network, ref.x, ref.segments, dtype), margin_tol).items():
-            bad[kind] = max(bad.get(kind, 0), count)
-    return GuaranteeCheck("float64+float32 (numpy)", len(ref.x), bad)
+        z = affine_outputs(network, ref.x_all if original is not None else ref.x, ref.segments, dtype)
+        if original is None:
+            for kind, count in violations(ref, z, margin_tol).items():
+                bad[kind] = max(bad.get(kind, 0), count)
+        else:
+            d = _combined(original, network, ref, margin_tol, "numpy", z, bad)
+            direct = d if not direct or d["kept_failed"] + d["degenerate_failed"] > \
+                direct["kept_failed"] + direct["degenerate_failed"] else direct
+    return GuaranteeCheck("float64+float32 (numpy)", len(ref.x), bad, direct)
 
 
 def check_onnx(model: Union[onnx.ModelProto, str, os.PathLike], network: Network, ref: Reference,
-               margin_tol: float) -> GuaranteeCheck:
-    """The guarantee on an ONNX model (a file or a proto), float32, in onnxruntime."""
-    z = onnx_affine_outputs(model, network, ref.segments, ref.x)
-    return GuaranteeCheck("onnxruntime float32", len(ref.x), violations(ref, z, margin_tol))
+               margin_tol: float, original: Optional[Network] = None) -> GuaranteeCheck:
+    """The guarantee on an ONNX model (a file or a proto), float32, in onnxruntime: the
+    constraint rows on the kept samples and, given ``original``, :func:`direct_check` on all."""
+    if original is None:
+        z = onnx_affine_outputs(model, network, ref.segments, ref.x)
+        return GuaranteeCheck("onnxruntime float32", len(ref.x), violations(ref, z, margin_tol))
+    z = onnx_affine_outputs(model, network, ref.segments, ref.x_all)
+    bad: dict = {}
+    direct = _combined(original, network, ref, margin_tol, "onnxruntime", z, bad)
+    return GuaranteeCheck("onnxruntime float32", len(ref.x), bad, direct)
 
 
 def export_checked(network: Network, path: Union[str, os.PathLike, None] = None) -> onnx.ModelProto:

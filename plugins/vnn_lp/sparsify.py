@@ -5,7 +5,9 @@ activations of the already-sparsified earlier layers (not the original network's
 argmax (and an optional logit margin) is a constraint, and the output layer is sparsified too.
 
 Each layer step is accepted only when the whole network, in float64 and in float32, still
-keeps every kept validation sample's patterns, argmax and margin (:func:`check_network`);
+keeps every kept validation sample's patterns, argmax and margin (:func:`check_network`:
+the constraint rows, plus a direct comparison of the two networks' layer values on every given
+sample, degenerate ones included, which are reported but cannot fail the check);
 otherwise the layer keeps its original weights. The final network is exported and checked in
 onnxruntime; if that check fails the last sparsified layers are restored one at a time (every
 such prefix passed its own step check), so a network that breaks the guarantee is never
@@ -27,7 +29,7 @@ from vnnx.solvers import LinearProblem, Solution, solve
 from .formulation import LayerBounds, LayerLP, Parametrisation, coupled_lp, group_lp, later_rows, layer_bounds, paper_lp
 from .guarantee import GuaranteeCheck, check_network, check_onnx, export_checked, onnx_affine_outputs
 from .options import SparsifyOptions
-from .patterns import Reference, affine_outputs, build_reference, check_inputs, split_segments
+from .patterns import Reference, affine_outputs, apply_layer, build_reference, check_inputs, split_segments
 from .report import LayerReport, SparsifyReport, l1_norm, layer_report, nonzeros
 
 #: A group LP smaller than this is solved in the calling process even with ``workers > 1``.
@@ -114,13 +116,43 @@ def solve_layer(network: Network, ref: Reference, t: int, opts: SparsifyOptions,
         idx = param.group_params(g) if len(lps) > 1 else np.arange(param.n_params)
         theta[idx] = 0.0
         theta[lp.columns] = lp.theta(sol.x)
+    notes = []
     if failed:
-        rep.groups_kept_original = len(failed)
         statuses = sorted({s.status for _, s in failed})
-        rep.message = f"{len(failed)} of {len(lps)} groups kept their weights (LP {', '.join(statuses)})"
+        notes.append(f"{len(failed)} of {len(lps)} groups kept their weights (LP {', '.join(statuses)})")
         if len(failed) == len(lps):
+            rep.groups_kept_original = len(failed)
+            rep.message = notes[0]
             return None
+    reverted = []
+    if len(lps) > 1:
+        # Separate LPs: a group whose solution breaks one of its own rows (float64 or float32)
+        # takes its original parameters back, instead of failing the whole layer's check.
+        reverted = _groups_breaking_rows(param, theta, outs, ref.blocks[t])
+        for g in reverted:
+            idx = param.group_params(g)
+            theta[idx] = param.theta0[idx]
+        if reverted:
+            notes.append(f"{len(reverted)} groups broke their own rows after the LP and kept their weights")
+    rep.groups_kept_original = len(failed) + len(reverted)
+    rep.message = "; ".join(notes)
+    if rep.groups_kept_original == len(lps) > 1:
+        return None
     return theta
+
+
+def _groups_breaking_rows(param: Parametrisation, theta: np.ndarray, inputs: np.ndarray, blk) -> list[int]:
+    """Groups of the target layer with a violated row of its own block, for parameters
+    ``theta``, evaluated in float64 and in float32."""
+    layer = param.make_layer(theta)
+    c = blk.constraints
+    bad = np.zeros(param.G, dtype=bool)
+    for dtype in (np.float64, np.float32):
+        z = apply_layer(layer, inputs.astype(dtype), dtype)
+        broken = ~c.satisfied(c.values(z), margin_tol=0.0)
+        for idx in (c.p[broken], c.q[broken]):
+            bad[param.position_group(idx[idx >= 0])] = True
+    return [int(g) for g in np.flatnonzero(bad)]
 
 
 def affine_inputs(network: Network, x: np.ndarray, k: int) -> np.ndarray:
@@ -204,7 +236,7 @@ def sparsify(network: Network, x_val, y_val, options: Optional[SparsifyOptions] 
         if theta is None:
             rep.status = "fallback"
         else:
-            new_layer, check = _accept(current, ref, seg.affine, theta, opts)
+            new_layer, check = _accept(current, ref, seg.affine, theta, opts, network)
             if new_layer is None:
                 rep.status = "fallback"
                 rep.message = (rep.message + "; " if rep.message else "") + \
@@ -216,7 +248,7 @@ def sparsify(network: Network, x_val, y_val, options: Optional[SparsifyOptions] 
         rep.nnz_after = nonzeros(current.layers[seg.affine])
         rep.l1_after = l1_norm(current.layers[seg.affine])
         rep.seconds = time.perf_counter() - t0
-    current, final, model = _final_check(current, ref, accepted, reports, opts)
+    current, final, model = _final_check(current, ref, accepted, reports, opts, network)
     if out is not None:
         from vnnx.io.onnx import write_atomic
 
@@ -231,7 +263,7 @@ def sparsify(network: Network, x_val, y_val, options: Optional[SparsifyOptions] 
     return current, report
 
 
-def _accept(network: Network, ref: Reference, k: int, theta: np.ndarray, opts: SparsifyOptions):
+def _accept(network: Network, ref: Reference, k: int, theta: np.ndarray, opts: SparsifyOptions, original: Network):
     """The new layer k for parameters ``theta`` if the network then passes the step check:
     first with weights |w| <= zero_tol set to 0, else as solved. Returns (layer or None, check)."""
     make = _layer_factory(network.layers[k])
@@ -239,7 +271,7 @@ def _accept(network: Network, ref: Reference, k: int, theta: np.ndarray, opts: S
     check = None
     for cand in ([rounded, theta] if np.any(rounded != theta) else [theta]):
         layer = make(cand)
-        check = check_network(_with_layer(network, k, layer), ref, opts.margin_tol)
+        check = check_network(_with_layer(network, k, layer), ref, opts.margin_tol, original)
         if check.passed:
             return layer, check
     return None, check
@@ -263,7 +295,7 @@ def _layer_factory(layer):
 
 
 def _final_check(network: Network, ref: Reference, accepted: list, reports: list[LayerReport],
-                 opts: SparsifyOptions):
+                 opts: SparsifyOptions, original: Network):
     """Check the exported network in onnxruntime; restore the last sparsified layers until it
     passes (each such prefix state passed its step check; the original passes by the
     construction of the kept set). Returns (network, check, checked ONNX model or None)."""
@@ -272,16 +304,16 @@ def _final_check(network: Network, ref: Reference, accepted: list, reports: list
         model = None
         if opts.check_onnx:
             model = export_checked(network)
-            check = check_onnx(model, network, ref, opts.margin_tol)
+            check = check_onnx(model, network, ref, opts.margin_tol, original)
         else:
-            check = check_network(network, ref, opts.margin_tol)
+            check = check_network(network, ref, opts.margin_tol, original)
         if check.passed or not accepted:
             if not check.passed:
                 raise VnnxError(f"vnn-lp: the original network fails its own float32 check ({check.violations}); "
                                 "this is a bug in the degenerate-sample filter")
             return network, check, model
-        k, original = accepted.pop()
-        network = _with_layer(network, k, original)
+        k, old_layer = accepted.pop()
+        network = _with_layer(network, k, old_layer)
         rep = by_index[k]
         rep.status = "fallback"
         rep.message = (rep.message + "; " if rep.message else "") + \
