@@ -49,20 +49,25 @@ def main() -> None:
     ap.add_argument("--timeout-scale", type=float, default=1.0)
     ap.add_argument("--limit", type=int, default=None, help="first N instances of each suite")
     ap.add_argument("--maxpool", default="capm", choices=("capm", "lirpa"))
+    ap.add_argument("--jobs", type=int, default=1, help="instances at once (worker processes, 1 thread each)")
+    ap.add_argument("--shared", default=str(SHARED), help="the VNN-COMP 2021 benchmarks folder")
+    ap.add_argument("--out-dir", default=str(ROOT / "out" / "bench"))
+    ap.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"), help="the results page to append to")
     ap.add_argument("--no-docs", action="store_true", help="do not append to docs/benchmarks.md")
     args = ap.parse_args()
 
-    out_dir = ROOT / "out" / "bench"
+    out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = []
     for suite in args.suites:
         csv_rel, keep = SUITES[suite]
-        rows = [(str(o), str(s), t) for o, s, t in read_instances_csv(SHARED / csv_rel) if keep(o, s)]
+        rows = [(str(o), str(s), t) for o, s, t in read_instances_csv(Path(args.shared) / csv_rel) if keep(o, s)]
         with tempfile.TemporaryDirectory() as tmp:
             sub = Path(tmp) / f"{suite}.csv"
             write_instances_csv(sub, rows)
             summary = run_benchmark(str(sub), out_csv=str(out_dir / f"{suite}.csv"), timeout_scale=args.timeout_scale,
-                                    custom_ops=custom_ops_for(args.maxpool), limit=args.limit)
+                                    custom_ops=custom_ops_for(args.maxpool), limit=args.limit,
+                                    jobs=args.jobs, progress=args.jobs == 1)
         print(f"\n== {suite}\n{summary.table()}")
         c = summary.counts()
         solved = [r["seconds"] for r in summary.rows if r["verdict"] in ("sat", "unsat")]
@@ -70,12 +75,12 @@ def main() -> None:
         lines.append(f"| {suite} | {len(summary.rows)} | {c['sat']} | {c['unsat']} | {c['unknown']} | {c['timeout']} | "
                      f"{c['error']} | {within} | {sum(solved) / max(len(solved), 1):.2f} | {max(solved, default=0):.1f} |")
     if not args.no_docs:
-        doc = ROOT / "docs" / "benchmarks.md"
+        doc = Path(args.docs)
         head = "" if doc.exists() else "# Benchmark results\n\nMeasured by `tools/bench_vnncomp.py`; newest last.\n"
         with open(doc, "a") as fh:
             fh.write(head + f"\n## {dt.date.today().isoformat()} — {machine()}\n\n"
                      f"`tools/bench_vnncomp.py --suites {' '.join(args.suites)} --timeout-scale {args.timeout_scale}"
-                     f"{'' if args.limit is None else f' --limit {args.limit}'}` (maxpool: {args.maxpool})\n\n"
+                     f"{'' if args.limit is None else f' --limit {args.limit}'} --jobs {args.jobs}` (maxpool: {args.maxpool}; with --jobs N, N instances run at once, one thread each)\n\n"
                      "| suite | instances | sat | unsat | unknown | timeout | error | answered in time | "
                      "mean s (solved) | max s (solved) |\n|---|---|---|---|---|---|---|---|---|---|\n"
                      + "\n".join(lines) + "\n")

@@ -114,7 +114,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     summary = run_benchmark(args.instances, out_csv=args.out, timeout_scale=args.timeout_scale,
                             method=args.method, custom_ops=custom_ops_for(args.maxpool), limit=args.limit,
-                            solver=args.solver)
+                            solver=args.solver, jobs=args.jobs)
     print(summary.table())
     return 0
 
@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="auto", choices=("auto", "pgd", "ibp", "crown", "alpha-crown", "milp"))
     p.add_argument("--limit", type=int, default=None, help="run only the first N instances")
     p.add_argument("--solver", choices=("highs", "gurobi", "auto"), default="highs", help="MILP back end")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="instances verified at once, in worker processes with one thread each (default 1)")
     _add_maxpool_flag(p)
     p.set_defaults(func=_cmd_bench)
 
