@@ -49,7 +49,7 @@ def main() -> None:
     export_onnx(model, (1, 1, 28, 28), OUT / "mnist_2x50.onnx")
     # First 400 evaluation images, as in the VNN paper's protocol (200 validation, 200 test).
     save_npz(OUT / "mnist_eval400.npz", eval_set.x[:400], eval_set.y[:400])
-    rows = generate_robustness_specs(OUT / "mnist_eval400.npz", OUT / "specs", epsilons=[0.02, 0.05], count=8,
+    rows = generate_robustness_specs(OUT / "mnist_eval400.npz", OUT / "specs", epsilons=[0.02, 0.05, 0.1], count=8,
                                      start=200, onnx=str(OUT / "mnist_2x50.onnx"), timeout=30.0)
     (OUT / "training.json").write_text(json.dumps({
         "architecture": "mlp 784-50-50-10", "epochs": args.epochs, "pgd_epsilon": args.epsilon,
