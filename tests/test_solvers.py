@@ -220,3 +220,21 @@ def _grown(small: LinearProblem) -> LinearProblem:
     state = ProblemState(small)
     state.add_rows(sp.csr_matrix(np.eye(1500)[:600]), np.full(600, 0.25), np.full(600, INF))
     return state.problem()
+
+
+def test_changing_thread_counts_between_solves():
+    """HiGHS's process-wide thread scheduler is made by the first solve; a later solve asking
+    for another thread count used to fail ('Not Set'), so a plugin's threads=1 LPs after a
+    verification in the same process all failed silently."""
+    rng = np.random.default_rng(3)
+    n = 40
+    w, v = rng.uniform(1, 10, n), rng.uniform(1, 10, n)
+    knap = LinearProblem(-v, sp.csr_matrix(w[None]), np.array([-np.inf]), np.array([w.sum() / 3]),
+                         np.zeros(n), np.ones(n), np.ones(n, dtype=bool))
+    lp = LinearProblem(-v, sp.csr_matrix(w[None]), np.array([-np.inf]), np.array([w.sum() / 3]),
+                       np.zeros(n), np.ones(n))
+    first = solve(knap)
+    assert first.status == "optimal"
+    for threads in (2, 1, None):
+        assert solve(knap, threads=threads).status == "optimal"
+        assert solve(lp, threads=threads).status == "optimal"

@@ -483,3 +483,18 @@ def test_cli_sparsify_and_prune(rng, tmp_path, capsys):
         _cli(["sparsify", "--onnx", str(tmp_path / "in.onnx"), "--data", str(tmp_path / "wide.npz"),
               "--out", str(tmp_path / "bad.onnx"), "--quiet"])
     assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_worker_pool_after_a_solve_in_this_process(tmp_path):
+    """HiGHS used in this process before the fork-based pool starts must not break the workers'
+    LPs (they used to fail, and every layer silently kept its original weights)."""
+    import scipy.sparse as sp
+    from vnnx.solvers import LinearProblem, solve
+
+    mip = LinearProblem(np.ones(2), sp.csr_matrix(np.ones((1, 2))), np.ones(1), np.array([np.inf]),
+                        np.zeros(2), np.full(2, 5.0), np.array([True, False]))
+    assert solve(mip).status == "optimal"
+    net, x, y = trained_mlp()
+    new, report, _ = run(net, x[:100], y[:100], tmp_path, workers=2)
+    assert "fallback" not in report.table()
+    assert affine_nnz(new) < affine_nnz(net)

@@ -44,6 +44,15 @@ def _progress(iterable, enabled: bool, **kw):
     return tqdm(iterable, **kw)
 
 
+def _reset_highs_scheduler() -> None:
+    try:
+        import highspy
+
+        highspy.Highs.resetGlobalScheduler(True)
+    except (ImportError, AttributeError):  # an older highspy without it: nothing to reset
+        pass
+
+
 def _solve_one(args: tuple[LinearProblem, Optional[float], str]) -> Solution:
     problem, time_limit, backend = args
     return solve(problem, time_limit=time_limit, backend=backend, threads=1)
@@ -56,7 +65,11 @@ def _solve_many(problems: Sequence[LinearProblem], opts: SparsifyOptions, desc: 
         import multiprocessing as mp
 
         # fork: the workers need only numpy and the solver, and a spawn would re-import torch.
-        with ProcessPoolExecutor(max_workers=opts.workers, mp_context=mp.get_context("fork")) as pool:
+        # A forked child inherits HiGHS's global thread scheduler without its threads (the
+        # parent made it on its first solve): every solve in the child then fails unless the
+        # scheduler is reset there first.
+        with ProcessPoolExecutor(max_workers=opts.workers, mp_context=mp.get_context("fork"),
+                                 initializer=_reset_highs_scheduler) as pool:
             chunk = max(1, len(jobs) // (4 * opts.workers))
             return list(_progress(pool.map(_solve_one, jobs, chunksize=chunk), opts.progress,
                                   total=len(jobs), desc=desc, leave=False))

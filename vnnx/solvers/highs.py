@@ -24,6 +24,22 @@ except Exception as exc:  # pragma: no cover - depends on the environment
 _DEFAULT_MIP_REL_GAP = 1e-4  # HiGHS's own default, restored when a solve does not override it
 
 
+# HiGHS runs every solve of a process on one global thread scheduler, made by the first solve
+# that needs it. A later model asking for another thread count fails outright (model status
+# 'Not Set'), so the count is fixed here, and the scheduler re-made when a caller changes it.
+DEFAULT_THREADS = 1
+_scheduler_threads: int | None = None
+
+
+def _use_threads(h, threads: int | None) -> None:
+    global _scheduler_threads
+    want = int(threads) if threads is not None else DEFAULT_THREADS
+    if _scheduler_threads is not None and want != _scheduler_threads:
+        highspy.Highs.resetGlobalScheduler(True)
+    _scheduler_threads = want
+    h.setOptionValue("threads", want)
+
+
 def highs_status() -> str:
     """'ok', or why the HiGHS back end cannot be used."""
     return "ok" if highspy is not None else str(_IMPORT_ERROR)
@@ -40,8 +56,7 @@ class HighsSession(Session):
         self._is_mip = problem.is_mip
         h = highspy.Highs()
         h.silent()
-        if threads is not None:
-            h.setOptionValue("threads", int(threads))
+        _use_threads(h, threads)
         A = problem.A.tocsr()
         A.sort_indices()
         # Always a full-length array: highspy reads num_col entries whatever its length.
