@@ -120,8 +120,36 @@ _PATCHES = {
 
 # Patches to auto_LiRPA's own classes; they need auto_LiRPA imported, which is slow, so they
 # run on first use through :func:`import_auto_lirpa`, not at ``import vnnx``.
+def _patch_check_ibp_intermediate() -> None:
+    # auto_LiRPA 0.3's ``check_IBP_intermediate`` (1) assigns each IBP result to the *root*
+    # node's ``interval`` (``node.interval = IBP_general(n)``), overwriting the root's CROWN
+    # bounds with those of a later node: a later IBP reading the root is then unsound; and
+    # (2) stops at a Reshape, so the bounds of ``reshape(ReLU(conv))`` in front of a MaxPool
+    # fall back to a CROWN pass with an identity spec over every neuron (23,328^2 float64
+    # = 4.4 GB for the VNN-COMP verivital net, an OOM). IBP through ReLU and reshapes from a
+    # node that already has bounds is exact elementwise, so never looser than that CROWN pass.
+    from auto_LiRPA import BoundedModule
+    from auto_LiRPA.operators.shape import BoundFlatten, BoundReshape
+
+    shape_ops = (BoundReshape, BoundFlatten)
+
+    def check_IBP_intermediate(self, node):  # noqa: N802 - auto_LiRPA's name
+        chain = []
+        while not hasattr(node, "lower") or not hasattr(node, "upper"):
+            if type(node) not in self.ibp_intermediate and type(node) not in shape_ops:
+                return False
+            chain.append(node)
+            node = node.inputs[0]
+        for n in reversed(chain):
+            self.IBP_general(n)   # sets n.interval, n.lower, n.upper
+        return True
+
+    BoundedModule.check_IBP_intermediate = check_IBP_intermediate
+
+
 _POST_IMPORT_PATCHES = {
     "BoundedModule._named_members(remove_duplicate=)": _patch_bounded_module_named_members,
+    "BoundedModule.check_IBP_intermediate(root interval, reshapes)": _patch_check_ibp_intermediate,
 }
 
 

@@ -201,18 +201,18 @@ def _torch_maxpool(layer: "MaxPool") -> list:
     Plain ``MaxPool2d`` when there is no padding and no ceil_mode. Otherwise the ONNX windows
     are made explicit: −∞ padding that covers exactly the last window (top/left as given,
     bottom/right as far as the last window reaches), then an unpadded floor-mode pool. torch's
-    own ceil rule counts padding as input and can add a window ONNX does not have.
+    own ceil rule counts padding as input and can add a window ONNX does not have. That pool is
+    one module (:class:`vnnx.torch_pool.PaddedMaxPool2d`) that traces to ONE ``onnx::MaxPool``
+    with ``pads`` (``ceil_mode`` folded into them): auto_LiRPA 0.3 cannot bound a separate −∞
+    ``Pad`` node.
     """
     from torch import nn
 
-    pt, pl, pb, pr = layer.padding
+    from vnnx.torch_pool import PaddedMaxPool2d
+
     if not layer.ceil_mode and not any(layer.padding):
         return [nn.MaxPool2d(layer.kernel, layer.stride)]
-    _, h, w = layer.in_shape
-    _, oh, ow = layer.out_shape
-    pb = max(0, (oh - 1) * layer.stride[0] + layer.kernel[0] - h - pt)
-    pr = max(0, (ow - 1) * layer.stride[1] + layer.kernel[1] - w - pl)
-    return [nn.ConstantPad2d((pl, pr, pt, pb), float("-inf")), nn.MaxPool2d(layer.kernel, layer.stride)]
+    return [PaddedMaxPool2d(layer.kernel, layer.stride, layer.padding, layer.ceil_mode)]
 
 
 Layer = Union[Dense, Conv, Relu, MaxPool, Sigmoid, Tanh]

@@ -1,0 +1,292 @@
+#!/usr/bin/env python
+"""Benchmark the CAPM MaxPool bound operator (issue 5) at CPU scale.
+
+Networks: verivital Convnet_maxpool (its 20 VNN-COMP specs), ERAN convSmallRELU__Point (no
+MaxPool: a control; normalisation (x-0.1307)/0.3081 applied to the box outside the graph),
+and small MNIST maxpool CNNs trained here (2x2/2 pooling and overlapping 3x3/2), normally and
+with PGD. Methods: IBP, CAPM under CROWN and α-CROWN, auto_LiRPA's own MaxPool (CROWN, α-CROWN)
+where it runs, and the exact MILP on a subset. α-CROWN is run only where CROWN did not already
+verify (its result is never worse than CROWN's, which it starts from).
+
+Writes out/bench_capm/{results.csv,time_vs_eps.png,summary.md}; the table and the PNG are
+copied into docs/capm.md and docs/capm_time_vs_eps.png by hand. Run: .venv/bin/python tools/bench_capm.py [--quick] [--images N] > log 2>&1
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import vnnx  # noqa: F401
+from vnnx.bounds import BoundComputer
+from vnnx.cli import custom_ops_for
+from vnnx.errors import VnnxError
+from vnnx.io.vnnlib import read_vnnlib, read_instances_csv, robustness_property
+from vnnx.verify import refuted_clauses
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+OUT = ROOT / "out" / "bench_capm"
+METHODS = ("ibp", "capm-crown", "capm-alpha", "lirpa-crown", "lirpa-alpha")
+
+
+class Engines:
+    """Bound engines of one network, CAPM and auto_LiRPA's own MaxPool."""
+
+    def __init__(self, net, alpha_iterations: int):
+        self.net = net
+        self.capm = BoundComputer(net, custom_ops_for("capm"), alpha_iterations=alpha_iterations)
+        try:
+            self.lirpa = BoundComputer(net, custom_ops_for("lirpa"), alpha_iterations=alpha_iterations)
+        except VnnxError:
+            self.lirpa = None
+
+    def run(self, method: str, prop) -> tuple[str, float]:
+        """('verified' | 'unknown' | 'error', seconds) for one property (all clauses refuted)."""
+        A = np.concatenate([a for a, _ in prop.clauses])
+        engine = self.lirpa if method.startswith("lirpa") else self.capm
+        if engine is None:
+            return "error", 0.0
+        bound = {"ibp": "ibp", "crown": "crown", "alpha": "alpha-crown"}[method.split("-")[-1]]
+        t0 = time.perf_counter()
+        try:
+            res = engine.compute(prop.x_lower, prop.x_upper, bound, C=A)
+        except VnnxError:
+            return "error", time.perf_counter() - t0
+        ok = all(refuted_clauses(res.lower, prop.clauses))
+        return ("verified" if ok else "unknown"), time.perf_counter() - t0
+
+
+def milp_status(net, prop, time_limit: float) -> tuple[str, float]:
+    from vnnx.milp import verify_milp
+
+    t0 = time.perf_counter()
+    r = verify_milp(net, prop, time_limit=time_limit)
+    return {"unsat": "verified", "sat": "falsified"}.get(r.status, r.status), time.perf_counter() - t0
+
+
+def evaluate(name: str, eng: Engines, props: list, rows: list, eps: float, milp_limit: float = 0.0,
+             alpha_budget: int = 1):
+    """α-CROWN costs a full CROWN pass (and its gradient) per iteration in auto_LiRPA 0.3, about
+    5-25 s per image here on one shared core: it runs on at most ``alpha_budget`` images per
+    (net, ε) among those CROWN did not verify; the others are recorded as 'not-run'."""
+    budget = {"capm-alpha": alpha_budget, "lirpa-alpha": alpha_budget}
+    for i, prop in enumerate(props):
+        res = {}
+        for m in METHODS:
+            if m.endswith("alpha") and res[m.replace("alpha", "crown")][0] == "verified":
+                res[m] = ("verified", float("nan"))     # α-CROWN starts from CROWN: not run
+                continue
+            if m.endswith("alpha") and res[m.replace("alpha", "crown")][0] == "error":
+                res[m] = ("error", 0.0)
+                continue
+            if m.endswith("alpha"):
+                if budget[m] <= 0:
+                    res[m] = ("not-run", float("nan"))
+                    continue
+                budget[m] -= 1
+            res[m] = eng.run(m, prop)
+        if milp_limit:
+            res["milp"] = milp_status(eng.net, prop, milp_limit)
+        for m, (status, sec) in res.items():
+            rows.append({"net": name, "eps": eps, "instance": i, "method": m, "status": status, "seconds": sec})
+
+
+def trained_nets(quick: bool) -> dict:
+    """Small MNIST maxpool CNNs (convSmall-like 2x2/2 pooling, and overlapping 3x3/2), normal and PGD."""
+    from vnnx.architectures import conv_maxpool, conv_maxpool_overlap
+    from vnnx.attack import pgd_linf
+    from vnnx.data import mnist_split
+    from vnnx.io.onnx import network_to_onnx  # noqa: F401  - plain view via the module walk
+    from vnnx.training import accuracy, train
+
+    train_set, _ = mnist_split(SHARED / "data" / "mnist")
+    x, y = train_set.x[:6000], train_set.y[:6000]
+    shapes = {"mp2x2": lambda: conv_maxpool(channels=(4, 8), hidden=50),
+              "mp3x3s2": lambda: conv_maxpool_overlap(channels=(4, 8), hidden=50)}
+    nets = {}
+    for shape, build in shapes.items():
+        for mode in ("normal", "pgd"):
+            model = build()
+            attack = None
+            if mode == "pgd":
+                attack = lambda m, xb, yb, e: pgd_linf(m, xb, yb, e, steps=4)  # noqa: E731
+            t0 = time.perf_counter()
+            train(model, x, y, epochs=3, batch_size=64, lr=2e-3, attack=attack,
+                  epsilon=(lambda ep, fr: 0.05) if attack else None, progress=False,
+                  time_limit=15 if quick else 40)
+            acc = accuracy(model, train_set.x[6000:7000], train_set.y[6000:7000])
+            print(f"trained {shape}-{mode}: {time.perf_counter() - t0:.0f}s, held-out accuracy {acc:.3f}", flush=True)
+            nets[f"{shape}-{mode}"] = (model.eval(), acc)
+    return nets
+
+
+def torch_to_network(model):
+    import tempfile
+
+    from vnnx.io.onnx import export_onnx, load_onnx, to_network
+
+    with tempfile.TemporaryDirectory() as d:
+        export_onnx(model, (1, 1, 28, 28), Path(d) / "m.onnx")
+        return to_network(load_onnx(Path(d) / "m.onnx"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--summarise-only", action="store_true", help="rebuild table and PNG from results.csv")
+    args = ap.parse_args()
+    if args.summarise_only:
+        with open(OUT / "results.csv") as f:
+            rows = [dict(r, eps=float(r["eps"]), instance=int(r["instance"]), seconds=float(r["seconds"]))
+                    for r in csv.DictReader(f)]
+        plot(rows, OUT / "time_vs_eps.png")
+        print(summarise(rows, {}))
+        return
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    from vnnx.data import load_eran_csv, mnist_split
+    from vnnx.io.onnx import load_onnx, to_network
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    info: dict[str, str] = {}
+    t_start = time.perf_counter()
+
+    # --- verivital: the VNN-COMP instances (ε = 0.004 in the specs) and `vnnx verify` --------
+    from vnnx.verify import Verifier
+
+    vv = SHARED / "benchmarks" / "verivital"
+    instances = read_instances_csv(vv / "verivital_instances.csv")[: (4 if args.quick else None)]
+    model = load_onnx(instances[0][0])
+    eng = Engines(to_network(model), alpha_iterations=5)
+    verifier = Verifier(model, custom_ops_for("capm"))
+    props = []
+    for onnx_path, spec_path, timeout in instances:
+        spec = read_vnnlib(spec_path, eng.net.n_inputs)
+        props.append(spec.properties[0])
+        t0 = time.perf_counter()
+        res = verifier.verify(spec, "auto", timeout=timeout)
+        rows.append({"net": "verivital", "eps": 0.004, "instance": len(props) - 1, "method": "vnnx-verify",
+                     "status": res.verdict, "decided_by": res.decided_by, "seconds": time.perf_counter() - t0})
+    evaluate("verivital", eng, props, rows, 0.004)
+    print(f"verivital done {time.perf_counter() - t_start:.0f}s", flush=True)
+
+    # --- ERAN convSmall (no MaxPool): control ---------------------------------------------
+    x_eran, y_eran = load_eran_csv(SHARED / "data" / "mnist" / "eran_mnist_test_first100.csv")
+    control = to_network(load_onnx(SHARED / "networks" / "eran-mnist" / "convSmallRELU__Point.onnx"))
+    eng = Engines(control, alpha_iterations=5)
+    eps_list = [0.01, 0.04] if args.quick else [0.01, 0.02, 0.04, 0.07]
+    x_eran = x_eran.reshape(len(x_eran), -1)
+    keep = [i for i in range(len(x_eran))
+            if int(np.argmax(control.forward(((x_eran[i] - 0.1307) / 0.3081)[None]))) == int(y_eran[i])][: args.images]
+    for eps in eps_list:
+        props = []
+        for i in keep:
+            p = robustness_property(x_eran[i], eps, int(y_eran[i]), 10)     # box in pixel space, clipped
+            p.x_lower, p.x_upper = (p.x_lower - 0.1307) / 0.3081, (p.x_upper - 0.1307) / 0.3081
+            props.append(p)
+        evaluate("eran-convSmall", eng, props, rows, eps)
+    print(f"eran done {time.perf_counter() - t_start:.0f}s", flush=True)
+
+    # --- self-trained maxpool CNNs --------------------------------------------------------------
+    _, test = mnist_split(SHARED / "data" / "mnist")
+    tx, ty = test.x.reshape(len(test.x), -1), test.y
+    for name, (model, acc) in trained_nets(args.quick).items():
+        info[name] = f"held-out accuracy {acc:.3f}"
+        net = torch_to_network(model)
+        eng = Engines(net, alpha_iterations=5)
+        keep = [i for i in range(200) if int(np.argmax(net.forward(tx[i][None]))) == int(ty[i])][: args.images]
+        for k, eps in enumerate(eps_list):
+            props = [robustness_property(tx[i], eps, int(ty[i]), 10) for i in keep]
+            evaluate(name, eng, props, rows, eps)
+            if name == "mp2x2-normal" and k < 2:         # the exact reference on a subset
+                sub = []
+                for i, p in enumerate(props[:3]):
+                    status, sec = milp_status(net, p, 30.0)
+                    sub.append({"net": name, "eps": eps, "instance": i, "method": "milp", "status": status,
+                                "seconds": sec})
+                rows += sub
+        print(f"{name} done {time.perf_counter() - t_start:.0f}s", flush=True)
+
+    with open(OUT / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["net", "eps", "instance", "method", "status", "seconds", "decided_by"])
+        w.writeheader()
+        w.writerows(rows)
+    summary = summarise(rows, info)
+    plot(rows, OUT / "time_vs_eps.png")
+    total = time.perf_counter() - t_start
+    text = (f"Run 2026-11-23 on a 2-core CPU container, no GPU; other jobs running in parallel. "
+            f"Total wall time {total / 60:.1f} min. `{len(rows)}` rows in out/bench_capm/results.csv.\n\n" + summary)
+    print(text)
+    (OUT / "summary.md").write_text(text)
+
+
+def summarise(rows: list[dict], info: dict) -> str:
+    """Markdown: per net and ε, verified % and mean seconds per image for each method."""
+    nets = list(dict.fromkeys(r["net"] for r in rows))
+    methods = ["ibp", "capm-crown", "capm-alpha", "lirpa-crown", "lirpa-alpha", "milp", "vnnx-verify"]
+    lines = ["| net | ε | n | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
+    for net in nets:
+        for eps in sorted({r["eps"] for r in rows if r["net"] == net}):
+            cells = []
+            n = len({r["instance"] for r in rows if r["net"] == net and r["eps"] == eps and r["method"] == "ibp"})
+            for m in methods:
+                sel = [r for r in rows if r["net"] == net and r["eps"] == eps and r["method"] == m]
+                if not sel:
+                    cells.append("–")
+                    continue
+                if all(r["status"] == "error" for r in sel):
+                    cells.append("fails")
+                    continue
+                ver = sum(r["status"] in ("verified", "unsat") for r in sel)
+                secs = [r["seconds"] for r in sel if r["seconds"] == r["seconds"]]
+                t = f"{np.mean(secs):.2f}s" if secs else "(CROWN)"
+                skipped = sum(r["status"] == "not-run" for r in sel)
+                crashed = sum(r["status"] == "error" for r in sel)
+                note = (f", {skipped} not run" if skipped else "") + (f", {crashed} crashed" if crashed else "")
+                if m == "milp":
+                    cells.append(f"{ver}/{len(sel)} {t}")
+                else:
+                    cells.append(f"{100 * ver / len(sel):.0f}%{note} {t}")
+            lines.append(f"| {net} | {eps:g} | {n} | " + " | ".join(cells) + " |")
+    extra = "\n".join(f"- {k}: {v}" for k, v in info.items())
+    return "\n".join(lines) + ("\n\n" + extra if extra else "") + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for net in dict.fromkeys(r["net"] for r in rows):
+        if net == "verivital":
+            continue
+        for m, style in (("capm-crown", "-o"), ("ibp", ":x"), ("lirpa-crown", "--s")):
+            pts = sorted({r["eps"] for r in rows if r["net"] == net})
+            ys = []
+            for e in pts:
+                s = [r["seconds"] for r in rows if r["net"] == net and r["eps"] == e and r["method"] == m
+                     and r["status"] != "error"]
+                ys.append(np.mean(s) if s else np.nan)
+            if not np.all(np.isnan(ys)):
+                ax.plot(pts, ys, style, label=f"{net} {m}")
+    ax.set_xlabel("ε (pixel space)")
+    ax.set_ylabel("seconds per image")
+    ax.set_yscale("log")
+    ax.set_title("Time per image vs ε (bound computation, 1 CPU thread)")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
