@@ -72,3 +72,19 @@ def test_bad_box_is_an_error(rng):
         engine.compute(np.ones(4), np.zeros(4))
     with pytest.raises(VnnxError, match="unknown bound method"):
         engine.compute(np.zeros(4), np.ones(4), method="deeppoly")
+
+
+def test_batched_lower_bounds_match_single_and_are_sound(rng):
+    from vnnx.bounds import BoundComputer
+
+    net = random_mlp(rng, (4, 12, 12, 3))
+    bc = BoundComputer(net)
+    lo = rng.uniform(-1, 0.5, (40, 4))
+    hi = lo + rng.uniform(0.01, 0.5, (40, 4))
+    C = np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]])
+    batch = bc.lower_bounds_batch(lo, hi, C)
+    single = np.array([bc.compute(lo[i], hi[i], "crown", C).lower for i in range(40)])
+    np.testing.assert_allclose(batch, single, rtol=1e-9, atol=1e-9)
+    for i in range(40):
+        y = net.forward(rng.uniform(lo[i], hi[i], size=(500, 4)))
+        assert np.all(y @ C.T >= batch[i] - 1e-9)

@@ -100,3 +100,32 @@ def test_timeout_is_honoured(tmp_path, rng):
     if res.verdict == "sat":
         y = run_onnxruntime(model, res.counterexample.x[None])[0]
         assert c @ y >= (sampled + upper) / 2 - 1e-5
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_input_split_agrees_with_the_exact_maximum(tmp_path, seed):
+    """Low-dimensional inputs go through input splitting after alpha-CROWN; it must give 'unsat'
+    just above the exact maximum (MILP) and never 'unsat' just below it."""
+    import vnnx.verify as V
+
+    rng = np.random.default_rng(100 + seed)
+    net = random_mlp(rng, (3, 16, 16, 2))
+    model = _model(tmp_path, net)
+    lo = rng.uniform(-1, 0.5, 3)
+    hi = lo + 0.6
+    c = np.array([1.0, -1.0])
+    _, y_max = output_range(net, lo, hi, c)
+    gap = 1e-4 * (1 + abs(y_max))
+    verifier = Verifier(model)
+    above = verifier.verify(_threshold_spec(net, c, y_max + gap, lo, hi), method="auto", timeout=60)
+    assert above.verdict == "unsat", above.stages
+    assert above.decided_by == "input-split", above.stages     # the gap is too small for alpha-CROWN alone
+    below = verifier.verify(_threshold_spec(net, c, y_max - gap, lo, hi), method="auto", timeout=60)
+    assert below.verdict == "sat", below.stages
+    # The splitter alone (PGD off) finds the counterexample or leaves it open, never 'unsat'.
+    spec = _threshold_spec(net, c, y_max - gap, lo, hi)
+    outcome, cex, _ = verifier._input_split(spec.properties[0], spec.properties[0].clauses, V._Deadline(30),
+                                            max_boxes=5000)
+    assert outcome in ("sat", "gave up", "timeout"), outcome
+    if outcome == "sat":
+        assert c @ cex.y >= y_max - gap - 1e-5

@@ -104,6 +104,29 @@ class BoundComputer:
             node = node.inputs[0]
         return nodes[::-1]
 
+    def lower_bounds_batch(self, x_lower: np.ndarray, x_upper: np.ndarray, C: np.ndarray,
+                           method: str = "crown") -> np.ndarray:
+        """Lower bounds of ``C @ y`` over each of B boxes at once: ``x_lower``/``x_upper`` (B,
+        n_inputs), ``C`` (rows, n_outputs); returns (B, rows). ``method``: 'ibp' | 'crown'."""
+        lirpa = import_auto_lirpa()
+        if method not in ("ibp", "crown"):
+            raise VnnxError(f"batched bounds support ibp and crown, not {method!r}")
+        lo = torch.as_tensor(np.asarray(x_lower, dtype=np.float64))
+        hi = torch.as_tensor(np.asarray(x_upper, dtype=np.float64))
+        if lo.ndim != 2 or lo.shape[1] != self.network.n_inputs or hi.shape != lo.shape:
+            raise VnnxError(f"boxes must be (B, {self.network.n_inputs}), got {tuple(lo.shape)} / {tuple(hi.shape)}")
+        if bool((lo > hi).any()):
+            raise VnnxError("an input box is empty (some lower bound exceeds its upper bound)")
+        c = torch.as_tensor(np.asarray(C, dtype=np.float64)).reshape(1, -1, self.network.n_outputs)
+        c = c.expand(lo.shape[0], -1, -1).contiguous()
+        x = lirpa.BoundedTensor((lo + hi) / 2, lirpa.PerturbationLpNorm(norm=np.inf, x_L=lo, x_U=hi))
+        try:
+            with _float64(), torch.no_grad():
+                lb, _ = self.bounded.compute_bounds(x=(x,), C=c, method=METHODS[method], bound_upper=False)
+        except Exception as exc:
+            raise VnnxError(f"batched {method} bound computation failed: {type(exc).__name__}: {exc}") from exc
+        return lb.detach().reshape(lo.shape[0], -1).double().numpy()
+
     def compute(self, x_lower: np.ndarray, x_upper: np.ndarray, method: str = "crown",
                 C: Optional[np.ndarray] = None) -> BoundsResult:
         """Bounds over the box ``x_lower <= x <= x_upper`` (each (n_inputs,), model-input space).

@@ -24,6 +24,11 @@ VERDICTS = ("sat", "unsat", "unknown", "timeout")
 # A bound refutes a row ``a y <= b`` only when ``lower(a y) - b`` exceeds this. The bounds are
 # computed in float64 on float32 weights; the margin absorbs float64 round-off, not modelling error.
 REFUTE_MARGIN = 1e-7
+# Input splitting (branch and bound on the input box) runs in 'auto' for networks with at most
+# this many inputs (ACAS Xu has 5), before the MILP; boxes are bounded this many at a time.
+INPUT_SPLIT_MAX_INPUTS = 16
+INPUT_SPLIT_BATCH = 512
+INPUT_SPLIT_MAX_BOXES = 200_000
 
 
 @dataclass
@@ -213,6 +218,17 @@ class Verifier:
 
         if method not in ("auto", "milp"):
             return "unknown", "", None
+        if method == "auto" and self.network.n_inputs <= INPUT_SPLIT_MAX_INPUTS:
+            if deadline.expired():
+                return "timeout", "", None
+            t0 = time.monotonic()
+            sub = [clauses[i] for i in open_clauses]
+            outcome, cex, n_boxes = self._input_split(prop, sub, deadline)
+            log("input-split", outcome, t0, boxes=n_boxes)
+            if outcome == "sat":
+                return "sat", "input-split", cex
+            if outcome == "unsat":
+                return "unsat", "input-split", None
         if not self.network.is_piecewise_linear:
             log("milp", "skipped: network has non-piecewise-linear layers", time.monotonic())
             return "unknown", "", None
@@ -238,6 +254,83 @@ class Verifier:
         if res.status == "unsat":
             return "unsat", "milp", None
         return ("timeout" if res.status == "timeout" else "unknown"), "", None
+
+
+    def _input_split(self, prop, clauses, deadline, batch: int = INPUT_SPLIT_BATCH,
+                     max_boxes: int = INPUT_SPLIT_MAX_BOXES):
+        """Branch and bound on the input box (for networks with few inputs, e.g. ACAS Xu).
+
+        Sub-boxes are bounded with CROWN, ``batch`` at a time; a box is closed once every clause
+        is refuted on it (a clause refuted on a box stays refuted on its halves). An open box is
+        halved along the input with the largest |gradient of its least-refuted row| x width at its
+        centre, and its centre is tried as a counterexample (checked with onnxruntime). The halves
+        of a box cover it exactly, so 'unsat' means every clause is refuted on a cover of the box.
+
+        Returns ``(outcome, counterexample, boxes bounded)``, outcome 'sat' | 'unsat' | 'timeout' |
+        'gave up' (more than ``max_boxes`` open boxes).
+        """
+        import torch
+
+        engine = self._bound_engine()
+        C = np.vstack([a for a, _ in clauses])
+        rhs = np.concatenate([b for _, b in clauses])
+        starts = np.cumsum([0] + [len(b) for _, b in clauses])
+        width0 = np.maximum(prop.x_upper - prop.x_lower, 1e-12)
+        boxes_lo, boxes_hi = prop.x_lower[None].copy(), prop.x_upper[None].copy()
+        refuted = np.zeros((1, len(clauses)), dtype=bool)
+        bounded = 0
+        while boxes_lo.shape[0]:
+            if deadline.expired():
+                return "timeout", None, bounded
+            if boxes_lo.shape[0] > max_boxes:
+                return "gave up", None, bounded
+            lo, hi, ref = boxes_lo[:batch], boxes_hi[:batch], refuted[:batch]
+            rest = (boxes_lo[batch:], boxes_hi[batch:], refuted[batch:])
+            margin = engine.lower_bounds_batch(lo, hi, C) - rhs            # (B, rows)
+            bounded += lo.shape[0]
+            row_refuted = margin > REFUTE_MARGIN
+            ref = ref | np.stack([row_refuted[:, s:e].any(1) for s, e in zip(starts[:-1], starts[1:])], 1)
+            open_ = ~ref.all(1)
+            lo, hi, ref, margin = lo[open_], hi[open_], ref[open_], margin[open_]
+            if lo.shape[0]:
+                centre = (lo + hi) / 2
+                module = engine.module
+                xc = torch.as_tensor(centre).requires_grad_(True)
+                with torch.enable_grad():
+                    y = module(xc)
+                    # Per box, the output row least refuted among its open clauses steers the split.
+                    masked = np.where(np.repeat(ref, np.diff(starts), axis=1), np.inf, margin)
+                    worst = masked.argmin(1)
+                    obj = (y * torch.as_tensor(C[worst])).sum()
+                    (grad,) = torch.autograd.grad(obj, xc)
+                yc = y.detach().numpy()
+                for i in np.flatnonzero(_violating(yc, clauses, ref)):
+                    cex = check_counterexample(self.model, prop, centre[i])
+                    if cex is not None:
+                        return "sat", cex, bounded
+                w = hi - lo
+                score = np.abs(grad.numpy()) * w + 1e-9 * w / width0
+                d = score.argmax(1)
+                rows = np.arange(lo.shape[0])
+                mid = centre[rows, d]
+                lo2, hi1 = lo.copy(), hi.copy()
+                hi1[rows, d] = mid
+                lo2[rows, d] = mid
+                new_lo, new_hi, new_ref = np.concatenate([lo, lo2]), np.concatenate([hi1, hi]), np.concatenate([ref, ref])
+            else:
+                new_lo, new_hi, new_ref = lo, hi, ref
+            boxes_lo = np.concatenate([rest[0], new_lo])
+            boxes_hi = np.concatenate([rest[1], new_hi])
+            refuted = np.concatenate([rest[2], new_ref])
+        return "unsat", None, bounded
+
+
+def _violating(y: np.ndarray, clauses, refuted: np.ndarray) -> np.ndarray:
+    """(B,) whether output ``y[i]`` satisfies some clause not yet refuted on box i."""
+    hit = np.zeros(y.shape[0], dtype=bool)
+    for j, (a, b) in enumerate(clauses):
+        hit |= ~refuted[:, j] & np.all(y @ np.atleast_2d(a).T <= b, axis=1)
+    return hit
 
 
 def _with_clauses(prop, clauses):
