@@ -164,7 +164,7 @@ def test_rs_loss_gradient_raises_l_times_u():
         for p, gr in zip(model.parameters(), grads):
             if gr is not None:
                 p -= 1e-3 * gr
-    assert float(term(model, x, None, 0.0)) < float(before)
+    assert float(term(model, x, None, 0.0).detach()) < float(before.detach())
 
 
 def test_rs_term_uses_scheduled_epsilon_only_without_fixed_one():
@@ -173,12 +173,14 @@ def test_rs_term_uses_scheduled_epsilon_only_without_fixed_one():
     x = torch.rand((8,) + shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
     fixed = rs_term(1.0, epsilon=0.1)
     scheduled = rs_term(1.0)
-    assert float(fixed(model, x, None, 0.0)) == pytest.approx(float(scheduled(model, x, None, 0.1)))
-    assert float(scheduled(model, x, None, 0.0)) < float(scheduled(model, x, None, 0.1))
+    with torch.no_grad():
+        assert float(fixed(model, x, None, 0.0)) == pytest.approx(float(scheduled(model, x, None, 0.1)))
+        assert float(scheduled(model, x, None, 0.0)) < float(scheduled(model, x, None, 0.1))
     with pytest.raises(ConfigError, match="RS bound method"):
         rs_term(1.0, bounds="zonotope")
 
 
+@torch.no_grad()
 def test_l1_penalty_weights_conv_filters_by_reuse():
     torch.manual_seed(0)
     model = build("mnist-cnn")
@@ -467,3 +469,45 @@ def test_cli_train_end_to_end(tmp_path):
     assert [p["pass"] for p in doc["passes"]] == ["prune-small-weights", "prune-relus"]
     ckpt = torch.load(out.with_suffix(".pt"), weights_only=False)
     assert math.isfinite(ckpt["history"][-1]["loss"])
+
+
+def test_cli_errors_are_one_line_with_nonzero_exit_and_no_outputs(tmp_path, capsys):
+    from vnnx.cli import main
+
+    out = tmp_path / "m.onnx"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 1\nrs_wieght: 1e-4\n")
+    assert main(["train", "--config", str(bad), "--out", str(out)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.yaml" in err and "unknown key" in err and "rs_wieght" in err
+    # A failure after the data is read (the architecture does not take 28x28 images) writes nothing.
+    mismatch = tmp_path / "mismatch.yaml"
+    mismatch.write_text(f"data_dir: {SHARED / 'data' / 'mnist'}\narchitecture: mlp\narch: {{n_inputs: 36}}\n"
+                        "n_train: 64\nn_eval: 8\nepochs: 1\nprogress: false\n")
+    if (SHARED / "data" / "mnist").is_dir():
+        assert main(["train", "--config", str(mismatch), "--out", str(out)]) != 0
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "does not take inputs" in err
+    assert set(tmp_path.iterdir()) == {bad, mismatch}          # no m.onnx, m.pt, m.json, no temp files
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "no" / "m.onnx")]) != 0
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["report", "--onnx", str(tmp_path / "nope.onnx"), "--data", "x.npz", "--epsilon", "0.1"]) != 0
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "mnist").is_dir(), reason="../shared MNIST absent")
+def test_data_dir_with_full_mnist_trains_on_the_training_set(tmp_path):
+    from vnnx_plugins.relu_stability.run import load_data
+
+    src = SHARED / "data" / "mnist"
+    cfg = config_from_dict({"data_dir": str(src), "n_eval": 1000})
+    train_set, eval_set = load_data(cfg)
+    assert len(train_set) == 9000 and len(eval_set) == 1000        # test images 1000-9999 / 0-999
+    # A folder that also has train-* files: training uses them (here: the test files, renamed).
+    for f in src.iterdir():
+        (tmp_path / f.name).symlink_to(f)
+        if f.name.startswith("t10k-"):
+            (tmp_path / f.name.replace("t10k-", "train-")).symlink_to(f)
+    train_full, eval_full = load_data(config_from_dict({"data_dir": str(tmp_path), "n_train": 10000}))
+    assert len(train_full) == 10000 and len(eval_full) == 1000
+    np.testing.assert_array_equal(train_full.x[:1000], eval_full.x)

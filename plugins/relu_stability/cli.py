@@ -30,12 +30,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     train_data, eval_data = load_data(cfg)
     model, history = train_from_config(cfg, train_data)
     network, reports = apply_passes(model, cfg, train_data)
-    network_to_onnx(network, out)
+    # Everything that can fail runs before the first file is written: no half-written outputs.
+    metrics = evaluate(network, cfg, eval_data)
+    network_to_onnx(network, out)          # checked against onnxruntime, written atomically
     checkpoint = out.with_suffix(".pt")
+    # The checkpoint holds the trained weights before the passes; the ONNX file holds the result.
     with atomic_path(checkpoint) as tmp:
         torch.save({"config": cfg.as_dict(), "state_dict": model.state_dict(), "history": history.epochs,
                     "passes": [r.as_dict() for r in reports]}, tmp)
-    metrics = evaluate(network, cfg, eval_data)
     doc = {"onnx": str(out), "checkpoint": str(checkpoint), "config": cfg.as_dict(),
            "history": history.epochs, "passes": [r.as_dict() for r in reports], "metrics": metrics}
     _write_json(out.with_suffix(".json"), doc)

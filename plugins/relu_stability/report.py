@@ -49,14 +49,21 @@ def _layer_bounds_crown(network: Network, lo: np.ndarray, hi: np.ndarray) -> lis
 
 
 def _layer_bounds_lp(network: Network, lo: np.ndarray, hi: np.ndarray, chunk_size: int,
-                     time_limit: Optional[float]) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+                     time_limit: Optional[float]) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], int]:
+    """LP-tightened bounds per sample (starting from improved IA) and how many samples ran out
+    of ``time_limit`` (their bounds are sound but only partly tightened)."""
     try:
         from vnnx.milp import tighten_bounds_lp
     except ImportError as exc:  # pragma: no cover
         raise VnnxError(f"method 'lp' needs vnnx.milp, which failed to import: {exc}") from exc
     start_bounds = _layer_bounds_ia(network, lo, hi, "improved-ia", chunk_size)
-    return [tighten_bounds_lp(network, lo[i], hi[i], start_bounds[i], time_limit=time_limit)
-            for i in range(len(lo))]
+    out, timed_out = [], 0
+    for i in range(len(lo)):
+        start = time.monotonic()
+        out.append(tighten_bounds_lp(network, lo[i], hi[i], start_bounds[i], time_limit=time_limit))
+        # tighten_bounds_lp returns its (sound, partly tightened) bounds when time runs out.
+        timed_out += time_limit is not None and time.monotonic() - start >= 0.98 * time_limit
+    return out, timed_out
 
 
 def friendliness_report(network: Network, x: np.ndarray, epsilon: float, method: str = "improved-ia", *,
@@ -98,12 +105,13 @@ def friendliness_report(network: Network, x: np.ndarray, epsilon: float, method:
             raise VnnxError(f"report: no bounds for layer {k - 1} (feeding layer {k})")
         return np.asarray(b[0]).ravel(), np.asarray(b[1]).ravel()
 
+    lp_timeouts = None
     if method in ("ibp", "improved-ia"):
         per_sample = _layer_bounds_ia(network, lo, hi, method, chunk_size)
     elif method == "crown":
         per_sample = _layer_bounds_crown(network, lo, hi)
     else:
-        per_sample = _layer_bounds_lp(network, lo, hi, chunk_size, lp_time_limit)
+        per_sample, lp_timeouts = _layer_bounds_lp(network, lo, hi, chunk_size, lp_time_limit)
 
     relu_rows = []
     widths_all = []
@@ -153,6 +161,7 @@ def friendliness_report(network: Network, x: np.ndarray, epsilon: float, method:
         "mean_bound_width": float(np.concatenate(widths_all).mean()) if widths_all else 0.0,
         "weights": weight_rows, "weight_sparsity": n_zero / max(n_w, 1),
         "seconds": time.monotonic() - start,
+        **({} if lp_timeouts is None else {"lp_timeouts": int(lp_timeouts)}),
     }
 
 
@@ -169,5 +178,8 @@ def format_report_table(report: dict) -> str:
     lines.append(f"unstable ReLUs {report['unstable_total']:.2f}, MILP binaries {report['milp_binaries']:.2f}, "
                  f"mean bound width {report['mean_bound_width']:.4f}")
     sparsity = ", ".join(f"L{r['layer']} {100 * r['sparsity']:.1f}%" for r in report["weights"])
+    if report.get("lp_timeouts"):
+        lines.append(f"LP tightening ran out of time on {report['lp_timeouts']} of {report['n_samples']} samples "
+                     "(their counts are upper bounds)")
     lines.append(f"zero weights {100 * report['weight_sparsity']:.1f}% ({sparsity})")
     return "\n".join(lines)
