@@ -84,6 +84,9 @@ def main() -> None:
                     help="skip attacking every 'unsat' with a heavier PGD (another seed, 200 restarts)")
     ap.add_argument("--no-docs", action="store_true", help="do not append to docs/benchmarks.md")
     args = ap.parse_args()
+    from vnnx.cli import _set_threads
+
+    _set_threads()  # one torch thread unless VNNX_THREADS says otherwise, as the CLI does
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
