@@ -238,3 +238,14 @@ def test_changing_thread_counts_between_solves():
     for threads in (2, 1, None):
         assert solve(knap, threads=threads).status == "optimal"
         assert solve(lp, threads=threads).status == "optimal"
+
+
+def test_highs_options_pass_through():
+    rng = np.random.default_rng(4)
+    A = sp.csr_matrix(rng.uniform(-1, 1, (30, 12)))
+    p = LinearProblem(rng.uniform(-1, 1, 12), A, np.full(30, -np.inf), np.ones(30), -np.ones(12), np.ones(12))
+    a, b = solve(p), solve(p, highs_options={"presolve": "off"})
+    assert a.status == b.status == "optimal"
+    assert abs(a.objective - b.objective) < 1e-7
+    with pytest.raises(SolverError, match="no_such_option"):
+        solve(p, highs_options={"no_such_option": 1})

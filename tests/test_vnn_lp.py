@@ -225,9 +225,9 @@ def test_parallel_workers_same_result(rng):
 def _patched_solve(monkeypatch, fake):
     real = PASS.solve
 
-    def wrapper(problem, time_limit=None, backend="highs", threads=None):
+    def wrapper(problem, time_limit=None, backend="highs", threads=None, **kw):
         out = fake(problem, real, time_limit, backend)
-        return out if out is not None else real(problem, time_limit=time_limit, backend=backend, threads=threads)
+        return out if out is not None else real(problem, time_limit=time_limit, backend=backend, threads=threads, **kw)
 
     monkeypatch.setattr(PASS, "solve", wrapper)
 

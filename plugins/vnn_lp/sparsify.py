@@ -44,6 +44,9 @@ def _progress(iterable, enabled: bool, **kw):
     return tqdm(iterable, **kw)
 
 
+_LP_OPTIONS = {"presolve": "off"}
+
+
 def _reset_highs_scheduler() -> None:
     try:
         import highspy
@@ -55,7 +58,9 @@ def _reset_highs_scheduler() -> None:
 
 def _solve_one(args: tuple[LinearProblem, Optional[float], str]) -> Solution:
     problem, time_limit, backend = args
-    return solve(problem, time_limit=time_limit, backend=backend, threads=1)
+    # Presolve off: these LPs are small and solved once each; HiGHS's presolve costs more than
+    # it saves (3_50 at eps 0: 3.2 s instead of 4.6 s, measured 2026-11-23).
+    return solve(problem, time_limit=time_limit, backend=backend, threads=1, highs_options=_LP_OPTIONS)
 
 
 def _solve_many(problems: Sequence[LinearProblem], opts: SparsifyOptions, desc: str) -> list[Solution]:

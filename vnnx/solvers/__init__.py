@@ -14,6 +14,8 @@ Example::
 """
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from vnnx.errors import SolverError
 from vnnx.solvers.base import STATUSES, LinearProblem, Session, Solution, safe_lp_bound
 from vnnx.solvers.gurobi import FULL, GurobiSession, fits_size_limit, gurobi_status, warn_fallback
@@ -51,18 +53,20 @@ def resolve_backend(backend: str, problem: LinearProblem | None = None) -> str:
     return "highs"
 
 
-def open_session(problem: LinearProblem, backend: str = "highs", threads: int | None = None) -> Session:
-    """A :class:`Session` on ``problem`` for re-solving with changing objectives and bounds."""
+def open_session(problem: LinearProblem, backend: str = "highs", threads: int | None = None,
+                 highs_options: Mapping[str, Any] | None = None) -> Session:
+    """A :class:`Session` on ``problem`` for re-solving with changing objectives and bounds.
+    ``highs_options``: HiGHS option values (e.g. ``{"presolve": "off"}``), used by HiGHS only."""
     if resolve_backend(backend, problem) == "gurobi":
         return GurobiSession(problem, threads=threads)
-    return HighsSession(problem, threads=threads)
+    return HighsSession(problem, threads=threads, options=highs_options)
 
 
 def solve(problem: LinearProblem, time_limit: float | None = None, backend: str = "highs",
           threads: int | None = None, *, target: float | None = None, cutoff: float | None = None,
-          mip_rel_gap: float | None = None) -> Solution:
+          mip_rel_gap: float | None = None, highs_options: Mapping[str, Any] | None = None) -> Solution:
     """Solve ``problem`` once. ``time_limit`` in seconds; the keyword-only early stops are
     those of :meth:`Session.solve`. Infeasible, unbounded and time-limited runs are statuses;
     :class:`SolverError` means the back end itself failed (or the problem is malformed)."""
-    session = open_session(problem, backend=backend, threads=threads)
+    session = open_session(problem, backend=backend, threads=threads, highs_options=highs_options)
     return session.solve(time_limit, target=target, cutoff=cutoff, mip_rel_gap=mip_rel_gap)

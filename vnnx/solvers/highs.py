@@ -7,6 +7,7 @@ changing costs or bounds and calling ``run`` again warm-starts from the last bas
 from __future__ import annotations
 
 import time
+from typing import Any, Mapping
 
 import numpy as np
 import scipy.sparse as sp
@@ -48,7 +49,8 @@ def highs_status() -> str:
 class HighsSession(Session):
     """A HiGHS model kept alive between solves (see :class:`vnnx.solvers.base.Session`)."""
 
-    def __init__(self, problem: LinearProblem, threads: int | None = None) -> None:
+    def __init__(self, problem: LinearProblem, threads: int | None = None,
+                 options: Mapping[str, Any] | None = None) -> None:
         if highspy is None:
             raise SolverError(str(_IMPORT_ERROR))
         self._state = ProblemState(problem)
@@ -57,6 +59,9 @@ class HighsSession(Session):
         h = highspy.Highs()
         h.silent()
         _use_threads(h, threads)
+        for name, value in (options or {}).items():
+            if h.setOptionValue(name, value) != highspy.HighsStatus.kOk:
+                raise SolverError(f"HiGHS rejected option {name}={value!r}")
         A = problem.A.tocsr()
         A.sort_indices()
         # Always a full-length array: highspy reads num_col entries whatever its length.
