@@ -20,6 +20,7 @@ import onnx
 
 from vnnx.errors import VnnxError
 from vnnx.network import MaxPool, Network, Relu
+from vnnx.io.onnx import make_session
 
 from .patterns import Reference, Segment, affine_outputs, split_segments, violations
 
@@ -88,19 +89,6 @@ def instrumented_model(model: onnx.ModelProto, network: Network, segments: list[
     return model, names
 
 
-def _session(model: onnx.ModelProto):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise VnnxError(f"vnn-lp check: onnxruntime cannot load the model: {exc}") from exc
-
-
 def onnx_affine_outputs(model: Union[onnx.ModelProto, str, os.PathLike], network: Network,
                         segments: list[Segment], x: np.ndarray) -> dict[int, np.ndarray]:
     """Each segment's affine output, float32, as onnxruntime computes it in ``model`` on
@@ -108,7 +96,7 @@ def onnx_affine_outputs(model: Union[onnx.ModelProto, str, os.PathLike], network
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
     inst, names = instrumented_model(model, network, segments)
-    sess = _session(inst)
+    sess = make_session(inst)
     inp = sess.get_inputs()[0]
     shape = tuple(network.input_shape)
     wanted = list(dict.fromkeys(names.values()))

@@ -257,7 +257,8 @@ def run_torch(module: torch.nn.Module, input_shape: Sequence[int], x: np.ndarray
     return np.stack(outs) if outs else np.zeros((0, 0), np.float32)
 
 
-def _make_session(model: onnx.ModelProto):
+def make_session(model: onnx.ModelProto):
+    """A one-thread CPU onnxruntime session on ``model``; VnnxError if it cannot be loaded."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -282,7 +283,7 @@ def run_onnxruntime(model: LoadedModel | onnx.ModelProto | PathLike, x: np.ndarr
     """
     if isinstance(model, LoadedModel):
         if model._session is None:
-            model._session = _make_session(model.onnx_model)
+            model._session = make_session(model.onnx_model)
         session, label = model._session, model.path
         shape, dynamic = model.input_shape, model.batch_dynamic
     else:
@@ -291,7 +292,7 @@ def run_onnxruntime(model: LoadedModel | onnx.ModelProto | PathLike, x: np.ndarr
         else:
             proto, label = read_model_proto(model), str(model)
         _, shape, dynamic = _graph_input(proto, label)
-        session = _make_session(proto)
+        session = make_session(proto)
     name = session.get_inputs()[0].name
     n_in = int(math.prod(shape))
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
