@@ -172,3 +172,26 @@ def compute_bounds(network: Network, x_lower: np.ndarray, x_upper: np.ndarray, m
                    custom_ops: Optional[Mapping[str, type]] = None) -> BoundsResult:
     """One-shot :meth:`BoundComputer.compute`. Build a :class:`BoundComputer` to reuse it."""
     return BoundComputer(network, custom_ops).compute(x_lower, x_upper, method, C)
+
+
+def tied_bounded_module(model: torch.nn.Module, input_shape: tuple[int, ...]):
+    """An auto_LiRPA BoundedModule over ``model`` (input ``(1, *input_shape)``) whose parameters
+    ARE the model's own parameter objects: bounds follow in-place weight updates (sparsity
+    masks), and gradients of the bounds reach the model (CROWN-IBP and RS losses in training).
+
+    Built from a copy, because building writes the state dict into the module it is given,
+    which would invalidate an autograd graph the caller is in the middle of."""
+    import copy
+
+    lirpa = import_auto_lirpa()
+    ref = next(iter(model.parameters()))
+    try:
+        bounded = lirpa.BoundedModule(copy.deepcopy(model), (torch.zeros((1,) + tuple(input_shape), dtype=ref.dtype),),
+                                      bound_opts={"conv_mode": "matrix", "verbosity": 0}, device="cpu")
+    except Exception as exc:
+        raise VnnxError(f"auto_LiRPA could not bound the model: {type(exc).__name__}: {exc}") from exc
+    params = dict(model.named_parameters())
+    for node in bounded._modules.values():
+        if type(node).__name__ == "BoundParams" and node.ori_name in params:
+            node._parameters["param"] = params[node.ori_name]
+    return bounded

@@ -23,6 +23,7 @@ from vnnx.errors import ConfigError
 LossTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
 EpochHook = Callable[[nn.Module, int], None]
+StepHook = Callable[[nn.Module], None]
 
 
 class EpsilonSchedule(Protocol):
@@ -67,6 +68,7 @@ def train(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.
           epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
           loss_terms: Sequence[LossTerm] = (), attack: Optional[Attack] = None,
           epsilon: Optional[EpsilonSchedule] = None, on_epoch_end: Sequence[EpochHook] = (),
+          on_step_end: Sequence[StepHook] = (),
           lr_schedule: Optional[Callable[[int], float]] = None, weight_decay: float = 0.0,
           progress: bool = True, time_limit: Optional[float] = None,
           x_val: Optional[np.ndarray] = None, y_val: Optional[np.ndarray] = None) -> TrainHistory:
@@ -75,7 +77,9 @@ def train(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.
     ``x``: (N, ...) float32 in model-input space; ``y``: (N,) int labels. ``attack`` (if any)
     replaces each batch by its perturbed version at the scheduled ε before the loss. ``lr_schedule``
     maps an epoch to a multiplier of ``lr``. Stops early (after a full step) at ``time_limit``
-    seconds. Returns per-epoch loss, accuracy (clean, on the training batches) and ε.
+    seconds. ``on_step_end`` hooks run after every optimiser step (e.g. re-applying sparsity
+    masks while keeping the dense weights they hide). Returns per-epoch loss, accuracy (clean,
+    on the training batches) and ε.
     """
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise ConfigError(f"epochs, batch_size and lr must be positive (got {epochs}, {batch_size}, {lr})")
@@ -118,6 +122,8 @@ def train(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                for step_hook in on_step_end:
+                    step_hook(model)
                 tot_loss += float(loss) * len(idx)
                 tot_correct += float((logits.argmax(1) == yb).sum())
                 bar.update(1)

@@ -137,23 +137,12 @@ class CrownIbpBounds:
         self._modules: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
     def _bounded(self, model: nn.Module, shape: tuple[int, ...]):
-        from vnnx._compat import import_auto_lirpa
-
         per_model = self._modules.setdefault(model, {})
         if shape in per_model:
             return per_model[shape]
-        lirpa = import_auto_lirpa()
-        ref = next(iter(model.parameters()))
-        try:
-            bounded = lirpa.BoundedModule(model, (torch.zeros((1,) + shape, dtype=ref.dtype),),
-                                          bound_opts={"conv_mode": "matrix", "verbosity": 0}, device="cpu")
-        except Exception as exc:
-            raise VnnxError(f"auto_LiRPA could not bound the model: {type(exc).__name__}: {exc}") from exc
-        params = dict(model.named_parameters())
-        for node in bounded._modules.values():
-            # BoundedModule copies the weights; point it at the model's own parameters instead.
-            if type(node).__name__ == "BoundParams" and node.ori_name in params:
-                node._parameters["param"] = params[node.ori_name]
+        from vnnx.bounds import tied_bounded_module
+
+        bounded = tied_bounded_module(model, shape)
         per_model[shape] = bounded
         return bounded
 

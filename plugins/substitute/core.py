@@ -1,0 +1,312 @@
+"""Distance to the decision boundary (MILP binary search) and local substitutes (Algorithm 1).
+
+All radii are L∞ and in model-input space; every box is intersected with the clip range.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from vnnx.attack import pgd_spec
+from vnnx.bounds import BoundComputer
+from vnnx.errors import ConfigError, VnnxError
+from vnnx.io.vnnlib import robustness_property
+from vnnx.milp import verify_milp
+from vnnx.network import Network
+
+from .fold import FoldInfo, Replacement, build_substitute, candidate_layers, layer_size
+
+KINDS = ("con", "lin", "act")
+
+
+def _box(x0: np.ndarray, eps: float, clip) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = x0 - eps, x0 + eps
+    if clip is not None:
+        lo, hi = np.maximum(lo, clip[0]), np.minimum(hi, clip[1])
+    return lo, hi
+
+
+def domain_radius(x0: np.ndarray, clip) -> float:
+    """The smallest ε whose clipped box is the whole clip domain."""
+    if clip is None:
+        raise ConfigError("the substitute plugin needs a bounded input domain (--clip LO,HI)")
+    return float(max(np.max(x0 - clip[0]), np.max(clip[1] - x0)))
+
+
+def anchor_label(network: Network, x0: np.ndarray) -> int:
+    return int(np.argmax(network.forward(x0[None])[0]))
+
+
+def _is_adversarial(network: Network, x: np.ndarray, label: int) -> bool:
+    y = network.forward(np.asarray(x, np.float64)[None])[0]
+    others = np.delete(y, label)
+    return bool(np.max(others) >= y[label])
+
+
+# ----------------------------------------------------------------------------------- d_adv
+@dataclass
+class AdvResult:
+    """``d_adv``: smallest ε (to ``rel_tol``) where PGD found ``x_adv`` (float64-checked), or None."""
+
+    d_adv: Optional[float]
+    x_adv: Optional[np.ndarray]
+    seconds: float
+    attacks: int
+
+
+def find_adversarial(network: Network, x0: np.ndarray, label: int, clip=(0.0, 1.0), *,
+                     eps_start: float = 0.01, rel_tol: float = 0.01, restarts: int = 10, steps: int = 50,
+                     seed: int = 0) -> AdvResult:
+    """PGD (``vnnx.attack.pgd_spec``) at growing ε (doubling from ``eps_start`` up to the domain
+    radius), then bisection on ε; every point is re-checked in float64."""
+    start = time.monotonic()
+    module = network.to_torch(torch.float32).eval()
+    n_out = network.n_outputs
+    eps_max = domain_radius(x0, clip)
+    attacks = 0
+
+    def attack(eps: float):
+        nonlocal attacks
+        attacks += 1
+        prop = robustness_property(x0, eps, label, n_out, clip)
+        res = pgd_spec(module, prop.x_lower, prop.x_upper, prop.clauses, restarts=restarts, steps=steps, seed=seed)
+        if res.x is not None and res.margin <= 0:
+            x = np.clip(res.x.astype(np.float64), prop.x_lower, prop.x_upper)
+            if _is_adversarial(network, x, label):
+                return x
+        return None
+
+    lo, hi, x_hi = 0.0, None, None
+    eps = min(eps_start, eps_max)
+    while True:
+        x = attack(eps)
+        if x is not None:
+            hi, x_hi = eps, x
+            break
+        lo = eps
+        if eps >= eps_max:
+            return AdvResult(None, None, time.monotonic() - start, attacks)
+        eps = min(2 * eps, eps_max)
+    while hi - lo > rel_tol * hi:
+        mid = (lo + hi) / 2
+        x = attack(mid)
+        if x is not None:
+            hi, x_hi = mid, x
+        else:
+            lo = mid
+    # The distance of the point found, which may be below the ε it was searched at.
+    return AdvResult(float(np.max(np.abs(x_hi - x0))), x_hi, time.monotonic() - start, attacks)
+
+
+# ----------------------------------------------------------------------------------- d_bnd
+@dataclass
+class RadiusResult:
+    """Outcome of the binary search.
+
+    ``status``: 'complete' (every MILP solve finished; ``d_bnd`` is the largest MILP-verified
+    radius and ``d_bnd_upper`` an ε with a float64-checked counterexample, within ``rel_tol``),
+    'incomplete' (a solve timed out or was unknown: ``d_bnd`` is None and ``verified_radius``
+    the largest radius proven before that), 'collapsed' (the whole clip domain gets the anchor
+    label: there is no boundary), or 'no-adversarial' (no counterexample and the domain-wide
+    solve did not finish).
+    """
+
+    status: str
+    label: int
+    d_bnd: Optional[float]
+    d_bnd_upper: Optional[float]
+    verified_radius: float
+    d_adv: Optional[float]
+    solves: int
+    solve_seconds: list = field(default_factory=list)
+    solve_statuses: list = field(default_factory=list)
+    solve_eps: list = field(default_factory=list)
+    pgd_seconds: float = 0.0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        s = self.solve_seconds
+        d["milp_seconds_total"] = float(np.sum(s)) if s else 0.0
+        d["milp_seconds_mean"] = float(np.mean(s)) if s else None
+        return d
+
+
+def boundary_distance(network: Network, x0: np.ndarray, label: Optional[int] = None, clip=(0.0, 1.0), *,
+                      timeout: float = 30.0, rel_tol: float = 1e-3, adv: Optional[AdvResult] = None,
+                      pgd_restarts: int = 10, pgd_steps: int = 50) -> RadiusResult:
+    """d_bnd of ``network`` at ``x0`` (L∞): binary search over ε, one exact MILP per ε against
+    every other label (``vnnx.milp.verify_milp``, CROWN pre-activation bounds), each with
+    ``timeout`` seconds. The search starts from [0, d_adv] with d_adv from PGD."""
+    start = time.monotonic()
+    x0 = np.asarray(x0, np.float64).ravel()
+    if label is None:
+        label = anchor_label(network, x0)
+    if adv is None:
+        adv = find_adversarial(network, x0, label, clip, restarts=pgd_restarts, steps=pgd_steps)
+    bc = BoundComputer(network)
+    times: list[float] = []
+    statuses: list[str] = []
+    eps_list: list[float] = []
+
+    def solve(eps: float):
+        prop = robustness_property(x0, eps, label, network.n_outputs, clip)
+        t = time.monotonic()
+        bounds = bc.compute(prop.x_lower, prop.x_upper, "crown").pre_activation
+        res = verify_milp(network, prop, layer_bounds=bounds, time_limit=timeout)
+        times.append(time.monotonic() - t)
+        statuses.append(res.status)
+        eps_list.append(float(eps))
+        return res
+
+    def done(status, d_bnd, upper, verified):
+        return RadiusResult(status, label, d_bnd, upper, verified, adv.d_adv, len(times), times, statuses,
+                            eps_list, adv.seconds, time.monotonic() - start)
+
+    lo = 0.0
+    if adv.d_adv is None:
+        eps_max = domain_radius(x0, clip)
+        res = solve(eps_max)
+        if res.status == "unsat":
+            return done("collapsed", None, None, eps_max)
+        if res.status != "sat":
+            return done("no-adversarial", None, None, 0.0)
+        hi = float(np.max(np.abs(res.x - x0)))
+    else:
+        hi = adv.d_adv
+    while hi - lo > rel_tol * hi:
+        mid = (lo + hi) / 2
+        res = solve(mid)
+        if res.status == "unsat":
+            lo = mid
+        elif res.status == "sat":
+            hi = min(mid, float(np.max(np.abs(res.x - x0))))
+        else:
+            return done("incomplete", None, hi, lo)
+    return done("complete", lo, hi, lo)
+
+
+# ----------------------------------------------------------------------------- substitutes
+@dataclass
+class SubstituteResult:
+    """A substitute and how it was made. ``relus_total``: ReLUs of the original; ``removed``:
+    ReLUs replaced (deleted, merged or linear pass-through); ``relus_kept``: ReLUs of the
+    substitute that are still nonlinear."""
+
+    network: Network
+    kind: str
+    gamma: float
+    label: int
+    d_adv: float
+    x_adv: np.ndarray
+    replacements: dict
+    info: FoldInfo
+    iterations: int
+    prune_seconds: float
+    pgd_seconds: float
+
+    def summary(self) -> dict:
+        i = self.info
+        removed = int(sum(int(r.removed.sum()) for r in self.replacements.values()))
+        return {"kind": self.kind, "gamma": self.gamma, "label": self.label, "d_adv": self.d_adv,
+                "relus_total": i.relus_total, "relus_removed": removed, "relus_kept": i.relus_kept,
+                "neurons_deleted": i.deleted, "linear_passthrough": i.linear_passthrough,
+                "layers_merged": i.layers_merged, "layers": len(self.network.layers),
+                "iterations": self.iterations, "prune_seconds": self.prune_seconds,
+                "pgd_seconds": self.pgd_seconds}
+
+
+def _replacement_values(kind: str, z0: np.ndarray, za: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r0, ra = np.maximum(z0, 0), np.maximum(za, 0)
+    if kind == "con":
+        return np.zeros_like(z0), r0
+    if kind == "act":
+        return (z0 > 0).astype(np.float64), np.zeros_like(z0)
+    if kind == "lin":
+        dz = za - z0
+        ok = np.abs(dz) > 1e-12
+        slope = np.where(ok, (ra - r0) / np.where(ok, dz, 1.0), 0.0)
+        return slope, r0 - slope * z0
+    raise ConfigError(f"unknown substitute kind {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *, gamma0: float = 0.5,
+                    clip=(0.0, 1.0), label: Optional[int] = None, adv: Optional[AdvResult] = None,
+                    pgd_restarts: int = 10, pgd_steps: int = 50) -> SubstituteResult:
+    """Algorithm 1: PGD gives d_adv and x_adv; CROWN pre-activation bounds at ε = d_adv; remove
+    the fraction ``gamma0`` of the remaining ReLUs with the smallest width u − l, recompute the
+    bounds on the partial substitute, until ``gamma`` of the (replaceable) ReLUs are gone."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown substitute kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if not 0.0 <= gamma <= 1.0:
+        raise ConfigError(f"--gamma must be in [0, 1], got {gamma}")
+    if not 0.0 < gamma0 <= 1.0:
+        raise ConfigError(f"--gamma0 must be in (0, 1], got {gamma0}")
+    if not network.is_piecewise_linear:
+        raise ConfigError("substitutes need a piecewise-linear network (Dense, Conv, ReLU, MaxPool)")
+    x0 = np.asarray(x0, np.float64).ravel()
+    if label is None:
+        label = anchor_label(network, x0)
+    if adv is None:
+        adv = find_adversarial(network, x0, label, clip, restarts=pgd_restarts, steps=pgd_steps)
+    if adv.d_adv is None:
+        raise VnnxError("PGD found no adversarial example in the whole input domain; d_adv (and the "
+                        "substitute's bound box) is undefined")
+    start = time.monotonic()
+    cands = candidate_layers(network)
+    z0 = network.forward(x0[None], return_all=True)
+    za = network.forward(adv.x_adv[None], return_all=True)
+    reps: dict[int, Replacement] = {}
+    for k in cands:
+        slope, icpt = _replacement_values(kind, z0[k][0], za[k][0])
+        reps[k] = Replacement(np.zeros(slope.size, bool), slope, icpt)
+    total = sum(layer_size(network.layers[k]) for k in cands)
+    target = int(math.floor(gamma * total + 1e-9))
+    domain = (np.full(network.n_inputs, clip[0], np.float64), np.full(network.n_inputs, clip[1], np.float64))
+    lo, hi = _box(x0, adv.d_adv, clip)
+    sub, info = build_substitute(network, {}, domain)
+    n_removed, iterations = 0, 0
+    while n_removed < target:
+        iterations += 1
+        pre = BoundComputer(sub).compute(lo, hi, "crown").pre_activation
+        ids, widths = [], []
+        for new_k, (orig_k, idx, nonlinear) in info.neuron_map.items():
+            if orig_k not in reps or new_k not in pre:
+                continue
+            l, u = pre[new_k]
+            sel = np.flatnonzero(nonlinear)
+            ids += [(orig_k, int(idx[j])) for j in sel]
+            widths.append(u[sel] - l[sel])
+        if not ids:
+            break
+        widths = np.concatenate(widths)
+        remaining = len(ids)
+        n_now = min(max(1, math.ceil(gamma0 * remaining)), target - n_removed, remaining)
+        for j in np.argsort(widths, kind="stable")[:n_now]:
+            k, i = ids[j]
+            reps[k].removed[i] = True
+        n_removed += n_now
+        sub, info = build_substitute(network, {k: r for k, r in reps.items() if r.removed.any()}, domain)
+    return SubstituteResult(sub, kind, float(gamma), label, float(adv.d_adv), adv.x_adv,
+                            {k: r for k, r in reps.items() if r.removed.any()}, info, iterations,
+                            time.monotonic() - start, adv.seconds)
+
+
+def substitute_collapsed(network: Network, x0: np.ndarray, label: int, clip=(0.0, 1.0),
+                         timeout: float = 10.0) -> Optional[bool]:
+    """Whether the whole clip domain gets ``label`` (a collapsed substitute has no boundary):
+    True when CROWN or the MILP proves it, False when the MILP finds another label, None when
+    the MILP ran out of time."""
+    x0 = np.asarray(x0, np.float64).ravel()
+    prop = robustness_property(x0, domain_radius(x0, clip), label, network.n_outputs, clip)
+    C = np.concatenate([A for A, _ in prop.clauses])
+    bounds = BoundComputer(network).compute(prop.x_lower, prop.x_upper, "crown", C)
+    if np.all(bounds.lower > 0):
+        return True
+    res = verify_milp(network, prop, layer_bounds=bounds.pre_activation, time_limit=timeout)
+    return {"unsat": True, "sat": False}.get(res.status)

@@ -1,0 +1,202 @@
+"""One ``vnnx compress`` run: backbone -> random sub-network of K parameters -> CROWN-IBP training
+with the (T, s, l) ε schedule and periodic L2 deactivation, in :func:`vnnx.training.train` ->
+compaction -> checked ONNX -> report. Also the prune-after-training baseline."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import tempfile
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from vnnx.architectures import conv_small, mlp
+from vnnx.data import Dataset
+from vnnx.errors import ConfigError
+from vnnx.training import TrainHistory, accuracy, train
+
+from .budget import unit_counts
+from .compact import count_parameters, layer_widths
+from .config import CompressConfig, validate
+from .losses import BoundedCache, crown_ibp_term, margin_lower_bounds
+from .schedule import epsilon_schedule, lr_decay
+from .sparsity import DynamicSparsity
+from .structure import analyse
+
+
+def cnn7(channels: tuple[int, int] = (32, 64), hidden: int = 256, n_classes: int = 10,
+         in_channels: int = 1) -> nn.Sequential:
+    """A 7-layer CNN in the style of CROWN-IBP's (without batch norm): conv c 3x3 -> conv c 3x3 ->
+    conv 2c 3x3 stride 2 -> conv 2c 3x3 -> conv 2c 3x3 stride 2 -> FC hidden -> FC classes."""
+    a, b = channels
+    return nn.Sequential(
+        nn.Conv2d(in_channels, a, 3, padding=1), nn.ReLU(), nn.Conv2d(a, a, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(a, b, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(b, b, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(b, b, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(b * 7 * 7, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+
+
+def cnn4(filters: tuple[int, int] = (16, 32), hidden: int = 100, n_classes: int = 10) -> nn.Sequential:
+    """The 4-layer CNN (ERAN convSmall): conv 16 4x4 s2 -> conv 32 4x4 s2 -> FC 100 -> FC 10."""
+    return conv_small(filters=filters, hidden=hidden, n_classes=n_classes)
+
+
+def fc(hidden: tuple[int, ...] = (256, 256, 256), n_classes: int = 10) -> nn.Sequential:
+    """A fully connected ReLU net on flattened 28x28 inputs."""
+    return mlp(hidden=hidden, n_classes=n_classes)
+
+
+BACKBONES: dict[str, Callable[..., nn.Sequential]] = {"cnn4": cnn4, "cnn7": cnn7, "fc": fc}
+
+
+def build_backbone(name: str, **kwargs) -> nn.Sequential:
+    """A randomly initialised backbone by name (a table, not an if/elif chain)."""
+    import inspect
+
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+    params = inspect.signature(BACKBONES[name]).parameters
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise ConfigError(f"backbone {name!r} takes no argument(s) {', '.join(unknown)}; it takes {', '.join(params)}")
+    return BACKBONES[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
+
+
+def load_data(cfg: CompressConfig) -> tuple[Dataset, Dataset]:
+    from vnnx.data import mnist_split
+
+    train_set, eval_set = mnist_split(cfg.data_dir)
+    n_train = len(train_set) if cfg.n_train is None else min(cfg.n_train, len(train_set))
+    return train_set.subset(0, n_train), eval_set.subset(0, min(cfg.n_eval, len(eval_set)))
+
+
+def resolve_budget(cfg: CompressConfig, model: nn.Sequential, input_shape) -> int:
+    s = analyse(model, input_shape)
+    return int(cfg.budget) if cfg.budget is not None else int(cfg.budget_fraction * s.n_params)
+
+
+def _train(cfg: CompressConfig, model: nn.Module, data: Dataset, epochs: int, step_hooks=(), epoch_hooks=(),
+           seed_offset: int = 0) -> TrainHistory:
+    return train(model, data.x, data.y, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                 seed=cfg.seed + seed_offset,
+                 loss_terms=[crown_ibp_term(cfg.robust_weight, cfg.epsilon, clip=tuple(cfg.input_range))],
+                 epsilon=epsilon_schedule(cfg.epsilon, epochs, min(cfg.eps_start, epochs),
+                                          min(cfg.eps_length, max(0, epochs - cfg.eps_start))),
+                 lr_schedule=lr_decay(cfg.eps_start, cfg.eps_length, cfg.lr_gamma),
+                 on_step_end=list(step_hooks), on_epoch_end=list(epoch_hooks),
+                 progress=cfg.progress, time_limit=cfg.time_limit)
+
+
+def compress(cfg: CompressConfig, train_data: Dataset) -> tuple[DynamicSparsity, TrainHistory]:
+    """Train a random K-parameter sub-network of the backbone with VeriCompress; the returned
+    sparsity is finalised (every inactive entry is zero)."""
+    validate(cfg, "config")
+    shape = tuple(train_data.x.shape[1:])
+    torch.manual_seed(cfg.seed)
+    model = build_backbone(cfg.backbone, **cfg.arch)
+    budget = resolve_budget(cfg, model, shape)
+    sparsity = DynamicSparsity(model, shape, budget, seed=cfg.seed, start="random", explore=True)
+    deactivation = sparsity.every(cfg.explore_every, cfg.explore_fraction, cfg.epochs)
+    history = _train(cfg, model, train_data, cfg.epochs, [sparsity.after_step], [deactivation])
+    sparsity.finalize()
+    return sparsity, history
+
+
+def train_dense(cfg: CompressConfig, train_data: Dataset) -> tuple[nn.Module, TrainHistory]:
+    """The dense CROWN-IBP reference: the backbone trained for all ``T`` epochs, no budget."""
+    validate(cfg, "config")
+    torch.manual_seed(cfg.seed)
+    model = build_backbone(cfg.backbone, **cfg.arch)
+    history = _train(cfg, model, train_data, cfg.epochs)
+    return model.eval(), history
+
+
+def prune_after_training(cfg: CompressConfig, train_data: Dataset, finetune_epochs: Optional[int] = None
+                         ) -> tuple[DynamicSparsity, nn.Module]:
+    """The baseline at equal epochs: CROWN-IBP-train the dense backbone for ``T - F`` epochs, keep
+    the units of largest L2 norm (same unit counts as VeriCompress), fine-tune the fixed sub-network
+    for ``F`` epochs (default ``max(1, T // 3)``) at ε_max. Returns the sparsity and the dense model."""
+    shape = tuple(train_data.x.shape[1:])
+    torch.manual_seed(cfg.seed)
+    model = build_backbone(cfg.backbone, **cfg.arch)
+    budget = resolve_budget(cfg, model, shape)
+    unit_counts(analyse(model, shape), budget)  # budget errors before any training
+    f = max(1, cfg.epochs // 3) if finetune_epochs is None else finetune_epochs
+    if not 1 <= f < cfg.epochs:
+        raise ConfigError(f"fine-tune epochs must lie in [1, {cfg.epochs - 1}], got {f}")
+    _train(cfg, model, train_data, cfg.epochs - f)
+    dense_copy = copy.deepcopy(model)
+    sparsity = DynamicSparsity(model, shape, budget, start="magnitude", explore=False)
+    ft = dataclasses.replace(cfg, eps_start=0, eps_length=0)   # fine-tune at eps_max throughout
+    _train(ft, model, train_data, f, [sparsity.after_step], seed_offset=1)
+    sparsity.finalize()
+    return sparsity, dense_copy
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def verified_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, epsilon: float, method: str,
+                      clip=(0.0, 1.0), batch_size: int = 100) -> float:
+    """Fraction of samples whose every margin ``z_y - z_j`` has a positive lower bound over the ε-box
+    (``method``: 'IBP' or 'CROWN'); such a sample is also correctly classified."""
+    if len(x) == 0:
+        return float("nan")
+    bounded = BoundedCache().get(model, tuple(x.shape[1:]))
+    bounded.eval()
+    ok = 0
+    for i in range(0, len(x), batch_size):
+        xb = torch.as_tensor(x[i:i + batch_size], dtype=torch.float32)
+        yb = torch.as_tensor(y[i:i + batch_size], dtype=torch.int64)
+        lower = margin_lower_bounds(bounded, xb, yb, epsilon, method, clip)
+        ok += int((lower > 0).all(dim=1).sum())
+    return ok / len(x)
+
+
+def cpu_time_per_sample(onnx_path: str, input_shape, runs: int = 200) -> float:
+    """Median seconds of one single-sample onnxruntime inference (one thread)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(onnx_path, sess_options=opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x = np.random.default_rng(0).random((1,) + tuple(input_shape), dtype=np.float32)
+    for _ in range(10):
+        sess.run(None, {name: x})
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, {name: x})
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def model_report(model: nn.Module, onnx_path: str, eval_data: Dataset, cfg: CompressConfig) -> dict:
+    """Parameters, ONNX size, CPU time per sample, standard accuracy, IBP and CROWN verified accuracy."""
+    shape = tuple(eval_data.x.shape[1:])
+    nv = min(cfg.n_verify, len(eval_data.x))
+    xv, yv = eval_data.x[:nv], eval_data.y[:nv]
+    return {"params": count_parameters(model), "widths": layer_widths(model),
+            "onnx_bytes": os.path.getsize(onnx_path),
+            "cpu_seconds_per_sample": cpu_time_per_sample(onnx_path, shape, cfg.timing_runs),
+            "standard_acc": accuracy(model, eval_data.x, eval_data.y),
+            "ibp_verified_acc": verified_accuracy(model, xv, yv, cfg.epsilon, "IBP", tuple(cfg.input_range)),
+            "crown_verified_acc": verified_accuracy(model, xv, yv, cfg.epsilon, "CROWN", tuple(cfg.input_range)),
+            "n_verify": nv, "epsilon": cfg.epsilon}
+
+
+def backbone_report(cfg: CompressConfig, backbone: nn.Module, eval_data: Dataset) -> dict:
+    """Size and CPU time of the (dense) backbone; accuracies only mean something if it was trained."""
+    from vnnx.io.onnx import export_onnx
+
+    shape = tuple(eval_data.x.shape[1:])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "backbone.onnx")
+        export_onnx(backbone, (1,) + shape, path)
+        return {"params": count_parameters(backbone), "widths": layer_widths(backbone),
+                "onnx_bytes": os.path.getsize(path),
+                "cpu_seconds_per_sample": cpu_time_per_sample(path, shape, cfg.timing_runs)}

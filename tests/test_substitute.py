@@ -1,0 +1,202 @@
+"""The substitute plugin: d_bnd binary search, Algorithm 1 substitutes, folding, Lemma 1, CLI."""
+import json
+
+import numpy as np
+import pytest
+
+from nets import random_cnn, random_mlp
+from vnnx.cli import main
+from vnnx.data import save_npz
+from vnnx.io.onnx import network_to_onnx, run_onnxruntime
+from vnnx.io.vnnlib import robustness_property
+from vnnx.milp import MilpResult, encode, verify_milp
+from vnnx.network import Relu
+from vnnx_plugins.substitute import core
+from vnnx_plugins.substitute.core import (boundary_distance, find_adversarial, make_substitute,
+                                          substitute_collapsed)
+from vnnx_plugins.substitute.fold import Replacement, build_substitute, candidate_layers, layer_size
+from vnnx_plugins.substitute.lemma import flip_radius
+
+CLIP = (0.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    rng = np.random.default_rng(7)
+    return random_mlp(rng, sizes=(6, 16, 16, 3)), rng.uniform(0.2, 0.8, 6)
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    rng = np.random.default_rng(8)
+    return random_cnn(rng, maxpool=False), rng.uniform(0.2, 0.8, 36)
+
+
+@pytest.fixture(scope="module")
+def adv(mlp):
+    net, x0 = mlp
+    return find_adversarial(net, x0, core.anchor_label(net, x0), CLIP)
+
+
+def _reference(network, reps, x):
+    """The mathematical substitute, unfolded: each replaced ReLU is slope * z + intercept."""
+    h = np.asarray(x, np.float64)
+    for k, layer in enumerate(network.layers):
+        if isinstance(layer, Relu) and (k - 1) in reps:
+            r = reps[k - 1]
+            h = np.where(r.removed, r.slope * h + r.intercept, np.maximum(h, 0))
+        else:
+            h = layer.apply(h)
+    return h
+
+
+@pytest.mark.parametrize("which", ["mlp", "cnn"])
+def test_fold_matches_unfolded_substitute(which, mlp, cnn):
+    net, _ = mlp if which == "mlp" else cnn
+    rng = np.random.default_rng(1)
+    reps = {}
+    for k in candidate_layers(net):
+        n = layer_size(net.layers[k])
+        removed = rng.random(n) < 0.6
+        slope = np.where(rng.random(n) < 0.3, 0.0, rng.uniform(-0.5, 1.5, n))  # zero and nonzero slopes
+        reps[k] = Replacement(removed, slope, rng.normal(size=n))
+    domain = (np.zeros(net.n_inputs), np.ones(net.n_inputs))
+    sub, info = build_substitute(net, reps, domain)
+    x = rng.random((200, net.n_inputs))
+    assert np.allclose(sub.forward(x), _reference(net, reps, x), atol=1e-9)
+    assert info.deleted + info.linear_passthrough == sum(int(r.removed.sum()) for r in reps.values())
+    # All ReLUs of a layer replaced: the two affine layers merge, one Relu fewer.
+    full = {k: Replacement(np.ones_like(r.removed), r.slope, r.intercept) for k, r in reps.items()}
+    sub2, info2 = build_substitute(net, full, domain)
+    assert info2.layers_merged == len(full) and len(sub2.layers) == len(net.layers) - 2 * len(full)
+    assert np.allclose(sub2.forward(x), _reference(net, full, x), atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["con", "lin", "act"])
+@pytest.mark.parametrize("which", ["mlp", "cnn"])
+def test_substitute_keeps_anchor_and_is_smaller(kind, which, mlp, cnn):
+    net, x0 = mlp if which == "mlp" else cnn
+    sub = make_substitute(net, x0, kind, 0.9, clip=CLIP)
+    s = sub.summary()
+    replaceable = sum(layer_size(net.layers[k]) for k in candidate_layers(net))
+    assert s["relus_removed"] == int(0.9 * replaceable)
+    assert s["relus_kept"] == s["relus_total"] - s["relus_removed"]
+    assert core.anchor_label(sub.network, x0) == core.anchor_label(net, x0) == sub.label
+    assert np.allclose(sub.network.forward(x0[None]), net.forward(x0[None]), atol=1e-9)  # f_i(x0) kept
+    if kind == "lin":
+        xa = sub.x_adv[None]
+        assert np.allclose(sub.network.forward(xa), net.forward(xa), atol=1e-9)
+
+
+def test_passthrough_relus_need_no_binaries(mlp):
+    net, x0 = mlp
+    sub = make_substitute(net, x0, "lin", 0.5, clip=CLIP)
+    s = sub.summary()
+    assert s["linear_passthrough"] > 0
+    prop = robustness_property(x0, sub.d_adv, sub.label, 3, CLIP)
+    # Even over the whole domain box the shifted ReLUs are stable: only kept ReLUs get binaries.
+    whole = robustness_property(x0, 1.0, sub.label, 3, CLIP)
+    for p in (prop, whole):
+        assert encode(sub.network, p.x_lower, p.x_upper).n_binaries <= s["relus_kept"]
+
+
+def test_act_equals_f_near_x0_by_sampling(mlp):
+    net, x0 = mlp
+    sub = make_substitute(net, x0, "act", 0.9, clip=CLIP)
+    d = flip_radius(net, x0, sub, CLIP, timeout=5)
+    delta = d["delta"]
+    assert delta > 0
+    rng = np.random.default_rng(3)
+    x = np.clip(x0 + rng.uniform(-delta, delta, (500, x0.size)), *CLIP)
+    x[:50] = np.clip(x0 + delta * np.sign(rng.normal(size=(50, x0.size))), *CLIP)  # corners
+    assert np.allclose(sub.network.forward(x), net.forward(x), atol=1e-9)
+
+
+def test_binary_search_brackets_adversarial_and_verified_radius(mlp, adv):
+    net, x0 = mlp
+    label = core.anchor_label(net, x0)
+    r = boundary_distance(net, x0, label, CLIP, timeout=20, rel_tol=1e-2, adv=adv)
+    assert r.status == "complete" and r.d_bnd is not None
+    assert 0 < r.d_bnd <= r.d_bnd_upper <= adv.d_adv * (1 + 1e-12)
+    assert r.d_bnd_upper - r.d_bnd <= 1e-2 * r.d_bnd_upper
+    assert r.solves == len(r.solve_seconds) == len(r.solve_statuses)
+    # PGD's point is a real adversarial example at distance d_adv.
+    assert np.argmax(net.forward(adv.x_adv[None])[0]) != label
+    # Independent re-checks: robust at d_bnd, a counterexample exists at d_bnd_upper.
+    assert verify_milp(net, robustness_property(x0, r.d_bnd, label, 3, CLIP), time_limit=20).status == "unsat"
+    assert verify_milp(net, robustness_property(x0, r.d_bnd_upper, label, 3, CLIP), time_limit=20).status == "sat"
+
+
+def test_radius_incomplete_when_a_solve_times_out(mlp, adv, monkeypatch):
+    net, x0 = mlp
+    calls = []
+
+    def fake(*a, **k):
+        calls.append(1)
+        return MilpResult("unsat" if len(calls) == 1 else "timeout", None, None, 0.0, 0)
+
+    monkeypatch.setattr(core, "verify_milp", fake)
+    r = boundary_distance(net, x0, None, CLIP, timeout=1, adv=adv)
+    assert r.status == "incomplete" and r.d_bnd is None
+    assert r.verified_radius == pytest.approx(adv.d_adv / 2) and r.solves == 2
+
+
+def test_con_collapse_detected(mlp):
+    net, x0 = mlp
+    sub = make_substitute(net, x0, "con", 1.0, clip=CLIP)
+    assert sub.summary()["relus_kept"] == 0       # a constant network
+    assert substitute_collapsed(sub.network, x0, sub.label, CLIP) is True
+    r = boundary_distance(sub.network, x0, sub.label, CLIP, timeout=5)
+    assert r.status == "collapsed" and r.d_bnd is None
+    assert substitute_collapsed(net, x0, sub.label, CLIP) is False
+
+
+def test_substitute_onnx_matches_plain_forward(cnn, tmp_path):
+    net, x0 = cnn
+    sub = make_substitute(net, x0, "lin", 0.5, clip=CLIP)
+    assert sub.summary()["linear_passthrough"] + sub.summary()["neurons_deleted"] > 0
+    path = tmp_path / "sub.onnx"
+    network_to_onnx(sub.network, path)
+    x = np.random.default_rng(2).random((20, net.n_inputs)).astype(np.float32)
+    assert np.allclose(run_onnxruntime(path, x), sub.network.forward(x), atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, mlp):
+    net, x0 = mlp
+    d = tmp_path_factory.mktemp("sub")
+    network_to_onnx(net, d / "m.onnx")
+    save_npz(d / "d.npz", np.stack([x0, x0]), np.array([0, 1]))
+    save_npz(d / "bad.npz", np.zeros((2, 5)), np.array([0, 1]))
+    return d
+
+
+def test_cli_substitute_and_radius(files, capsys):
+    out = files / "s.onnx"
+    assert main(["substitute", "--onnx", str(files / "m.onnx"), "--data", str(files / "d.npz"), "--index", "0",
+                 "--kind", "act", "--gamma", "0.9", "--out", str(out)]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert out.is_file() and s["relus_kept"] < s["relus_total"] and s["collapsed"] is False
+    assert main(["radius", "--onnx", str(files / "m.onnx"), "--data", str(files / "d.npz"), "--index", "1",
+                 "--timeout", "10", "--rel-tol", "0.05", "--substitute", "act", "--gamma", "0.9"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["status"] == "complete" and r["d_bnd"] <= r["d_bnd_upper"]
+    assert r["lemma1"]["f_verified_radius"] <= r["lemma1"]["delta"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--index", "5"], "--index 5 is outside 0..1"),
+    (["--index", "-1"], "--index -1 is outside"),
+    (["--index", "0", "--data", "bad.npz"], "data has 5 values per sample, network expects 6"),
+    (["--index", "0", "--data", "missing.npz"], "npz file not found"),
+])
+def test_cli_bad_index_or_data(files, capsys, args, message):
+    base = {"--onnx": str(files / "m.onnx"), "--data": str(files / "d.npz")}
+    argv = ["radius"]
+    for flag in base:
+        if flag not in args:
+            argv += [flag, base[flag]]
+    args = [str(files / a) if a.endswith(".npz") else a for a in args]
+    assert main(argv + args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

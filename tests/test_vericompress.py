@@ -1,0 +1,233 @@
+"""VeriCompress plugin: budgets (ERK, unit counts, errors), explicit masks, deactivation,
+exploration, the (T, s, l) schedule, the CROWN-IBP term, compaction checked in onnxruntime, the
+baseline and ``vnnx compress``. Tiny seeded nets and a few hundred images only."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vnnx.errors import ConfigError
+from vnnx.training import train
+from vnnx_plugins.vericompress import (
+    DynamicSparsity, analyse, build_backbone, check_budget, compact, config_from_dict, count_parameters,
+    crown_ibp_term, epsilon_schedule, erk_budgets, export_compact, lr_decay, masked_network, unit_counts)
+
+SHAPE = (1, 28, 28)
+
+
+def _backbones():
+    torch.manual_seed(0)
+    return {"cnn4": build_backbone("cnn4"), "fc": build_backbone("fc", hidden=[64, 32]),
+            "cnn7": build_backbone("cnn7", channels=[4, 8], hidden=32)}
+
+
+def _data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((n,) + SHAPE, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+@pytest.mark.parametrize("name", ["cnn4", "fc", "cnn7"])
+@pytest.mark.parametrize("fraction", [0.5, 0.3, 0.1])
+def test_erk_shares_add_up_and_unit_counts_fit_exactly(name, fraction):
+    model = _backbones()[name]
+    s = analyse(model, SHAPE)
+    assert s.n_params == count_parameters(model)
+    k = int(fraction * s.n_params)
+    shares = erk_budgets(s, k)
+    assert sum(shares) == pytest.approx(k, rel=1e-9)
+    assert all(0 <= sh <= l.n_params + 1e-9 for sh, l in zip(shares, s.layers))
+    counts = unit_counts(s, k)
+    total = s.param_count(counts)
+    assert total <= k
+    # maximal: no hidden layer can take one more unit within the budget
+    for i, layer in enumerate(s.hidden):
+        if counts[i] < layer.n_units:
+            more = list(counts)
+            more[i] += 1
+            assert s.param_count(more) > k
+
+
+def test_budget_errors_are_clear():
+    s = analyse(_backbones()["cnn4"], SHAPE)
+    with pytest.raises(ConfigError, match="exceeds the backbone's 89606 parameters"):
+        unit_counts(s, s.n_params + 1)
+    with pytest.raises(ConfigError, match="minimum needed to connect input to output"):
+        unit_counts(s, s.min_params - 1)
+    check_budget(s, s.min_params)          # the smallest connected network is fine
+    assert unit_counts(s, s.min_params) == [1, 1, 1]
+    assert unit_counts(s, s.n_params) == [16, 32, 100]
+
+
+@pytest.mark.parametrize("name", ["cnn4", "fc"])
+def test_random_start_and_deactivation_keep_the_budget(name):
+    model = _backbones()[name]
+    k = int(0.3 * count_parameters(model))
+    sp = DynamicSparsity(model, SHAPE, k, seed=1)
+    expected = sp.structure.param_count(sp.counts)
+    masks = sp.masks()
+    assert set(masks) == {n for n, _ in model.named_parameters()}
+    assert sp.active_parameters() == expected == int(sum(m.sum() for m in masks.values())) and expected <= k
+    assert [int(l.sum()) for l in sp.live] == sp.counts
+    # Make a dormant unit of the first hidden layer the largest: deactivation must pick it up.
+    dormant = int(torch.nonzero(~sp.live[0])[0])
+    sp.dense["0.weight" if name == "cnn4" else "1.weight"][dormant] += 100.0
+    frozen = [l.clone() for l in sp.live]
+    assert sp.deactivate(max_swap_fraction=0.0) == [0] * len(sp.counts)      # swap limit 0: no change
+    assert all(bool((a == b).all()) for a, b in zip(frozen, sp.live))
+    swapped = sp.deactivate()
+    assert bool(sp.live[0][dormant]) and swapped[0] >= 1
+    assert [int(l.sum()) for l in sp.live] == sp.counts
+    assert sp.active_parameters() == expected
+
+
+def test_dormant_units_keep_receiving_gradients_and_masks_hold():
+    model = _backbones()["fc"]
+    sp = DynamicSparsity(model, SHAPE, 8000, seed=0)
+    live0 = sp.live[0].clone()
+    before = sp.dense["3.weight"].clone()          # outgoing weights of hidden layer 0's units
+    x, y = _data(64)
+    train(model, x, y, epochs=1, batch_size=16, on_step_end=[sp.after_step], progress=False)
+    moved = (sp.dense["3.weight"] - before).abs()
+    assert float(moved[:, ~live0].max()) > 0       # dormant units' outgoing weights were updated
+    w = dict(model.named_parameters())["3.weight"]
+    assert float(w[:, ~live0].abs().max()) == 0    # ... but are zero in the forward pass
+
+
+def test_epsilon_schedule_matches_T_s_l():
+    eps = epsilon_schedule(0.1, 10, 2, 4)          # T = 10, s = 2, l = 4
+    assert eps(0, 0.0) == 0 and eps(1, 0.99) == 0
+    assert eps(2, 0.0) == 0
+    assert eps(3, 0.0) == pytest.approx(0.025)
+    assert eps(4, 0.0) == pytest.approx(0.05)
+    assert eps(5, 0.5) == pytest.approx(0.0875)
+    assert eps(6, 0.0) == pytest.approx(0.1) and eps(9, 0.9) == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="exceeds the T = 5 epochs"):
+        epsilon_schedule(0.1, 5, 2, 4)
+    decay = lr_decay(2, 4, 0.5)                    # decays once eps reached eps_max (epoch 6)
+    assert [decay(e) for e in range(8)] == [1, 1, 1, 1, 1, 1, 0.5, 0.25]
+
+
+def test_crown_ibp_term():
+    torch.manual_seed(0)
+    model = build_backbone("cnn4", filters=[4, 8], hidden=16)
+    term = crown_ibp_term(1.0, 0.1)
+    x, y = _data(8)
+    assert float(term(model, x, y, 0.0)) == 0.0
+    loss = term(model, x, y, 0.05)
+    loss.backward()
+    assert float(loss) > 0 and float(model[0].weight.grad.abs().sum()) > 0
+    # wider boxes give weaker bounds, hence a larger robust loss
+    assert float(term(model, x, y, 0.1)) > float(term(model, x, y, 0.01))
+
+
+@pytest.mark.parametrize("name", ["cnn4", "fc", "cnn7"])
+def test_compaction_is_smaller_dense_and_equal_in_onnxruntime(name, tmp_path):
+    from vnnx.io.onnx import export_onnx, run_onnxruntime
+
+    model = _backbones()[name]
+    k = int(0.2 * count_parameters(model))
+    sp = DynamicSparsity(model, SHAPE, k, seed=2)
+    x, y = _data(32)
+    train(model, x, y, epochs=1, batch_size=16, on_step_end=[sp.after_step],
+          on_epoch_end=[sp.every(1)], progress=False)
+    with torch.no_grad():
+        trained_out = model(x)                      # exploring forward pass (shadow units)
+    sp.finalize()
+    small = compact(sp)
+    assert count_parameters(small) == sp.active_parameters() <= k
+    assert count_parameters(small) < count_parameters(model)
+    convs = [m for m in small if isinstance(m, nn.Conv2d)]
+    if convs:                                       # filters and the next layer's channels are gone
+        assert convs[0].out_channels == sp.counts[0] and convs[1].in_channels == sp.counts[0]
+    out = tmp_path / "small.onnx"
+    export_compact(sp, out)                         # raises unless onnxruntime agrees with the masked net
+    masked_file = tmp_path / "masked.onnx"
+    export_onnx(masked_network(sp), (1,) + SHAPE, masked_file)
+    xs = x.numpy().reshape(len(x), -1)
+    y_small, y_masked = run_onnxruntime(out, xs), run_onnxruntime(masked_file, xs)
+    np.testing.assert_allclose(y_small, y_masked, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y_small, trained_out.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_config_rejects_unknown_keys_and_bad_schedule():
+    with pytest.raises(ConfigError, match="unknown key"):
+        config_from_dict({"budgett": 5})
+    with pytest.raises(ConfigError, match="exceeds the T"):
+        config_from_dict({"epochs": 3, "eps_start": 2, "eps_length": 2})
+    with pytest.raises(ConfigError, match="unknown backbone"):
+        build_backbone("resnet")
+
+
+def _tiny_config(tmp_path, shared, **extra) -> str:
+    import yaml
+
+    doc = {"data_dir": str(shared / "data" / "mnist"), "n_train": 200, "n_eval": 100, "n_verify": 20,
+           "backbone": "cnn4", "arch": {"filters": [8, 16], "hidden": 32}, "epochs": 2, "eps_start": 0,
+           "eps_length": 1, "batch_size": 50, "timing_runs": 5, "progress": False}
+    doc.update(extra)
+    path = tmp_path / "vc.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def test_cli_compress_end_to_end(tmp_path, shared, capsys):
+    from vnnx.cli import main
+    from vnnx.io.onnx import load_onnx
+
+    cfg = _tiny_config(tmp_path, shared)
+    out = tmp_path / "small.onnx"
+    assert main(["compress", "--config", cfg, "--budget", "3000", "--epsilon", "0.05", "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["compact"]["params"] == report["active_params"] <= 3000
+    assert report["backbone"]["params"] > report["compact"]["params"]
+    for key in ("standard_acc", "ibp_verified_acc", "crown_verified_acc", "cpu_seconds_per_sample", "onnx_bytes"):
+        assert key in report["compact"]
+    assert report["compact"]["ibp_verified_acc"] <= report["compact"]["crown_verified_acc"] + 0.2
+    assert load_onnx(out).n_outputs == 10
+    assert "verified acc" in capsys.readouterr().out
+    # a budget above the backbone: one clear line, exit 2, no file
+    bad = tmp_path / "bad.onnx"
+    assert main(["compress", "--config", cfg, "--budget", "10000000", "--out", str(bad)]) == 2
+    assert "exceeds the backbone" in capsys.readouterr().err and not bad.exists()
+
+
+def test_prune_after_training_baseline(tmp_path, shared):
+    from vnnx_plugins.vericompress import prune_after_training
+    from vnnx_plugins.vericompress.run import load_data
+
+    cfg = config_from_dict({"data_dir": str(shared / "data" / "mnist"), "n_train": 100, "backbone": "fc",
+                            "arch": {"hidden": [32, 32]}, "epochs": 2, "eps_start": 0, "eps_length": 1,
+                            "batch_size": 50, "budget": 5000, "progress": False})
+    train_data, _ = load_data(cfg)
+    sp, dense = prune_after_training(cfg, train_data, finetune_epochs=1)
+    small = compact(sp)
+    assert count_parameters(small) == sp.active_parameters() <= 5000
+    assert count_parameters(dense) > count_parameters(small)
+
+
+def test_export_refuses_a_compaction_that_changes_outputs(tmp_path, monkeypatch):
+    from vnnx.errors import VnnxError
+    import importlib
+
+    compact_module = importlib.import_module("vnnx_plugins.vericompress.compact")
+
+    model = _backbones()["fc"]
+    sp = DynamicSparsity(model, SHAPE, 8000, seed=0)
+    sp.finalize()
+    real = compact_module.compact
+
+    def wrong(s):
+        small = real(s)
+        with torch.no_grad():
+            small[-1].bias += 1.0
+        return small
+
+    monkeypatch.setattr(compact_module, "compact", wrong)
+    out = tmp_path / "wrong.onnx"
+    with pytest.raises(VnnxError):
+        export_compact(sp, out)
+    assert not out.exists()

@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""Benchmark local substitutes (issue 8) at CPU scale: the paper's Table 1, shrunk.
+
+For each anchor (the first --count evaluation images) the d_bnd of the network f is found by
+the MILP binary search; then for each kind and γ a substitute is built (Algorithm 1) and its
+d_bnd found the same way. Reported per (kind, γ):
+
+* mean relative d_bnd difference |d_sub - d_f| / d_f, over anchors where both searches completed;
+* pruning time per run (Algorithm 1 after PGD);
+* mean time of one MILP solve on f and on the substitute at the SAME ε values (those f's
+  search visited), so that the speed-up is paired, not an artefact of different ε;
+* ReLUs kept, and how many anchors collapsed (con) or were incomplete.
+
+Writes out/bench_substitute/{results.json,summary.md}; copy summary.md into docs/substitute.md.
+Run: .venv/bin/python tools/bench_substitute.py [--onnx M] [--data D] [--count N] > log 2>&1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import vnnx  # noqa: F401
+from vnnx.bounds import BoundComputer
+from vnnx.data import fit_to_input, load_npz
+from vnnx.io.onnx import load_onnx, to_network
+from vnnx.io.vnnlib import robustness_property
+from vnnx.milp import verify_milp
+from vnnx_plugins.substitute.core import anchor_label, boundary_distance, find_adversarial, make_substitute
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "out" / "bench_substitute"
+CLIP = (0.0, 1.0)
+
+
+def solve_times(network, x0, label, eps_values, timeout):
+    bc = BoundComputer(network)
+    times, statuses = [], []
+    for eps in eps_values:
+        prop = robustness_property(x0, eps, label, network.n_outputs, CLIP)
+        t = time.monotonic()
+        pre = bc.compute(prop.x_lower, prop.x_upper, "crown").pre_activation
+        res = verify_milp(network, prop, layer_bounds=pre, time_limit=timeout)
+        times.append(time.monotonic() - t)
+        statuses.append(res.status)
+    return times, statuses
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--onnx", default=str(ROOT / "specs/mnist_demo/mnist_2x50.onnx"))
+    ap.add_argument("--data", default=str(ROOT / "specs/mnist_demo/mnist_eval400.npz"))
+    ap.add_argument("--count", type=int, default=10, help="first N images (default 10)")
+    ap.add_argument("--kinds", default="con,lin,act")
+    ap.add_argument("--gammas", default="0.9,0.99")
+    ap.add_argument("--timeout", type=float, default=30.0, help="seconds per MILP solve")
+    ap.add_argument("--rel-tol", type=float, default=1e-3)
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    OUT.mkdir(parents=True, exist_ok=True)
+    network = to_network(load_onnx(args.onnx))
+    data = load_npz(args.data)
+    kinds = args.kinds.split(",")
+    gammas = [float(g) for g in args.gammas.split(",")]
+    rows = []
+    for i in range(min(args.count, len(data))):
+        x0 = fit_to_input(data.x[i:i + 1], network.n_inputs)[0].astype(np.float64)
+        label = anchor_label(network, x0)
+        adv = find_adversarial(network, x0, label, CLIP)
+        ref = boundary_distance(network, x0, label, CLIP, timeout=args.timeout, rel_tol=args.rel_tol, adv=adv)
+        eps_values = ref.solve_eps
+        row = {"index": i, "label": label, "true": int(data.y[i]), "f": ref.to_dict(), "subs": []}
+        print(f"[{i}] f: {ref.status} d_bnd={ref.d_bnd} d_adv={adv.d_adv} solves={ref.solves} "
+              f"mean={row['f']['milp_seconds_mean']}", flush=True)
+        for kind in kinds:
+            for gamma in gammas:
+                sub = make_substitute(network, x0, kind, gamma, clip=CLIP, label=label, adv=adv)
+                res = boundary_distance(sub.network, x0, label, CLIP, timeout=args.timeout, rel_tol=args.rel_tol)
+                t_sub, st_sub = solve_times(sub.network, x0, label, eps_values, args.timeout)
+                s = {**sub.summary(), "radius": res.to_dict(), "paired_sub_seconds": t_sub,
+                     "paired_sub_statuses": st_sub}
+                row["subs"].append(s)
+                print(f"    {kind} γ={gamma}: {res.status} d_bnd={res.d_bnd} kept={s['relus_kept']}/"
+                      f"{s['relus_total']} prune={s['prune_seconds']:.3f}s paired mean="
+                      f"{np.mean(t_sub) if t_sub else float('nan'):.4f}s", flush=True)
+        rows.append(row)
+        (OUT / "results.json").write_text(json.dumps(rows, indent=1, default=float))
+    summary = _summary(rows, kinds, gammas, args)
+    (OUT / "summary.md").write_text(summary)
+    print(summary)
+
+
+def _summary(rows, kinds, gammas, args) -> str:
+    lines = [f"network `{Path(args.onnx).name}`, first {len(rows)} images of `{Path(args.data).name}`, "
+             f"MILP timeout {args.timeout:g} s, rel. tol {args.rel_tol:g}", "",
+             "| kind | γ | both complete | collapsed | mean rel. d_bnd diff | ReLUs kept | prune s/run | "
+             "MILP s/solve f | MILP s/solve sub | speed-up |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for kind in kinds:
+        for gamma in gammas:
+            diffs, kept, prune, tf, ts, coll = [], [], [], [], [], 0
+            for r in rows:
+                s = next(s for s in r["subs"] if s["kind"] == kind and s["gamma"] == gamma)
+                kept.append(s["relus_kept"])
+                prune.append(s["prune_seconds"])
+                coll += s["radius"]["status"] == "collapsed"
+                if r["f"]["status"] == "complete" and s["radius"]["status"] == "complete":
+                    diffs.append(abs(s["radius"]["d_bnd"] - r["f"]["d_bnd"]) / r["f"]["d_bnd"])
+                n = len(s["paired_sub_seconds"])
+                tf += r["f"]["solve_seconds"][:n]
+                ts += s["paired_sub_seconds"]
+            mf, ms = (np.mean(tf) if tf else float("nan")), (np.mean(ts) if ts else float("nan"))
+            lines.append(f"| {kind} | {gamma:g} | {len(diffs)}/{len(rows)} | {coll} | "
+                         f"{100 * np.mean(diffs) if diffs else float('nan'):.2f}% | {np.mean(kept):.1f} | "
+                         f"{np.mean(prune):.3f} | {mf:.4f} | {ms:.4f} | {mf / ms:.1f}× |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
