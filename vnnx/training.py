@@ -124,10 +124,10 @@ def train(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.
                 opt.step()
                 for step_hook in on_step_end:
                     step_hook(model)
-                tot_loss += float(loss) * len(idx)
+                tot_loss += float(loss.detach()) * len(idx)
                 tot_correct += float((logits.argmax(1) == yb).sum())
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{float(loss):.3f}", eps=f"{eps:.3f}")
+                bar.set_postfix(epoch=epoch, loss=f"{float(loss.detach()):.3f}", eps=f"{eps:.3f}")
                 if time_limit is not None and time.monotonic() - start > time_limit:
                     break
             model.eval()
