@@ -5,72 +5,46 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from dataclasses import dataclass
+from typing import Optional, Union
 
+from vnnx.config import config_from_dict as _config_from_dict
+from vnnx.config import load_config as _load_config
+from vnnx.config import setting
 from vnnx.errors import ConfigError
-
-
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class CompressConfig:
     """One VeriCompress run (see ``specs/configs/vericompress_mnist.yaml``)."""
 
-    seed: int = _f(0, "seed of the initial weights, the random sub-network and the batch order")
-    data_dir: str = _f("../shared/data/mnist", "MNIST idx files (train on test images 1000-9999, evaluate on 0-999)")
-    n_train: Optional[int] = _f(None, "use only the first N training images (default: all)")
-    n_eval: int = _f(1000, "standard accuracy on the first N evaluation images")
-    n_verify: int = _f(200, "verified accuracy (IBP, CROWN) on the first N evaluation images")
-    backbone: str = _f("cnn4", "backbone: cnn4 (4-layer CNN), cnn7 (7-layer CNN), fc (fully connected)")
-    arch: dict = _f({}, "keyword arguments of the backbone factory, e.g. {hidden: [256, 256]} for fc")
-    budget: Optional[int] = _f(None, "parameter budget K (default: budget_fraction of the backbone)")
-    budget_fraction: float = _f(0.1, "K as a fraction of the backbone's parameters when budget is not given")
-    epsilon: float = _f(0.1, "eps_max, the L-inf radius of training and verification (model-input units)")
-    epochs: int = _f(10, "T, the number of training epochs")
-    eps_start: int = _f(1, "s: epsilon is 0 before this epoch")
-    eps_length: int = _f(5, "l: epsilon ramps from 0 to eps_max over this many epochs")
-    explore_every: int = _f(1, "T-exp: deactivate the least important nodes/filters every this many epochs")
-    explore_fraction: Optional[float] = _f(0.2, "most of a layer's live units swapped per deactivation, annealed "
+    seed: int = setting(0, "seed of the initial weights, the random sub-network and the batch order")
+    data_dir: str = setting("../shared/data/mnist", "MNIST idx files (train on test images 1000-9999, evaluate on 0-999)")
+    n_train: Optional[int] = setting(None, "use only the first N training images (default: all)")
+    n_eval: int = setting(1000, "standard accuracy on the first N evaluation images")
+    n_verify: int = setting(200, "verified accuracy (IBP, CROWN) on the first N evaluation images")
+    backbone: str = setting("cnn4", "backbone: cnn4 (4-layer CNN), cnn7 (7-layer CNN), fc (fully connected)")
+    arch: dict = setting({}, "keyword arguments of the backbone factory, e.g. {hidden: [256, 256]} for fc")
+    budget: Optional[int] = setting(None, "parameter budget K (default: budget_fraction of the backbone)")
+    budget_fraction: float = setting(0.1, "K as a fraction of the backbone's parameters when budget is not given")
+    epsilon: float = setting(0.1, "eps_max, the L-inf radius of training and verification (model-input units)")
+    epochs: int = setting(10, "T, the number of training epochs")
+    eps_start: int = setting(1, "s: epsilon is 0 before this epoch")
+    eps_length: int = setting(5, "l: epsilon ramps from 0 to eps_max over this many epochs")
+    explore_every: int = setting(1, "T-exp: deactivate the least important nodes/filters every this many epochs")
+    explore_fraction: Optional[float] = setting(0.2, "most of a layer's live units swapped per deactivation, annealed "
                                                 "linearly to 0 by the last epoch (null: no limit)")
-    batch_size: int = _f(64, "samples per step")
-    lr: float = _f(1e-3, "Adam learning rate")
-    lr_gamma: float = _f(0.6, "per-epoch learning-rate decay once epsilon has reached eps_max")
-    robust_weight: float = _f(1.0, "weight of the CROWN-IBP robust cross-entropy (the clean one has weight 1)")
-    input_range: list = _f([0.0, 1.0], "domain of every input value, [low, high]")
-    timing_runs: int = _f(200, "single-sample onnxruntime runs for the CPU inference time")
-    time_limit: Optional[float] = _f(None, "stop training after this many seconds")
-    progress: bool = _f(True, "show a tqdm progress bar")
+    batch_size: int = setting(64, "samples per step")
+    lr: float = setting(1e-3, "Adam learning rate")
+    lr_gamma: float = setting(0.6, "per-epoch learning-rate decay once epsilon has reached eps_max")
+    robust_weight: float = setting(1.0, "weight of the CROWN-IBP robust cross-entropy (the clean one has weight 1)")
+    input_range: list = setting([0.0, 1.0], "domain of every input value, [low, high]")
+    timing_runs: int = setting(200, "single-sample onnxruntime runs for the CPU inference time")
+    time_limit: Optional[float] = setting(None, "stop training after this many seconds")
+    progress: bool = setting(True, "show a tqdm progress bar")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
-
-
-def _coerce(key: str, value: Any, f: dataclasses.Field, source: str) -> Any:
-    tp = str(f.type)
-    optional = tp.startswith("Optional")
-    base = _TYPES[tp.replace("Optional[", "").rstrip("]")]
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{source}: key {key!r} must not be null")
-    if base is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    elif base is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    elif base is not float and base is not int and isinstance(value, base):
-        return value
-    raise ConfigError(f"{source}: key {key!r} must be of type {base.__name__}, got {value!r}")
 
 
 def validate(cfg: CompressConfig, source: str) -> None:
@@ -99,25 +73,9 @@ def validate(cfg: CompressConfig, source: str) -> None:
 
 def config_from_dict(values: dict, source: str = "<config>", base: Optional[CompressConfig] = None) -> CompressConfig:
     """A CompressConfig from ``values`` over ``base`` (or the defaults)."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(CompressConfig)}
-    unknown = sorted(k for k in values if k not in fields)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(fields)}")
-    merged = dataclasses.asdict(base) if base is not None else {}
-    for key, value in values.items():
-        merged[key] = _coerce(key, value, fields[key], source)
-    cfg = CompressConfig(**merged)
-    validate(cfg, source)
-    return cfg
+    return _config_from_dict(CompressConfig, values, source, base, validate)
 
 
 def load_config(path: Union[str, os.PathLike], overrides: Optional[dict] = None) -> CompressConfig:
     """Read a YAML config; ``overrides`` (None values ignored) win."""
-    from vnnx.config import load_yaml
-
-    cfg = config_from_dict(load_yaml(path) or {}, str(path))
-    if overrides:
-        cfg = config_from_dict({k: v for k, v in overrides.items() if v is not None}, "command line", cfg)
-    return cfg
+    return _load_config(CompressConfig, path, overrides, validate)
