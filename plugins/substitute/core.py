@@ -137,6 +137,16 @@ class RadiusResult:
         return d
 
 
+def milp_at(bc: BoundComputer, x0: np.ndarray, label: int, eps: float, clip, timeout: Optional[float]):
+    """Exact MILP (CROWN big-M bounds) of "label stays the argmax on the L-inf ball of radius
+    ``eps`` around ``x0``, clipped to ``clip``", on ``bc.network``. Returns ``(result, seconds)``."""
+    prop = robustness_property(x0, eps, label, bc.network.n_outputs, clip)
+    t = time.monotonic()
+    bounds = bc.compute(prop.x_lower, prop.x_upper, "crown").pre_activation
+    res = verify_milp(bc.network, prop, layer_bounds=bounds, time_limit=timeout)
+    return res, time.monotonic() - t
+
+
 def boundary_distance(network: Network, x0: np.ndarray, label: Optional[int] = None, clip=(0.0, 1.0), *,
                       timeout: float = 30.0, rel_tol: float = 1e-3, adv: Optional[AdvResult] = None,
                       pgd_restarts: int = 10, pgd_steps: int = 50) -> RadiusResult:
@@ -155,11 +165,8 @@ def boundary_distance(network: Network, x0: np.ndarray, label: Optional[int] = N
     eps_list: list[float] = []
 
     def solve(eps: float):
-        prop = robustness_property(x0, eps, label, network.n_outputs, clip)
-        t = time.monotonic()
-        bounds = bc.compute(prop.x_lower, prop.x_upper, "crown").pre_activation
-        res = verify_milp(network, prop, layer_bounds=bounds, time_limit=timeout)
-        times.append(time.monotonic() - t)
+        res, seconds = milp_at(bc, x0, label, eps, clip, timeout)
+        times.append(seconds)
         statuses.append(res.status)
         eps_list.append(float(eps))
         return res
