@@ -161,8 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", required=True, help="network (.onnx or .onnx.gz)")
     p.add_argument("--vnnlib", required=True, help="property (.vnnlib or .vnnlib.gz)")
     p.add_argument("--timeout", type=float, default=None, help="seconds for the whole run (default: none)")
-    p.add_argument("--method", choices=("auto", "pgd", "ibp", "crown", "alpha-crown", "milp", "check"),
-                   default=None, help="auto = PGD, then CROWN, then alpha-CROWN, then MILP (default); "
+    p.add_argument("--method", choices=("auto", "pgd", "ibp", "crown", "alpha-crown", "bab", "milp", "check"),
+                   default=None, help="auto = PGD, then CROWN, then alpha-CROWN, then branch and bound "
+                                      "(input or ReLU splitting), then MILP (default); "
+                                      "bab = bounds and ReLU-splitting branch and bound only; "
                                       "check = only load the network and spec")
     p.add_argument("--result-file", help="write the VNN-COMP result file here (atomically)")
     p.add_argument("--solver", choices=("highs", "gurobi", "auto"), default=None,
@@ -199,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("instances", help="instances.csv (onnx, vnnlib, timeout per row)")
     p.add_argument("--out", help="results CSV (default: results.csv beside the instances file)")
     p.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every timeout (default 1)")
-    p.add_argument("--method", default="auto", choices=("auto", "pgd", "ibp", "crown", "alpha-crown", "milp"))
+    p.add_argument("--method", default="auto", choices=("auto", "pgd", "ibp", "crown", "alpha-crown", "bab", "milp"))
     p.add_argument("--limit", type=int, default=None, help="run only the first N instances")
     p.add_argument("--solver", choices=("highs", "gurobi", "auto"), default="highs", help="MILP back end")
     p.add_argument("--jobs", type=int, default=1,

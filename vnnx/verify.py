@@ -1,4 +1,8 @@
-"""The verification pipeline: PGD → CROWN → α-CROWN → MILP, within one deadline.
+"""The verification pipeline: PGD → CROWN → α-CROWN → branch and bound → MILP, within one deadline.
+
+Branch and bound splits the input box for networks with few inputs (ACAS Xu) and ReLUs (with
+β-CROWN bounds, :mod:`vnnx.bab`) for chains of affine layers and ReLUs; the MILP gets what is
+left when neither applies or branch and bound gives up.
 
 Verdicts follow VNN-COMP: a VNN-LIB file describes the *violation* of a property, so
 
@@ -19,7 +23,7 @@ import numpy as np
 
 from vnnx.errors import VnnxError
 
-METHODS = ("auto", "pgd", "ibp", "crown", "alpha-crown", "milp")
+METHODS = ("auto", "pgd", "ibp", "crown", "alpha-crown", "bab", "milp")
 VERDICTS = ("sat", "unsat", "unknown", "timeout")
 # A bound refutes a row ``a y <= b`` only when ``lower(a y) - b`` exceeds this. The bounds are
 # computed in float64 on float32 weights; the margin absorbs float64 round-off, not modelling error.
@@ -29,6 +33,11 @@ REFUTE_MARGIN = 1e-7
 INPUT_SPLIT_MAX_INPUTS = 16
 INPUT_SPLIT_BATCH = 512
 INPUT_SPLIT_MAX_BOXES = 200_000
+# ReLU-splitting branch and bound (vnnx.bab): domains bounded at once, α/β iterations per batch,
+# and the number of open domains at which it gives up (and the MILP takes over).
+RELU_BAB_BATCH = 256
+RELU_BAB_ITERATIONS = 20
+RELU_BAB_MAX_DOMAINS = 100_000
 
 
 @dataclass
@@ -123,6 +132,7 @@ class Verifier:
         self.seed = seed
         self._bounds = None
         self._torch = None
+        self._chain = False   # not built yet; None when the network is not an affine/ReLU chain
 
     def _bound_engine(self):
         from vnnx.bounds import BoundComputer
@@ -130,6 +140,13 @@ class Verifier:
         if self._bounds is None:
             self._bounds = BoundComputer(self.network, self.custom_ops)
         return self._bounds
+
+    def _relu_chain(self):
+        if self._chain is False:
+            from vnnx.bab import relu_chain
+
+            self._chain = relu_chain(self.network)
+        return self._chain
 
     def _module(self):
         if self._torch is None:
@@ -192,8 +209,10 @@ class Verifier:
                 return "unknown", "", None
 
         bound_methods = {"auto": ("crown", "alpha-crown"), "ibp": ("ibp",), "crown": ("crown",),
-                         "alpha-crown": ("alpha-crown",), "milp": ("crown",)}[method] if method != "pgd" else ()
+                         "alpha-crown": ("alpha-crown",), "bab": ("crown", "alpha-crown"),
+                         "milp": ("crown",)}[method] if method != "pgd" else ()
         pre_activation = None
+        margins = {}
         for bm in bound_methods:
             if deadline.expired():
                 return "timeout", "", None
@@ -207,16 +226,17 @@ class Verifier:
                     raise
                 log(bm, f"failed: {exc}", t0)
                 continue
-            if bm == "crown":
-                pre_activation = res.pre_activation
+            if bm == "crown" or (bm == "alpha-crown" and res.pre_activation):
+                pre_activation = _intersect(pre_activation, res.pre_activation)
             refuted = refuted_clauses(res.lower, sub)
+            margins.update(_clause_margins(res.lower, sub, open_clauses))
             open_clauses = [i for i, r in zip(open_clauses, refuted) if not r]
             log(bm, "unsat" if not open_clauses else f"{len(open_clauses)} clause(s) open", t0,
                 min_margin=float(np.min(res.lower - np.concatenate([b for _, b in sub]))))
             if not open_clauses:
                 return "unsat", bm, None
 
-        if method not in ("auto", "milp"):
+        if method not in ("auto", "milp", "bab"):
             return "unknown", "", None
         if method == "auto" and self.network.n_inputs <= INPUT_SPLIT_MAX_INPUTS:
             if deadline.expired():
@@ -229,6 +249,16 @@ class Verifier:
                 return "sat", "input-split", cex
             if outcome == "unsat":
                 return "unsat", "input-split", None
+        if method in ("auto", "bab") and self._relu_chain() is not None:
+            outcome, by, cex, open_clauses = self._relu_bab(prop, clauses, open_clauses, margins, pre_activation,
+                                                           deadline, log)
+            if outcome in ("sat", "unsat", "timeout"):
+                return outcome, by, cex
+            if method == "bab":
+                return "unknown", "", None
+        elif method == "bab":
+            log("relu-bab", "skipped: network is not a chain of affine layers and ReLUs", time.monotonic())
+            return "unknown", "", None
         if not self.network.is_piecewise_linear:
             log("milp", "skipped: network has non-piecewise-linear layers", time.monotonic())
             return "unknown", "", None
@@ -255,6 +285,56 @@ class Verifier:
             return "unsat", "milp", None
         return ("timeout" if res.status == "timeout" else "unknown"), "", None
 
+
+    def _relu_bab(self, prop, clauses, open_clauses, margins, pre_activation, deadline, log):
+        """ReLU-splitting branch and bound on each open clause, the nearest-to-refuted first.
+
+        Returns ``(outcome, by, counterexample, clauses still open)``; outcome 'sat' | 'unsat' |
+        'timeout' | 'unknown' (some clause made it give up: the MILP gets the open ones)."""
+        from vnnx.bab import ReluBab
+
+        found = {}
+
+        def check(x):
+            cex = check_counterexample(self.model, prop, x)
+            if cex is not None:
+                found["cex"] = cex
+            return cex is not None
+
+        # Probe every clause first (root bound plus the box corners it points at): cheap, and
+        # it finds counterexamples that PGD missed before any time goes into a deep tree.
+        babs = {}
+        for i in open_clauses:
+            if deadline.expired():
+                return "timeout", "", None, open_clauses
+            t0 = time.monotonic()
+            a, b = clauses[i]
+            babs[i] = ReluBab(self._relu_chain(), prop.x_lower, prop.x_upper, a, b, margin=REFUTE_MARGIN,
+                              batch=RELU_BAB_BATCH, iterations=RELU_BAB_ITERATIONS,
+                              max_domains=RELU_BAB_MAX_DOMAINS, check=check)
+            margins[i] = babs[i].probe(pre_activation)
+            if babs[i].counterexample is not None and "cex" in found:
+                log("relu-bab", "sat", t0, clause=i, domains=1)
+                return "sat", "relu-bab", found["cex"], open_clauses
+        still_open = []
+        for i in sorted(open_clauses, key=lambda j: -margins[j]):
+            if deadline.expired():
+                return "timeout", "", None, open_clauses
+            t0 = time.monotonic()
+            bab = babs[i]
+            left = deadline.left()
+            res = bab.run(pre_activation, None if left is None else time.monotonic() + left)
+            log("relu-bab", res.status, t0, clause=i, domains=res.domains, max_open=res.max_open,
+                **({"message": res.message} if res.message else {}))
+            if res.status == "sat" and "cex" in found:
+                return "sat", "relu-bab", found["cex"], open_clauses
+            if res.status == "timeout":
+                return "timeout", "", None, open_clauses
+            if res.status != "unsat":
+                still_open.append(i)
+        if not still_open:
+            return "unsat", "relu-bab", None, []
+        return "unknown", "", None, still_open
 
     def _input_split(self, prop, clauses, deadline, batch: int = INPUT_SPLIT_BATCH,
                      max_boxes: int = INPUT_SPLIT_MAX_BOXES):
@@ -331,6 +411,29 @@ def _violating(y: np.ndarray, clauses, refuted: np.ndarray) -> np.ndarray:
     for j, (a, b) in enumerate(clauses):
         hit |= ~refuted[:, j] & np.all(y @ np.atleast_2d(a).T <= b, axis=1)
     return hit
+
+
+def _clause_margins(lower: np.ndarray, clauses, indices) -> dict:
+    """{clause index: its best row's ``lower - b``} (positive: refuted)."""
+    out, r = {}, 0
+    for i, (a, b) in zip(indices, clauses):
+        k = len(b)
+        out[i] = float(np.max(lower[r:r + k] - b))
+        r += k
+    return out
+
+
+def _intersect(old: Optional[dict], new: dict) -> dict:
+    """Two sound sets of pre-activation bounds, intersected per layer."""
+    if not old:
+        return dict(new)
+    out = dict(old)
+    for k, (lo, hi) in new.items():
+        if k in out:
+            out[k] = (np.maximum(out[k][0], lo), np.minimum(out[k][1], hi))
+        else:
+            out[k] = (lo, hi)
+    return out
 
 
 def _with_clauses(prop, clauses):
