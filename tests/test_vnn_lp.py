@@ -210,6 +210,31 @@ def test_formulations_agree_on_objective(rng, make):
     assert sum(l1[0.1, "auto"]) <= sum(l1[0.0, "auto"]) + 1e-7
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_interior_point_lps_agree_with_simplex(rng, tmp_path, monkeypatch, eps):
+    """Large LPs go to HiGHS's IPM with crossover: forcing it on every LP gives the simplex's
+    L1 optimum and a network that still keeps every pattern and argmax."""
+    net = random_mlp(rng, (6, 12, 10, 3))
+    x = rng.uniform(0, 1, size=(25, 6))
+    y = net.forward(x).argmax(1)
+    simplex, rs = sparsify(net, x, y, SparsifyOptions(epsilon=eps, check_onnx=False, **QUIET))
+    used = []
+    real = PASS._highs_options
+
+    def spy(problem):
+        used.append(real(problem))
+        return used[-1]
+
+    monkeypatch.setattr(PASS, "_IPM_MIN_NNZ", 0)
+    monkeypatch.setattr(PASS, "_highs_options", spy)
+    out = tmp_path / "ipm.onnx"
+    ipm, ri = sparsify(net, x, y, SparsifyOptions(epsilon=eps, **QUIET), out=str(out))
+    assert used and all(o.get("solver") == "ipm" for o in used)
+    assert all(r.status == "sparsified" for r in ri.layers), [r.message for r in ri.layers]
+    assert np.allclose([r.l1_after for r in ri.layers], [r.l1_after for r in rs.layers], rtol=1e-6, atol=1e-7)
+    independent_check(net, ipm, x, y, out)
+
+
 def test_parallel_workers_same_result(rng):
     net = random_mlp(rng, (5, 16, 3))
     x = rng.uniform(-1, 1, size=(30, 5))
