@@ -119,7 +119,7 @@ def test_crown_ibp_term():
     assert float(term(model, x, y, 0.0)) == 0.0
     loss = term(model, x, y, 0.05)
     loss.backward()
-    assert float(loss) > 0 and float(model[0].weight.grad.abs().sum()) > 0
+    assert float(loss.detach()) > 0 and float(model[0].weight.grad.abs().sum()) > 0
     # wider boxes give weaker bounds, hence a larger robust loss
     assert float(term(model, x, y, 0.1)) > float(term(model, x, y, 0.01))
 
@@ -184,7 +184,8 @@ def test_cli_compress_end_to_end(tmp_path, shared, capsys):
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["compact"]["params"] == report["active_params"] <= 3000
     assert report["backbone"]["params"] > report["compact"]["params"]
-    for key in ("standard_acc", "ibp_verified_acc", "crown_verified_acc", "cpu_seconds_per_sample", "onnx_bytes"):
+    for key in ("standard_acc", "ibp_verified_acc", "crown_verified_acc", "cpu_seconds_per_sample",
+                "cpu_seconds_per_sample_batched", "onnx_bytes"):
         assert key in report["compact"]
     assert report["compact"]["ibp_verified_acc"] <= report["compact"]["crown_verified_acc"] + 0.2
     assert load_onnx(out).n_outputs == 10
@@ -193,6 +194,26 @@ def test_cli_compress_end_to_end(tmp_path, shared, capsys):
     bad = tmp_path / "bad.onnx"
     assert main(["compress", "--config", cfg, "--budget", "10000000", "--out", str(bad)]) == 2
     assert "exceeds the backbone" in capsys.readouterr().err and not bad.exists()
+
+
+def test_batched_timing_session_computes_the_same_outputs(tmp_path):
+    """The throughput timing makes the batch dimension of a batch-1 export symbolic: the
+    rewritten graph must give, for a batch, exactly the outputs of the single-sample calls."""
+    from vnnx.io.onnx import export_onnx
+    from vnnx_plugins.vericompress.run import _timing_session, time_models
+
+    torch.manual_seed(0)
+    model = build_backbone("cnn4").eval()
+    path = str(tmp_path / "m.onnx")
+    export_onnx(model, (1,) + SHAPE, path)
+    one, many = _timing_session(path, 1), _timing_session(path, 8)
+    x = np.random.default_rng(1).random((8,) + SHAPE, dtype=np.float32)
+    batched = many.run(None, {many.get_inputs()[0].name: x})[0]
+    single = np.concatenate([one.run(None, {one.get_inputs()[0].name: x[i:i + 1]})[0] for i in range(8)])
+    assert batched.shape == (8, 10)
+    np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-6)
+    times = time_models([path, path], SHAPE, runs=16, batch=8, rounds=1)
+    assert len(times) == 2 and all(0 < t < 1 for t in times)
 
 
 def test_prune_after_training_baseline(tmp_path, shared):
