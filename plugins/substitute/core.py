@@ -276,7 +276,8 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
     target = int(math.floor(gamma * total + 1e-9))
     domain = (np.full(network.n_inputs, clip[0], np.float64), np.full(network.n_inputs, clip[1], np.float64))
     lo, hi = _box(x0, adv.d_adv, clip)
-    sub, info = build_substitute(network, {}, domain)
+    dense_cache: dict = {}
+    sub, info = build_substitute(network, {}, domain, dense_cache)
     n_removed, iterations = 0, 0
     while n_removed < target:
         iterations += 1
@@ -298,7 +299,8 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
             k, i = ids[j]
             reps[k].removed[i] = True
         n_removed += n_now
-        sub, info = build_substitute(network, {k: r for k, r in reps.items() if r.removed.any()}, domain)
+        sub, info = build_substitute(network, {k: r for k, r in reps.items() if r.removed.any()}, domain,
+                                     dense_cache)
     return SubstituteResult(sub, kind, float(gamma), label, float(adv.d_adv), adv.x_adv,
                             {k: r for k, r in reps.items() if r.removed.any()}, info, iterations,
                             time.monotonic() - start, adv.seconds)

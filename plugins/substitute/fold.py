@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from vnnx.errors import ConfigError
 from vnnx.interval import propagate
@@ -71,12 +72,22 @@ def _dense(layer) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_substitute(network: Network, replacements: dict[int, Replacement],
-                     domain: tuple[np.ndarray, np.ndarray]) -> tuple[Network, FoldInfo]:
+                     domain: tuple[np.ndarray, np.ndarray],
+                     dense_cache: dict | None = None) -> tuple[Network, FoldInfo]:
     """The substitute of ``network`` under ``replacements`` ({original k: Replacement}).
 
     ``domain``: the (n_inputs,) input box (e.g. the clip range) on which the substitute must
     equal the mathematical substitute; pass-through shifts are sound interval bounds over it.
+    ``dense_cache``: a dict kept by the caller across calls on the same ``network``, holding
+    each affine layer's dense ``(W, b)`` (a Conv's dense matrix is costly to build).
     """
+    cache = {} if dense_cache is None else dense_cache
+
+    def dense(k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k not in cache:
+            cache[k] = _dense(network.layers[k])
+        return cache[k]
+
     cands = set(candidate_layers(network))
     for k in replacements:
         if k not in cands:
@@ -98,8 +109,8 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
                 W = b = None
                 new_layer = layer
             else:
-                W0, b0 = _dense(layer)
-                W, b = W0 @ M, W0 @ m + b0
+                W0, b0 = dense(k)
+                W, b = np.asarray(W0 @ M), W0 @ m + b0
             if isinstance(layers[k + 1] if k + 1 < len(layers) else None, Relu):
                 info.relus_total += layer_size(layer)
             rep = replacements.get(k)
@@ -117,7 +128,7 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
                 continue
             # A ReLU layer with replacements: layers[k] affine, layers[k+1] Relu, layers[k+2] affine.
             if W is None:
-                W, b = _dense(layer)
+                W, b = dense(k)
             removed = np.asarray(rep.removed, bool)
             slope = np.where(removed, np.asarray(rep.slope, np.float64), 1.0)
             icpt = np.where(removed, np.asarray(rep.intercept, np.float64), 0.0)
@@ -145,8 +156,8 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
             out.append(Relu((rows.size,)))
             cur_lo, cur_up = propagate(aff, cur_lo, cur_up)
             cur_lo, cur_up = np.maximum(cur_lo, 0), np.maximum(cur_up, 0)
-            M = np.zeros((n, rows.size))
-            M[rows, np.arange(rows.size)] = slope[rows]
+            # A scaled column selection: sparse, so W0 @ M costs a gather, not a dense product.
+            M = sp.csc_matrix((slope[rows], (rows, np.arange(rows.size))), shape=(n, rows.size))
             m = np.where(passthru, slope * shift, 0.0) + np.where(removed, icpt, 0.0)
             info.relus_kept += int(keep_nl.sum())
             info.deleted += int(flat.sum())
