@@ -10,7 +10,7 @@ import torch
 
 import vnnx  # noqa: F401
 from tests.nets import random_cnn, random_mlp
-from vnnx.bab import ReluBab, _Domains, relu_chain
+from vnnx.bab import ReluBab, _Domains, crown_layer_bounds, relu_chain
 from vnnx.milp import output_range
 from vnnx.network import Conv, Dense, Network, Relu
 
@@ -78,6 +78,44 @@ def test_bounds_under_random_splits_hold_on_sampled_points(seed):
     assert keep.sum() > 20
     obj = (acts[-1][keep] @ A.T - b).max(1)
     assert obj.min() >= bound - 1e-9
+
+
+def _chain_pre_activations(chain, X: np.ndarray) -> list[np.ndarray]:
+    h, out = torch.as_tensor(X), []
+    for w, b in zip(chain.weights[:-1], chain.biases[:-1]):
+        z = h @ w.T + b
+        out.append(z.numpy())
+        h = z.clamp(min=0)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_crown_layer_bounds_are_sound_and_match_auto_lirpa(seed):
+    """vnnx's dense CROWN: sampled points (box corners included) stay inside every layer's
+    bounds; on the neurons auto_LiRPA's CROWN refines (unstable under its bounds) the two agree,
+    and elsewhere vnnx's are never looser."""
+    from vnnx.bounds import BoundComputer
+
+    rng = np.random.default_rng(seed)
+    net = random_mlp(rng, (6, 20, 16, 12, 3)) if seed % 2 == 0 else random_cnn(rng, maxpool=False)
+    chain = relu_chain(net)
+    x0 = rng.uniform(0, 1, net.n_inputs)
+    lo, hi = x0 - 0.15, x0 + 0.15
+    mine = crown_layer_bounds(chain, lo, hi)
+    X = rng.uniform(lo, hi, size=(5000, net.n_inputs))
+    X[:500] = np.where(rng.random((500, net.n_inputs)) < 0.5, lo, hi)
+    for (l, u), z in zip(mine, _chain_pre_activations(chain, X)):
+        assert (z >= l - 1e-9).all() and (z <= u + 1e-9).all()
+    ref = BoundComputer(net).compute(lo, hi, "crown").pre_activation
+    refined = 0
+    for (l, u), k in zip(mine, chain.layer_index):
+        rl, ru = ref[k]
+        assert (l >= rl - 1e-9).all() and (u <= ru + 1e-9).all()
+        unstable = (rl < 0) & (ru > 0)
+        np.testing.assert_allclose(l[unstable], rl[unstable], atol=1e-9)
+        np.testing.assert_allclose(u[unstable], ru[unstable], atol=1e-9)
+        refined += int(unstable.sum())
+    assert refined > 0
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -59,17 +59,26 @@ class ReluChain:
         return h
 
 
-def relu_chain(network: Network) -> Optional[ReluChain]:
+def relu_chain(network: Network, matrix_cache: Optional[dict] = None) -> Optional[ReluChain]:
     """The affine/ReLU chain of ``network``, consecutive affine layers merged, or None when the
-    network has other layers (MaxPool, Sigmoid, ...) or convolution matrices too big to densify."""
+    network has other layers (MaxPool, Sigmoid, ...) or convolution matrices too big to densify.
+
+    ``matrix_cache``: a dict the caller keeps across calls on networks that share layer objects
+    (a Conv's dense matrix is costly to build); keyed by ``id(layer)``, holding the layer too."""
     weights, biases, index = [], [], []
     pending = None  # (W, b) of the affine layers since the last ReLU
     for k, layer in enumerate(network.layers):
         if isinstance(layer, (Dense, Conv)):
             if isinstance(layer, Conv) and np.prod(layer.in_shape) * np.prod(layer.out_shape) > MAX_MATRIX_ENTRIES:
                 return None
-            w, b = layer.matrix()
-            w, b = np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)
+            hit = matrix_cache.get(id(layer)) if matrix_cache is not None else None
+            if hit is not None and hit[0] is layer:
+                w, b = hit[1], hit[2]
+            else:
+                w, b = layer.matrix()
+                w, b = np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)
+                if matrix_cache is not None:
+                    matrix_cache[id(layer)] = (layer, w, b)
             pending = (w, b) if pending is None else (w @ pending[0], w @ pending[1] + b)
             last_affine = k
         elif isinstance(layer, Relu):
@@ -87,6 +96,42 @@ def relu_chain(network: Network) -> Optional[ReluChain]:
     biases.append(pending[1])
     return ReluChain([torch.from_numpy(np.ascontiguousarray(w)) for w in weights],
                      [torch.from_numpy(np.ascontiguousarray(b)) for b in biases], index)
+
+
+def crown_layer_bounds(chain: ReluChain, x_lower: np.ndarray, x_upper: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """CROWN pre-activation bounds ``(lower, upper)`` of every hidden layer of ``chain`` on the
+    input box, in float64 (Zhang et al. 2018, as auto_LiRPA's CROWN computes them, but for every
+    neuron): each layer's bounds come from a backward pass through the finished bounds of the
+    layers before it, with the upper line ``u (z - l) / (u - l)`` of every unstable ReLU and the
+    adaptive lower line (slope 1 when ``u > -l``, else 0). Lower and upper bounds are one pass
+    with the coefficients ``[W; -W]``. Cost: one dense product per earlier layer, whatever the box.
+    """
+    x_lo = torch.as_tensor(np.asarray(x_lower, dtype=np.float64).ravel())
+    x_up = torch.as_tensor(np.asarray(x_upper, dtype=np.float64).ravel())
+    mid, rad = (x_up + x_lo) / 2, (x_up - x_lo) / 2
+    W0, b0 = chain.weights[0], chain.biases[0]
+    out = [(W0 @ mid - W0.abs() @ rad + b0, W0 @ mid + W0.abs() @ rad + b0)]
+    for j in range(1, chain.n_hidden):
+        W, b = chain.weights[j], chain.biases[j]
+        m = W.shape[0]
+        lam = torch.cat([W, -W])                       # minimise z and -z at once
+        const = torch.cat([b, -b]).clone()
+        for i in reversed(range(j)):
+            lo, up = out[i]
+            active, inactive = lo >= 0, up <= 0
+            unstable = ~active & ~inactive
+            s = torch.where(unstable, up / (up - lo).clamp(min=1e-300), torch.zeros_like(up))
+            low = torch.where(unstable, (up > -lo).to(up.dtype), active.to(up.dtype))
+            up_slope = torch.where(active, torch.ones_like(s), s)
+            # min over the ReLU: positive coefficients take the lower line, negative the upper one.
+            coef = lam.clamp(min=0) * low + lam.clamp(max=0) * up_slope
+            const = const + lam.clamp(max=0) @ torch.where(unstable, s * (-lo), torch.zeros_like(s))
+            const = const + coef @ chain.biases[i]
+            lam = coef @ chain.weights[i]
+        value = const + lam @ mid - lam.abs() @ rad
+        lo_j, hi_j = value[:m], -value[m:]
+        out.append((lo_j, torch.maximum(hi_j, lo_j)))
+    return [(lo.numpy(), up.numpy()) for lo, up in out]
 
 
 @dataclass

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from vnnx.attack import pgd_spec
+from vnnx.bab import crown_layer_bounds, relu_chain
 from vnnx.bounds import BoundComputer
 from vnnx.errors import ConfigError, VnnxError
 from vnnx.io.vnnlib import robustness_property
@@ -242,6 +243,16 @@ def _replacement_values(kind: str, z0: np.ndarray, za: np.ndarray) -> tuple[np.n
     raise ConfigError(f"unknown substitute kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
+def _crown_pre_activation(network: Network, lo: np.ndarray, hi: np.ndarray, cache: dict) -> dict:
+    """CROWN pre-activation bounds {layer index: (l, u)}: vnnx's own dense CROWN for chains of
+    Dense/Conv/ReLU layers (every neuron refined; equal to auto_LiRPA's CROWN on the neurons
+    that one refines, tighter on those it leaves at interval bounds), auto_LiRPA otherwise."""
+    chain = relu_chain(network, cache)
+    if chain is None:
+        return BoundComputer(network).compute(lo, hi, "crown").pre_activation
+    return dict(zip(chain.layer_index, crown_layer_bounds(chain, lo, hi)))
+
+
 def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *, gamma0: float = 0.5,
                     clip=(0.0, 1.0), label: Optional[int] = None, adv: Optional[AdvResult] = None,
                     pgd_restarts: int = 10, pgd_steps: int = 50) -> SubstituteResult:
@@ -276,12 +287,12 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
     target = int(math.floor(gamma * total + 1e-9))
     domain = (np.full(network.n_inputs, clip[0], np.float64), np.full(network.n_inputs, clip[1], np.float64))
     lo, hi = _box(x0, adv.d_adv, clip)
-    dense_cache: dict = {}
+    dense_cache: dict = {}   # {id(layer): (layer, W, b)}, shared by the folding and the bounds
     sub, info = build_substitute(network, {}, domain, dense_cache)
     n_removed, iterations = 0, 0
     while n_removed < target:
         iterations += 1
-        pre = BoundComputer(sub).compute(lo, hi, "crown").pre_activation
+        pre = _crown_pre_activation(sub, lo, hi, dense_cache)
         ids, widths = [], []
         for new_k, (orig_k, idx, nonlinear) in info.neuron_map.items():
             if orig_k not in reps or new_k not in pre:

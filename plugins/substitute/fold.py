@@ -78,15 +78,18 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
 
     ``domain``: the (n_inputs,) input box (e.g. the clip range) on which the substitute must
     equal the mathematical substitute; pass-through shifts are sound interval bounds over it.
-    ``dense_cache``: a dict kept by the caller across calls on the same ``network``, holding
-    each affine layer's dense ``(W, b)`` (a Conv's dense matrix is costly to build).
+    ``dense_cache``: a dict kept by the caller across calls, holding each affine layer's dense
+    ``(W, b)`` (a Conv's dense matrix is costly to build) as ``{id(layer): (layer, W, b)}``, the
+    format of :func:`vnnx.bab.relu_chain`'s cache, so one dict can serve both.
     """
     cache = {} if dense_cache is None else dense_cache
 
     def dense(k: int) -> tuple[np.ndarray, np.ndarray]:
-        if k not in cache:
-            cache[k] = _dense(network.layers[k])
-        return cache[k]
+        layer = network.layers[k]
+        hit = cache.get(id(layer))
+        if hit is None or hit[0] is not layer:
+            hit = cache[id(layer)] = (layer, *_dense(layer))
+        return hit[1], hit[2]
 
     cands = set(candidate_layers(network))
     for k in replacements:
