@@ -127,6 +127,20 @@ def test_binary_search_brackets_adversarial_and_verified_radius(mlp, adv):
     assert verify_milp(net, robustness_property(x0, r.d_bnd_upper, label, 3, CLIP), time_limit=20).status == "sat"
 
 
+def test_verify_engine_finds_the_same_boundary_as_the_milp(mlp, adv):
+    """engine='verify' (vnnx verify's complete pipeline) and engine='milp' bracket one d_bnd:
+    each one's verified radius lies below the other's counterexample radius."""
+    net, x0 = mlp
+    label = core.anchor_label(net, x0)
+    m = boundary_distance(net, x0, label, CLIP, timeout=20, rel_tol=1e-2, adv=adv)
+    v = boundary_distance(net, x0, label, CLIP, timeout=20, rel_tol=1e-2, adv=adv, engine="verify")
+    assert m.status == v.status == "complete" and v.engine == "verify" and m.engine == "milp"
+    assert v.d_bnd <= m.d_bnd_upper * (1 + 1e-9) and m.d_bnd <= v.d_bnd_upper * (1 + 1e-9)
+    assert verify_milp(net, robustness_property(x0, v.d_bnd, label, 3, CLIP), time_limit=20).status == "unsat"
+    with pytest.raises(core.ConfigError):
+        boundary_distance(net, x0, label, CLIP, adv=adv, engine="magic")
+
+
 def test_radius_incomplete_when_a_solve_times_out(mlp, adv, monkeypatch):
     net, x0 = mlp
     calls = []

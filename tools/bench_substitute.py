@@ -11,7 +11,12 @@ d_bnd found the same way. Reported per (kind, γ):
   search visited), so that the speed-up is paired, not an artefact of different ε;
 * ReLUs kept, and how many anchors collapsed (con) or were incomplete.
 
-Writes out/bench_substitute/{results.json,summary.md}; copy summary.md into docs/substitute.md.
+With ``--engine verify`` every d_bnd search decides each ε with the complete ``vnnx verify``
+pipeline instead of one MILP (for networks where the MILP on f does not finish, e.g. the paper's
+CNNs); the MILP timings are then measured separately, on f and on each substitute, at the first
+``--paired`` ε values of f's search.
+
+Writes {--out}/{results.json,summary.md}; copy summary.md into docs/substitute.md.
 Run: .venv/bin/python tools/bench_substitute.py [--onnx M] [--data D] [--count N] > log 2>&1
 """
 from __future__ import annotations
@@ -31,7 +36,6 @@ from vnnx.io.onnx import load_onnx, to_network
 from vnnx_plugins.substitute.core import anchor_label, boundary_distance, find_adversarial, make_substitute, milp_at
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "out" / "bench_substitute"
 CLIP = (0.0, 1.0)
 
 
@@ -54,7 +58,13 @@ def main() -> None:
     ap.add_argument("--gammas", default="0.9,0.99")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per MILP solve")
     ap.add_argument("--rel-tol", type=float, default=1e-3)
+    ap.add_argument("--engine", choices=("milp", "verify"), default="milp",
+                    help="how the d_bnd searches decide each ε (default milp)")
+    ap.add_argument("--paired", type=int, default=None,
+                    help="MILP timings at the first N ε values of f's search (default: all of them)")
+    ap.add_argument("--out", default=str(ROOT / "out" / "bench_substitute"), help="output folder")
     args = ap.parse_args()
+    OUT = Path(args.out)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -67,15 +77,24 @@ def main() -> None:
         x0 = fit_to_input(data.x[i:i + 1], network.n_inputs)[0].astype(np.float64)
         label = anchor_label(network, x0)
         adv = find_adversarial(network, x0, label, CLIP)
-        ref = boundary_distance(network, x0, label, CLIP, timeout=args.timeout, rel_tol=args.rel_tol, adv=adv)
-        eps_values = ref.solve_eps
+        ref = boundary_distance(network, x0, label, CLIP, timeout=args.timeout, rel_tol=args.rel_tol, adv=adv,
+                                engine=args.engine)
+        eps_values = ref.solve_eps[:args.paired] if args.paired is not None else ref.solve_eps
         row = {"index": i, "label": label, "true": int(data.y[i]), "f": ref.to_dict(), "subs": []}
+        if args.engine == "milp":
+            row["paired_f_seconds"] = ref.solve_seconds[:len(eps_values)]
+            row["paired_f_statuses"] = ref.solve_statuses[:len(eps_values)]
+        else:
+            row["paired_f_seconds"], row["paired_f_statuses"] = solve_times(network, x0, label, eps_values,
+                                                                            args.timeout)
         print(f"[{i}] f: {ref.status} d_bnd={ref.d_bnd} d_adv={adv.d_adv} solves={ref.solves} "
-              f"mean={row['f']['milp_seconds_mean']}", flush=True)
+              f"search s/solve={row['f']['milp_seconds_mean']} MILP s/solve={np.mean(row['paired_f_seconds'])}",
+              flush=True)
         for kind in kinds:
             for gamma in gammas:
                 sub = make_substitute(network, x0, kind, gamma, clip=CLIP, label=label, adv=adv)
-                res = boundary_distance(sub.network, x0, label, CLIP, timeout=args.timeout, rel_tol=args.rel_tol)
+                res = boundary_distance(sub.network, x0, label, CLIP, timeout=args.timeout, rel_tol=args.rel_tol,
+                                        engine=args.engine)
                 t_sub, st_sub = solve_times(sub.network, x0, label, eps_values, args.timeout)
                 s = {**sub.summary(), "radius": res.to_dict(), "paired_sub_seconds": t_sub,
                      "paired_sub_statuses": st_sub}
@@ -85,6 +104,8 @@ def main() -> None:
                       f"{np.mean(t_sub) if t_sub else float('nan'):.4f}s", flush=True)
         rows.append(row)
         (OUT / "results.json").write_text(json.dumps(rows, indent=1, default=float))
+        summary = _summary(rows, kinds, gammas, args)
+        (OUT / "summary.md").write_text(summary)
     summary = _summary(rows, kinds, gammas, args)
     (OUT / "summary.md").write_text(summary)
     print(summary)
@@ -92,7 +113,9 @@ def main() -> None:
 
 def _summary(rows, kinds, gammas, args) -> str:
     lines = [f"network `{Path(args.onnx).name}`, first {len(rows)} images of `{Path(args.data).name}`, "
-             f"MILP timeout {args.timeout:g} s, rel. tol {args.rel_tol:g}", "",
+             f"timeout {args.timeout:g} s per solve, rel. tol {args.rel_tol:g}, d_bnd engine {args.engine}, "
+             f"MILP timings at {'every' if args.paired is None else f'the first {args.paired}'} ε of f's search",
+             "",
              "| kind | γ | both complete | collapsed | mean rel. d_bnd diff | ReLUs kept | prune s/run | "
              "MILP s/solve f | MILP s/solve sub | speed-up |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -107,7 +130,7 @@ def _summary(rows, kinds, gammas, args) -> str:
                 if r["f"]["status"] == "complete" and s["radius"]["status"] == "complete":
                     diffs.append(abs(s["radius"]["d_bnd"] - r["f"]["d_bnd"]) / r["f"]["d_bnd"])
                 n = len(s["paired_sub_seconds"])
-                tf += r["f"]["solve_seconds"][:n]
+                tf += r.get("paired_f_seconds", r["f"]["solve_seconds"])[:n]
                 ts += s["paired_sub_seconds"]
             mf, ms = (np.mean(tf) if tf else float("nan")), (np.mean(ts) if ts else float("nan"))
             lines.append(f"| {kind} | {gamma:g} | {len(diffs)}/{len(rows)} | {coll} | "

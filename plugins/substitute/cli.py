@@ -47,6 +47,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                     "against every other label. d_bnd is reported only when every solve completed.")
     _common(p)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per MILP solve (default 30)")
+    p.add_argument("--engine", choices=("milp", "verify"), default="milp",
+                   help="how each ε is decided: milp = one exact MILP (default, the paper's); verify = the "
+                        "complete `vnnx verify` pipeline (PGD, CROWN, alpha-CROWN, ReLU branch and bound, MILP), "
+                        "often much faster on networks with many ReLUs")
     p.add_argument("--rel-tol", type=float, default=1e-3, help="stop when (hi - lo) <= rel-tol * hi (default 1e-3)")
     p.add_argument("--substitute", choices=KINDS, default=None,
                    help="estimate d_bnd on a local substitute of this kind instead of the network")
@@ -112,7 +116,7 @@ def cmd_radius(args: argparse.Namespace) -> int:
         out["substitute"] = sub.summary()
         target = sub.network
     res = boundary_distance(target, x0, label=sub.label if args.substitute else None, clip=args.clip, timeout=args.timeout, rel_tol=args.rel_tol,
-                            pgd_restarts=args.pgd_restarts, pgd_steps=args.pgd_steps)
+                            pgd_restarts=args.pgd_restarts, pgd_steps=args.pgd_steps, engine=args.engine)
     out.update(res.to_dict())
     if args.substitute == "act":
         out["lemma1"] = act_certificate(network, x0, sub, res, clip=args.clip)

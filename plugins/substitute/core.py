@@ -109,8 +109,9 @@ def find_adversarial(network: Network, x0: np.ndarray, label: int, clip=(0.0, 1.
 class RadiusResult:
     """Outcome of the binary search.
 
-    ``status``: 'complete' (every MILP solve finished; ``d_bnd`` is the largest MILP-verified
-    radius and ``d_bnd_upper`` an ε with a float64-checked counterexample, within ``rel_tol``),
+    ``status``: 'complete' (every solve finished; ``d_bnd`` is the largest verified radius and
+    ``d_bnd_upper`` an ε with a checked counterexample (float64 for the MILP, onnxruntime for
+    the 'verify' engine), within ``rel_tol``),
     'incomplete' (a solve timed out or was unknown: ``d_bnd`` is None and ``verified_radius``
     the largest radius proven before that), 'collapsed' (the whole clip domain gets the anchor
     label: there is no boundary), or 'no-adversarial' (no counterexample and the domain-wide
@@ -129,6 +130,7 @@ class RadiusResult:
     solve_eps: list = field(default_factory=list)
     pgd_seconds: float = 0.0
     seconds: float = 0.0
+    engine: str = "milp"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -148,25 +150,79 @@ def milp_at(bc: BoundComputer, x0: np.ndarray, label: int, eps: float, clip, tim
     return res, time.monotonic() - t
 
 
+#: How each ε of the d_bnd search is decided: 'milp' (one exact MILP, the paper's way) or
+#: 'verify' (``vnnx verify --method auto``: PGD, CROWN, α-CROWN, ReLU branch and bound, then the
+#: MILP; also complete, usually much faster on networks with many ReLUs).
+ENGINES = ("milp", "verify")
+
+
+@dataclass
+class _Outcome:
+    status: str
+    x: Optional[np.ndarray] = None
+
+
+class VerifyEngine:
+    """Decides "``label`` stays the argmax on the clipped ε-ball" with :class:`vnnx.verify.Verifier`
+    (the network exported once to a temporary ONNX file, since a 'sat' there is confirmed by
+    onnxruntime on it)."""
+
+    def __init__(self, network: Network) -> None:
+        import tempfile
+
+        from vnnx.io.onnx import load_onnx, network_to_onnx
+        from vnnx.verify import Verifier
+
+        self.network = network
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/network.onnx"
+            network_to_onnx(network, path)
+            self.verifier = Verifier(load_onnx(path))
+
+    def at(self, x0: np.ndarray, label: int, eps: float, clip, timeout: Optional[float]):
+        from vnnx.io.vnnlib import Spec
+
+        prop = robustness_property(x0, eps, label, self.network.n_outputs, clip)
+        spec = Spec("radius", self.network.n_inputs, self.network.n_outputs, [prop])
+        t = time.monotonic()
+        res = self.verifier.verify(spec, "auto", timeout)
+        seconds = time.monotonic() - t
+        if res.verdict == "sat" and res.counterexample is not None:
+            return _Outcome("sat", np.asarray(res.counterexample.x, np.float64).ravel()), seconds
+        return _Outcome(res.verdict if res.verdict in ("unsat", "timeout") else "unknown"), seconds
+
+
 def boundary_distance(network: Network, x0: np.ndarray, label: Optional[int] = None, clip=(0.0, 1.0), *,
                       timeout: float = 30.0, rel_tol: float = 1e-3, adv: Optional[AdvResult] = None,
-                      pgd_restarts: int = 10, pgd_steps: int = 50) -> RadiusResult:
-    """d_bnd of ``network`` at ``x0`` (L∞): binary search over ε, one exact MILP per ε against
-    every other label (``vnnx.milp.verify_milp``, CROWN pre-activation bounds), each with
-    ``timeout`` seconds. The search starts from [0, d_adv] with d_adv from PGD."""
+                      pgd_restarts: int = 10, pgd_steps: int = 50, engine: str = "milp") -> RadiusResult:
+    """d_bnd of ``network`` at ``x0`` (L∞): binary search over ε, one exact decision per ε
+    against every other label, each with ``timeout`` seconds: with ``engine='milp'`` an exact
+    MILP (``vnnx.milp.verify_milp``, CROWN pre-activation bounds), with 'verify' the complete
+    ``vnnx verify`` pipeline. The search starts from [0, d_adv] with d_adv from PGD."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown radius engine {engine!r}; choose one of {', '.join(ENGINES)}")
     start = time.monotonic()
     x0 = np.asarray(x0, np.float64).ravel()
     if label is None:
         label = anchor_label(network, x0)
     if adv is None:
         adv = find_adversarial(network, x0, label, clip, restarts=pgd_restarts, steps=pgd_steps)
-    bc = BoundComputer(network)
+    if engine == "milp":
+        bc = BoundComputer(network)
+
+        def decide(eps: float):
+            return milp_at(bc, x0, label, eps, clip, timeout)
+    else:
+        verify_engine = VerifyEngine(network)
+
+        def decide(eps: float):
+            return verify_engine.at(x0, label, eps, clip, timeout)
     times: list[float] = []
     statuses: list[str] = []
     eps_list: list[float] = []
 
     def solve(eps: float):
-        res, seconds = milp_at(bc, x0, label, eps, clip, timeout)
+        res, seconds = decide(eps)
         times.append(seconds)
         statuses.append(res.status)
         eps_list.append(float(eps))
@@ -174,7 +230,7 @@ def boundary_distance(network: Network, x0: np.ndarray, label: Optional[int] = N
 
     def done(status, d_bnd, upper, verified):
         return RadiusResult(status, label, d_bnd, upper, verified, adv.d_adv, len(times), times, statuses,
-                            eps_list, adv.seconds, time.monotonic() - start)
+                            eps_list, adv.seconds, time.monotonic() - start, engine)
 
     lo = 0.0
     if adv.d_adv is None:
