@@ -28,7 +28,7 @@ def run_demo(out_dir: str = "out/demo", timeout: float = 30.0, quick: bool = Fal
     meta = json.loads((demo / "training.json").read_text()) if (demo / "training.json").is_file() else {}
     print(f"== vnnx demo: {meta.get('architecture', 'shipped model')}, "
           f"evaluation accuracy {meta.get('eval_accuracy_0_999', float('nan')):.3f}")
-    print(f"== verifying {instances} (PGD -> CROWN -> alpha-CROWN -> MILP, timeout {timeout:g} s each)")
+    print(f"== verifying {instances} (PGD -> CROWN -> alpha-CROWN -> BaB -> MILP, timeout {timeout:g} s each)")
     summary = run_benchmark(str(instances), out_csv=str(out / "verify_results.csv"),
                             timeout_scale=1.0, custom_ops=custom_ops_for("capm"),
                             limit=4 if quick else None, progress=True, max_timeout=timeout)
