@@ -88,3 +88,23 @@ def test_batched_lower_bounds_match_single_and_are_sound(rng):
     for i in range(40):
         y = net.forward(rng.uniform(lo[i], hi[i], size=(500, 4)))
         assert np.all(y @ C.T >= batch[i] - 1e-9)
+
+
+def test_alpha_crown_stops_at_its_deadline_with_sound_bounds(capsys):
+    """A deadline already past: α-CROWN stops after its first step (the bounds of a one-step
+    run, looser than a 30-step run), the bounds stay sound, and auto_LiRPA's "all verified"
+    message does not reach stdout."""
+    import time
+
+    rng = np.random.default_rng(3)
+    net = random_mlp(rng, (5, 24, 24, 3))
+    x0 = rng.uniform(0, 1, 5)
+    lo, hi = x0 - 0.3, x0 + 0.3
+    stopped = BoundComputer(net, alpha_iterations=30).compute(lo, hi, "alpha-crown", deadline=time.monotonic())
+    one = BoundComputer(net, alpha_iterations=1).compute(lo, hi, "alpha-crown")
+    full = BoundComputer(net, alpha_iterations=30).compute(lo, hi, "alpha-crown")
+    np.testing.assert_allclose(stopped.lower, one.lower, rtol=1e-9, atol=1e-12)
+    assert (full.lower > stopped.lower + 1e-6).any()
+    y = net.forward(rng.uniform(lo, hi, size=(4000, 5)))
+    assert (y >= stopped.lower - 1e-9).all() and (y <= stopped.upper + 1e-9).all()
+    assert "verified" not in capsys.readouterr().out

@@ -11,7 +11,9 @@ Bound operators from plugins (e.g. CAPM for MaxPool) arrive through ``custom_ops
 from __future__ import annotations
 
 import contextlib
+import io
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
@@ -128,10 +130,13 @@ class BoundComputer:
         return lb.detach().reshape(lo.shape[0], -1).double().numpy()
 
     def compute(self, x_lower: np.ndarray, x_upper: np.ndarray, method: str = "crown",
-                C: Optional[np.ndarray] = None) -> BoundsResult:
+                C: Optional[np.ndarray] = None, deadline: Optional[float] = None) -> BoundsResult:
         """Bounds over the box ``x_lower <= x <= x_upper`` (each (n_inputs,), model-input space).
 
         ``C``: (rows, n_outputs) or None. ``method``: 'ibp' | 'crown' | 'alpha-crown'.
+        ``deadline``: a ``time.monotonic()`` instant after which α-CROWN stops optimising (it
+        returns the best bounds so far, which are sound for any α; the overrun is at most one
+        optimisation step).
         """
         lirpa = import_auto_lirpa()
         BoundedTensor, PerturbationLpNorm = lirpa.BoundedTensor, lirpa.PerturbationLpNorm
@@ -149,11 +154,23 @@ class BoundComputer:
             c = torch.as_tensor(np.asarray(C, dtype=np.float64)).reshape(1, -1, self.network.n_outputs)
         x = BoundedTensor((lo + hi) / 2, PerturbationLpNorm(norm=np.inf, x_L=lo, x_U=hi))
         start = time.monotonic()
+        opt_args = self.bounded.bound_opts["optimize_bound_args"]
+        saved_stop = opt_args.get("stop_criterion_func")
+        if deadline is not None and method == "alpha-crown":
+            # auto_LiRPA ends the α loop (keeping its best bounds) once this returns all-True.
+            opt_args["stop_criterion_func"] = lambda bound: torch.full(
+                bound.shape, time.monotonic() >= deadline, dtype=torch.bool)
         try:
-            with _float64(), torch.no_grad() if method != "alpha-crown" else torch.enable_grad():
+            # auto_LiRPA prints "all verified at ..th iter" when the stop criterion fires.
+            # A stop at the first step also makes torch warn that the scheduler stepped first.
+            with _float64(), torch.no_grad() if method != "alpha-crown" else torch.enable_grad(), \
+                    contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
                 lb, ub = self.bounded.compute_bounds(x=(x,), C=c, method=METHODS[method])
         except Exception as exc:
             raise VnnxError(f"{method} bound computation failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            opt_args["stop_criterion_func"] = saved_stop
         seconds = time.monotonic() - start
         pre = {}
         nodes = self._activation_nodes()

@@ -220,7 +220,9 @@ class Verifier:
             sub = [clauses[i] for i in open_clauses]
             C = np.vstack([a for a, _ in sub])
             try:
-                res = self._bound_engine().compute(prop.x_lower, prop.x_upper, bm, C)
+                left = deadline.left()
+                res = self._bound_engine().compute(prop.x_lower, prop.x_upper, bm, C,
+                                                   deadline=None if left is None else time.monotonic() + left)
             except VnnxError as exc:
                 if method != "auto":
                     raise
