@@ -116,12 +116,12 @@ def test_crown_ibp_term():
     model = build_backbone("cnn4", filters=[4, 8], hidden=16)
     term = crown_ibp_term(1.0, 0.1)
     x, y = _data(8)
-    assert float(term(model, x, y, 0.0)) == 0.0
+    assert float(term(model, x, y, 0.0).detach()) == 0.0
     loss = term(model, x, y, 0.05)
     loss.backward()
     assert float(loss.detach()) > 0 and float(model[0].weight.grad.abs().sum()) > 0
     # wider boxes give weaker bounds, hence a larger robust loss
-    assert float(term(model, x, y, 0.1)) > float(term(model, x, y, 0.01))
+    assert float(term(model, x, y, 0.1).detach()) > float(term(model, x, y, 0.01).detach())
 
 
 @pytest.mark.parametrize("name", ["cnn4", "fc", "cnn7"])
