@@ -169,9 +169,9 @@ def test_timeout_is_honoured_and_never_unsat():
     assert time.monotonic() - t0 < 5.0
 
 
-def test_verifier_uses_relu_bab_and_agrees_with_milp(tmp_path):
-    """A property that α-CROWN leaves open (20 inputs: too many for input splitting) goes to
-    ReLU branch and bound in 'auto' and in 'bab'; both agree with the MILP-only verdict."""
+def _spec_needing_bab(tmp_path):
+    """A 20-input MLP and an unsat property that α-CROWN leaves open (too many inputs for input
+    splitting): (Verifier, parsed spec)."""
     from vnnx.io.onnx import load_onnx, network_to_onnx
     from vnnx.io.vnnlib import read_vnnlib
     from vnnx.verify import Verifier
@@ -190,9 +190,13 @@ def test_verifier_uses_relu_bab_and_agrees_with_milp(tmp_path):
         lines += [f"(assert (>= X_{i} {float(lo[i])!r}))", f"(assert (<= X_{i} {float(up[i])!r}))"]
     lines.append(f"(assert (<= Y_0 {float(thr)!r}))")
     spec.write_text("\n".join(lines) + "\n")
-    model = load_onnx(onnx_path)
-    verifier = Verifier(model)
-    parsed = read_vnnlib(spec, n_inputs=20, n_outputs=3)
+    return Verifier(load_onnx(onnx_path)), read_vnnlib(spec, n_inputs=20, n_outputs=3)
+
+
+def test_verifier_uses_relu_bab_and_agrees_with_milp(tmp_path):
+    """A property that α-CROWN leaves open goes to ReLU branch and bound in 'auto' and in
+    'bab'; both agree with the MILP-only verdict."""
+    verifier, parsed = _spec_needing_bab(tmp_path)
     crown = verifier.verify(parsed, method="alpha-crown", timeout=60)
     auto = verifier.verify(parsed, method="auto", timeout=120)
     bab = verifier.verify(parsed, method="bab", timeout=120)
@@ -201,3 +205,21 @@ def test_verifier_uses_relu_bab_and_agrees_with_milp(tmp_path):
     assert auto.verdict == "unsat" and bab.verdict == "unsat"
     assert crown.verdict != "unsat"            # so that the property needs branch and bound
     assert auto.decided_by == "relu-bab" and bab.decided_by == "relu-bab"
+    assert any(st["stage"] == "alpha-crown" and st["outcome"].endswith("open") for st in auto.stages)
+
+
+def test_auto_skips_slow_alpha_crown_when_branch_and_bound_can_take_over(tmp_path, monkeypatch):
+    """When CROWN is too slow for α-CROWN to fit in half the time left (forced here by the
+    factor), 'auto' logs α-CROWN as skipped and the ReLU branch and bound still decides; an
+    explicit --method alpha-crown is never skipped."""
+    import vnnx.verify as V
+
+    verifier, parsed = _spec_needing_bab(tmp_path)
+    monkeypatch.setattr(V, "ALPHA_SKIP_CROWN_PASSES", 1e12)
+    auto = verifier.verify(parsed, method="auto", timeout=120)
+    skipped = [st for st in auto.stages if st["stage"] == "alpha-crown"]
+    assert skipped and all(st["outcome"].startswith("skipped") for st in skipped)
+    assert auto.verdict == "unsat" and auto.decided_by == "relu-bab"
+    explicit = verifier.verify(parsed, method="alpha-crown", timeout=60)
+    assert [st["stage"] for st in explicit.stages if st["stage"] == "alpha-crown"]
+    assert all(not st["outcome"].startswith("skipped") for st in explicit.stages)
