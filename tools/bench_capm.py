@@ -97,8 +97,9 @@ def evaluate(name: str, eng: Engines, props: list, rows: list, eps: float, milp_
             rows.append({"net": name, "eps": eps, "instance": i, "method": m, "status": status, "seconds": sec})
 
 
-def trained_nets(quick: bool) -> dict:
-    """Small MNIST maxpool CNNs (convSmall-like 2x2/2 pooling, and overlapping 3x3/2), normal and PGD."""
+def trained_nets(quick: bool, channels=(4, 8), hidden: int = 50, time_limit: float = 40) -> dict:
+    """MNIST maxpool CNNs (2x2/2 pooling, and overlapping 3x3/2), normal and PGD; the default
+    widths are convSmall-like at CPU scale, ``--channels 16,32 --hidden 100`` is convMed-like."""
     from vnnx.architectures import conv_maxpool, conv_maxpool_overlap
     from vnnx.attack import pgd_linf
     from vnnx.data import mnist_split
@@ -107,8 +108,9 @@ def trained_nets(quick: bool) -> dict:
 
     train_set, _ = mnist_split(SHARED / "data" / "mnist")
     x, y = train_set.x[:6000], train_set.y[:6000]
-    shapes = {"mp2x2": lambda: conv_maxpool(channels=(4, 8), hidden=50),
-              "mp3x3s2": lambda: conv_maxpool_overlap(channels=(4, 8), hidden=50)}
+    tag = "" if tuple(channels) == (4, 8) and hidden == 50 else f"-c{'x'.join(map(str, channels))}"
+    shapes = {f"mp2x2{tag}": lambda: conv_maxpool(channels=tuple(channels), hidden=hidden),
+              f"mp3x3s2{tag}": lambda: conv_maxpool_overlap(channels=tuple(channels), hidden=hidden)}
     nets = {}
     for shape, build in shapes.items():
         for mode in ("normal", "pgd"):
@@ -119,7 +121,7 @@ def trained_nets(quick: bool) -> dict:
             t0 = time.perf_counter()
             train(model, x, y, epochs=3, batch_size=64, lr=2e-3, attack=attack,
                   epsilon=(lambda ep, fr: 0.05) if attack else None, progress=False,
-                  time_limit=15 if quick else 40)
+                  time_limit=15 if quick else time_limit)
             acc = accuracy(model, train_set.x[6000:7000], train_set.y[6000:7000])
             print(f"trained {shape}-{mode}: {time.perf_counter() - t0:.0f}s, held-out accuracy {acc:.3f}", flush=True)
             nets[f"{shape}-{mode}"] = (model.eval(), acc)
@@ -141,7 +143,18 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--summarise-only", action="store_true", help="rebuild table and PNG from results.csv")
+    ap.add_argument("--channels", default="4,8", help="conv widths of the trained nets (default 4,8)")
+    ap.add_argument("--hidden", type=int, default=50, help="FC width of the trained nets (default 50)")
+    ap.add_argument("--train-seconds", type=float, default=40, help="training time limit per net (default 40)")
+    ap.add_argument("--trained-only", action="store_true", help="skip verivital and ERAN convSmall")
+    ap.add_argument("--eps", default=None, help="comma-separated ε list for the trained nets")
+    ap.add_argument("--out", default=None, help="output folder (default out/bench_capm)")
+    ap.add_argument("--alpha-images", type=int, default=1,
+                    help="α-CROWN runs per (net, ε) among the images CROWN left open (default 1)")
     args = ap.parse_args()
+    global OUT
+    if args.out:
+        OUT = Path(args.out)
     if args.summarise_only:
         with open(OUT / "results.csv") as f:
             rows = [dict(r, eps=float(r["eps"]), instance=int(r["instance"]), seconds=float(r["seconds"]))
@@ -158,6 +171,12 @@ def main() -> None:
     rows: list[dict] = []
     info: dict[str, str] = {}
     t_start = time.perf_counter()
+
+    eps_list = [0.01, 0.04] if args.quick else [0.01, 0.02, 0.04, 0.07]
+    if args.trained_only:
+        _trained_part(args, rows, info, [float(e) for e in args.eps.split(",")] if args.eps else eps_list, t_start)
+        _finish(rows, info, t_start)
+        return
 
     # --- verivital: the VNN-COMP instances (ε = 0.004 in the specs) and `vnnx verify` --------
     from vnnx.verify import Verifier
@@ -182,7 +201,6 @@ def main() -> None:
     x_eran, y_eran = load_eran_csv(SHARED / "data" / "mnist" / "eran_mnist_test_first100.csv")
     control = to_network(load_onnx(SHARED / "networks" / "eran-mnist" / "convSmallRELU__Point.onnx"))
     eng = Engines(control, alpha_iterations=5)
-    eps_list = [0.01, 0.04] if args.quick else [0.01, 0.02, 0.04, 0.07]
     x_eran = x_eran.reshape(len(x_eran), -1)
     keep = [i for i in range(len(x_eran))
             if int(np.argmax(control.forward(((x_eran[i] - 0.1307) / 0.3081)[None]))) == int(y_eran[i])][: args.images]
@@ -195,18 +213,26 @@ def main() -> None:
         evaluate("eran-convSmall", eng, props, rows, eps)
     print(f"eran done {time.perf_counter() - t_start:.0f}s", flush=True)
 
-    # --- self-trained maxpool CNNs --------------------------------------------------------------
+    _trained_part(args, rows, info, [float(e) for e in args.eps.split(",")] if args.eps else eps_list, t_start)
+    _finish(rows, info, t_start)
+
+
+def _trained_part(args, rows: list, info: dict, eps_list, t_start: float) -> None:
+    """The self-trained maxpool CNNs."""
+    from vnnx.data import mnist_split
+
     _, test = mnist_split(SHARED / "data" / "mnist")
     tx, ty = test.x.reshape(len(test.x), -1), test.y
-    for name, (model, acc) in trained_nets(args.quick).items():
+    channels = tuple(int(c) for c in args.channels.split(","))
+    for name, (model, acc) in trained_nets(args.quick, channels, args.hidden, args.train_seconds).items():
         info[name] = f"held-out accuracy {acc:.3f}"
         net = torch_to_network(model)
         eng = Engines(net, alpha_iterations=5)
         keep = [i for i in range(200) if int(np.argmax(net.forward(tx[i][None]))) == int(ty[i])][: args.images]
         for k, eps in enumerate(eps_list):
             props = [robustness_property(tx[i], eps, int(ty[i]), 10) for i in keep]
-            evaluate(name, eng, props, rows, eps)
-            if name == "mp2x2-normal" and k < 2:         # the exact reference on a subset
+            evaluate(name, eng, props, rows, eps, alpha_budget=args.alpha_images)
+            if name.startswith("mp2x2") and name.endswith("-normal") and k < 2:   # exact reference, a subset
                 sub = []
                 for i, p in enumerate(props[:3]):
                     status, sec = milp_status(net, p, 30.0)
@@ -215,6 +241,8 @@ def main() -> None:
                 rows += sub
         print(f"{name} done {time.perf_counter() - t_start:.0f}s", flush=True)
 
+
+def _finish(rows: list, info: dict, t_start: float) -> None:
     with open(OUT / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["net", "eps", "instance", "method", "status", "seconds", "decided_by"])
         w.writeheader()
@@ -223,7 +251,7 @@ def main() -> None:
     plot(rows, OUT / "time_vs_eps.png")
     total = time.perf_counter() - t_start
     text = (f"Run 2026-11-23 on a 2-core CPU container, no GPU; other jobs running in parallel. "
-            f"Total wall time {total / 60:.1f} min. `{len(rows)}` rows in out/bench_capm/results.csv.\n\n" + summary)
+            f"Total wall time {total / 60:.1f} min. `{len(rows)}` rows in {OUT}/results.csv.\n\n" + summary)
     print(text)
     (OUT / "summary.md").write_text(text)
 
