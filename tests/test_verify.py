@@ -129,3 +129,16 @@ def test_input_split_agrees_with_the_exact_maximum(tmp_path, seed):
     assert outcome in ("sat", "gave up", "timeout"), outcome
     if outcome == "sat":
         assert c @ cex.y >= y_max - gap - 1e-5
+
+
+def test_clause_margins_and_refuted_clauses_agree():
+    """Each clause's margin is its best row's ``lower - b``; a clause is refuted only when that
+    margin exceeds REFUTE_MARGIN; a clause without rows (always violated) is never refuted."""
+    from vnnx.verify import REFUTE_MARGIN, clause_margins, refuted_clauses
+
+    clauses = [(np.ones((2, 3)), np.array([0.0, 1.0])), (np.ones((0, 3)), np.zeros(0)),
+               (np.ones((1, 3)), np.array([2.0]))]
+    lower = np.array([-1.0, 1.0 + 10 * REFUTE_MARGIN, 2.0 + REFUTE_MARGIN / 2])
+    m = clause_margins(lower, clauses)
+    assert m[0] == pytest.approx(10 * REFUTE_MARGIN) and m[1] == -np.inf and m[2] == pytest.approx(REFUTE_MARGIN / 2)
+    assert refuted_clauses(lower, clauses) == [True, False, False]

@@ -40,7 +40,7 @@ def _run(job: tuple[str, float, dict, str]) -> dict:
     cfg = config_from_dict(dict(cfg_dict, budget_fraction=fraction, progress=False), "bench")
     train_data, eval_data = load_data(cfg)
     start = time.monotonic()
-    onnx_path = os.path.join(out_dir, f"{method}_{int(round(100 * fraction))}.onnx")
+    onnx_path = str(_onnx_path({"method": method, "fraction": fraction}, Path(out_dir)))
     budget = resolve_budget(cfg, build_backbone(cfg.backbone, **cfg.arch), tuple(train_data.x.shape[1:]))
     if method == "dense":
         model, _ = train_dense(cfg, train_data)

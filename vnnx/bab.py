@@ -59,26 +59,33 @@ class ReluChain:
         return h
 
 
+def dense_matrix(layer, cache: Optional[dict] = None) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 ``(W, b)`` of a Dense or Conv layer (a Conv's dense matrix is costly to build).
+
+    ``cache``: a dict kept by the caller across calls on networks that share layer objects,
+    ``{id(layer): (layer, W, b)}`` (the layer is held so that its id stays its own)."""
+    hit = cache.get(id(layer)) if cache is not None else None
+    if hit is not None and hit[0] is layer:
+        return hit[1], hit[2]
+    w, b = layer.matrix()
+    w, b = np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if cache is not None:
+        cache[id(layer)] = (layer, w, b)
+    return w, b
+
+
 def relu_chain(network: Network, matrix_cache: Optional[dict] = None) -> Optional[ReluChain]:
     """The affine/ReLU chain of ``network``, consecutive affine layers merged, or None when the
     network has other layers (MaxPool, Sigmoid, ...) or convolution matrices too big to densify.
 
-    ``matrix_cache``: a dict the caller keeps across calls on networks that share layer objects
-    (a Conv's dense matrix is costly to build); keyed by ``id(layer)``, holding the layer too."""
+    ``matrix_cache``: the cache of :func:`dense_matrix`."""
     weights, biases, index = [], [], []
     pending = None  # (W, b) of the affine layers since the last ReLU
     for k, layer in enumerate(network.layers):
         if isinstance(layer, (Dense, Conv)):
             if isinstance(layer, Conv) and np.prod(layer.in_shape) * np.prod(layer.out_shape) > MAX_MATRIX_ENTRIES:
                 return None
-            hit = matrix_cache.get(id(layer)) if matrix_cache is not None else None
-            if hit is not None and hit[0] is layer:
-                w, b = hit[1], hit[2]
-            else:
-                w, b = layer.matrix()
-                w, b = np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)
-                if matrix_cache is not None:
-                    matrix_cache[id(layer)] = (layer, w, b)
+            w, b = dense_matrix(layer, matrix_cache)
             pending = (w, b) if pending is None else (w @ pending[0], w @ pending[1] + b)
             last_affine = k
         elif isinstance(layer, Relu):

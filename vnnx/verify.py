@@ -108,15 +108,21 @@ def check_counterexample(model, prop, x: np.ndarray) -> Optional[Counterexample]
     return None
 
 
-def refuted_clauses(lower: np.ndarray, clauses: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[bool]:
-    """For stacked rows of all clauses (in order), which clauses are proven impossible: some row
-    ``a y <= b`` has ``lower(a y) > b + REFUTE_MARGIN``."""
+def clause_margins(lower: np.ndarray, clauses: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+    """For stacked rows of all clauses (in order), each clause's best row ``lower(a y) - b``
+    (positive: that row can never hold; -inf for a clause without rows, which always holds)."""
     out, r = [], 0
     for a, b in clauses:
         k = len(b)
-        out.append(bool(np.any(lower[r:r + k] - b > REFUTE_MARGIN)))
+        out.append(float(np.max(lower[r:r + k] - b)) if k else -np.inf)
         r += k
     return out
+
+
+def refuted_clauses(lower: np.ndarray, clauses: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[bool]:
+    """Which clauses are proven impossible: some row ``a y <= b`` has
+    ``lower(a y) > b + REFUTE_MARGIN``."""
+    return [m > REFUTE_MARGIN for m in clause_margins(lower, clauses)]
 
 
 class Verifier:
@@ -243,9 +249,9 @@ class Verifier:
                 crown_seconds = time.monotonic() - t0
             if bm == "crown" or (bm == "alpha-crown" and res.pre_activation):
                 pre_activation = _intersect(pre_activation, res.pre_activation)
-            refuted = refuted_clauses(res.lower, sub)
-            margins.update(_clause_margins(res.lower, sub, open_clauses))
-            open_clauses = [i for i, r in zip(open_clauses, refuted) if not r]
+            sub_margins = clause_margins(res.lower, sub)
+            margins.update(zip(open_clauses, sub_margins))
+            open_clauses = [i for i, m in zip(open_clauses, sub_margins) if not m > REFUTE_MARGIN]
             log(bm, "unsat" if not open_clauses else f"{len(open_clauses)} clause(s) open", t0,
                 min_margin=float(np.min(res.lower - np.concatenate([b for _, b in sub]))))
             if not open_clauses:
@@ -426,16 +432,6 @@ def _violating(y: np.ndarray, clauses, refuted: np.ndarray) -> np.ndarray:
     for j, (a, b) in enumerate(clauses):
         hit |= ~refuted[:, j] & np.all(y @ np.atleast_2d(a).T <= b, axis=1)
     return hit
-
-
-def _clause_margins(lower: np.ndarray, clauses, indices) -> dict:
-    """{clause index: its best row's ``lower - b``} (positive: refuted)."""
-    out, r = {}, 0
-    for i, (a, b) in zip(indices, clauses):
-        k = len(b)
-        out[i] = float(np.max(lower[r:r + k] - b))
-        r += k
-    return out
 
 
 def _intersect(old: Optional[dict], new: dict) -> dict:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from vnnx.bab import dense_matrix
 from vnnx.errors import ConfigError
 from vnnx.interval import propagate
 from vnnx.network import AFFINE, Dense, Network, Relu
@@ -66,11 +67,6 @@ def candidate_layers(network: Network) -> list[int]:
     return out
 
 
-def _dense(layer) -> tuple[np.ndarray, np.ndarray]:
-    W, b = layer.matrix()
-    return np.asarray(W, dtype=np.float64), np.asarray(b, dtype=np.float64)
-
-
 def build_substitute(network: Network, replacements: dict[int, Replacement],
                      domain: tuple[np.ndarray, np.ndarray],
                      dense_cache: dict | None = None) -> tuple[Network, FoldInfo]:
@@ -78,18 +74,11 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
 
     ``domain``: the (n_inputs,) input box (e.g. the clip range) on which the substitute must
     equal the mathematical substitute; pass-through shifts are sound interval bounds over it.
-    ``dense_cache``: a dict kept by the caller across calls, holding each affine layer's dense
-    ``(W, b)`` (a Conv's dense matrix is costly to build) as ``{id(layer): (layer, W, b)}``, the
-    format of :func:`vnnx.bab.relu_chain`'s cache, so one dict can serve both.
+    ``dense_cache``: the cache of :func:`vnnx.bab.dense_matrix`, kept by the caller across calls
+    (and shared with :func:`vnnx.bab.relu_chain`).
     """
-    cache = {} if dense_cache is None else dense_cache
-
     def dense(k: int) -> tuple[np.ndarray, np.ndarray]:
-        layer = network.layers[k]
-        hit = cache.get(id(layer))
-        if hit is None or hit[0] is not layer:
-            hit = cache[id(layer)] = (layer, *_dense(layer))
-        return hit[1], hit[2]
+        return dense_matrix(network.layers[k], dense_cache)
 
     cands = set(candidate_layers(network))
     for k in replacements:
