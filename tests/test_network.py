@@ -51,3 +51,30 @@ def test_shape_errors():
     net = Network((1, 4), (1, 3), [Dense(np.zeros((3, 4)), np.zeros(3), (4,), (3,))])
     with pytest.raises(ShapeMismatchError):
         net.forward(np.zeros((2, 5)))
+
+
+@pytest.mark.parametrize("case", [
+    (3, 4, 1, 3, 1, (1, 1, 1, 1), (1, 1), 7),     # same padding
+    (4, 6, 2, 3, 2, (0, 1, 2, 0), (1, 1), 9),     # groups, stride, asymmetric pads
+    (2, 2, 2, 2, 1, (0, 0, 0, 0), (2, 2), 6),     # dilation, depthwise
+    (1, 16, 1, 5, 2, (2, 2, 2, 2), (1, 1), 28),   # the paper CNN's first layer
+])
+def test_sparse_matrix_equals_dense_matrix(case):
+    """Conv.sparse_matrix is built from the kernel, Conv.matrix from convolving the identity."""
+    import torch
+
+    c, o, groups, k, stride, pads, dil, h = case
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(o, c // groups, k, k))
+    weight[0, 0, 0, 0] = 0.0
+    x = torch.zeros(1, c, h, h, dtype=torch.float64)
+    y = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (pads[1], pads[3], pads[0], pads[2])),
+                                   torch.tensor(weight), stride=stride, dilation=dil, groups=groups)
+    conv = Conv(weight, rng.normal(size=o), (c, h, h), tuple(y.shape[1:]), (stride, stride), pads, dil, groups)
+    W, b = conv.matrix()
+    S, bs = conv.sparse_matrix()
+    np.testing.assert_array_equal(S.toarray(), W)
+    np.testing.assert_array_equal(bs, b)
+    assert S.nnz == np.count_nonzero(W)
+    dense = Dense(W, b, (W.shape[1],), (W.shape[0],))
+    np.testing.assert_array_equal(dense.sparse_matrix()[0].toarray(), W)

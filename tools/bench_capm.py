@@ -32,7 +32,8 @@ from vnnx.verify import refuted_clauses
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 OUT = ROOT / "out" / "bench_capm"
-METHODS = ("ibp", "capm-crown", "capm-alpha", "lirpa-crown", "lirpa-alpha")
+METHODS = ("ibp", "capm-crown", "capm-alpha", "capm-full-crown", "capm-full-alpha", "lirpa-crown", "lirpa-alpha")
+FULL_ALPHA_ITERATIONS = 20
 
 
 class Engines:
@@ -45,10 +46,19 @@ class Engines:
             self.lirpa = BoundComputer(net, custom_ops_for("lirpa"), alpha_iterations=alpha_iterations)
         except VnnxError:
             self.lirpa = None
+        from vnnx_plugins.capm import SparseCapmCrown
+
+        self.full = SparseCapmCrown(net)   # CAPM relaxation, every neuron refined (flat in ε)
 
     def run(self, method: str, prop) -> tuple[str, float]:
         """('verified' | 'unknown' | 'error', seconds) for one property (all clauses refuted)."""
         A = np.concatenate([a for a, _ in prop.clauses])
+        if method.startswith("capm-full"):
+            t0 = time.perf_counter()
+            lower = self.full.bound(prop.x_lower, prop.x_upper, A,
+                                    alpha_iterations=FULL_ALPHA_ITERATIONS if method.endswith("alpha") else 0)
+            ok = all(refuted_clauses(lower, prop.clauses))
+            return ("verified" if ok else "unknown"), time.perf_counter() - t0
         engine = self.lirpa if method.startswith("lirpa") else self.capm
         if engine is None:
             return "error", 0.0
@@ -71,7 +81,7 @@ def milp_status(net, prop, time_limit: float) -> tuple[str, float]:
 
 
 def evaluate(name: str, eng: Engines, props: list, rows: list, eps: float, milp_limit: float = 0.0,
-             alpha_budget: int = 1):
+             alpha_budget: int = 1, skip: tuple = ()):
     """α-CROWN costs a full CROWN pass (and its gradient) per iteration in auto_LiRPA 0.3, about
     5-25 s per image here on one shared core: it runs on at most ``alpha_budget`` images per
     (net, ε) among those CROWN did not verify; the others are recorded as 'not-run'."""
@@ -79,13 +89,15 @@ def evaluate(name: str, eng: Engines, props: list, rows: list, eps: float, milp_
     for i, prop in enumerate(props):
         res = {}
         for m in METHODS:
-            if m.endswith("alpha") and res[m.replace("alpha", "crown")][0] == "verified":
+            if m in skip:
+                continue
+            if m.endswith("alpha") and res.get(m.replace("alpha", "crown"), ("",))[0] == "verified":
                 res[m] = ("verified", float("nan"))     # α-CROWN starts from CROWN: not run
                 continue
-            if m.endswith("alpha") and res[m.replace("alpha", "crown")][0] == "error":
+            if m.endswith("alpha") and res.get(m.replace("alpha", "crown"), ("",))[0] == "error":
                 res[m] = ("error", 0.0)
                 continue
-            if m.endswith("alpha"):
+            if m in budget:
                 if budget[m] <= 0:
                     res[m] = ("not-run", float("nan"))
                     continue
@@ -149,6 +161,7 @@ def main() -> None:
     ap.add_argument("--trained-only", action="store_true", help="skip verivital and ERAN convSmall")
     ap.add_argument("--eps", default=None, help="comma-separated ε list for the trained nets")
     ap.add_argument("--out", default=None, help="output folder (default out/bench_capm)")
+    ap.add_argument("--skip", default="", help="comma-separated methods not to run (e.g. capm-alpha,lirpa-alpha)")
     ap.add_argument("--alpha-images", type=int, default=1,
                     help="α-CROWN runs per (net, ε) among the images CROWN left open (default 1)")
     args = ap.parse_args()
@@ -231,7 +244,8 @@ def _trained_part(args, rows: list, info: dict, eps_list, t_start: float) -> Non
         keep = [i for i in range(200) if int(np.argmax(net.forward(tx[i][None]))) == int(ty[i])][: args.images]
         for k, eps in enumerate(eps_list):
             props = [robustness_property(tx[i], eps, int(ty[i]), 10) for i in keep]
-            evaluate(name, eng, props, rows, eps, alpha_budget=args.alpha_images)
+            evaluate(name, eng, props, rows, eps, alpha_budget=args.alpha_images,
+                     skip=tuple(m for m in args.skip.split(",") if m))
             if name.startswith("mp2x2") and name.endswith("-normal") and k < 2:   # exact reference, a subset
                 sub = []
                 for i, p in enumerate(props[:3]):
@@ -259,7 +273,8 @@ def _finish(rows: list, info: dict, t_start: float) -> None:
 def summarise(rows: list[dict], info: dict) -> str:
     """Markdown: per net and ε, verified % and mean seconds per image for each method."""
     nets = list(dict.fromkeys(r["net"] for r in rows))
-    methods = ["ibp", "capm-crown", "capm-alpha", "lirpa-crown", "lirpa-alpha", "milp", "vnnx-verify"]
+    methods = ["ibp", "capm-crown", "capm-alpha", "capm-full-crown", "capm-full-alpha", "lirpa-crown", "lirpa-alpha",
+               "milp", "vnnx-verify"]
     lines = ["| net | ε | n | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
     for net in nets:
         for eps in sorted({r["eps"] for r in rows if r["net"] == net}):
@@ -298,7 +313,7 @@ def plot(rows: list[dict], path: Path) -> None:
     for net in dict.fromkeys(r["net"] for r in rows):
         if net == "verivital":
             continue
-        for m, style in (("capm-crown", "-o"), ("ibp", ":x"), ("lirpa-crown", "--s")):
+        for m, style in (("capm-crown", "-o"), ("capm-full-crown", "-.^"), ("ibp", ":x"), ("lirpa-crown", "--s")):
             pts = sorted({r["eps"] for r in rows if r["net"] == net})
             ys = []
             for e in pts:

@@ -73,6 +73,12 @@ class Dense:
         """Return ``(W, b)`` with ``W``: (out, in) acting on flattened inputs."""
         return self.weight, self.bias
 
+    def sparse_matrix(self):
+        """``(W, b)`` with ``W`` a float64 ``scipy.sparse.csr_matrix`` (zero weights dropped)."""
+        import scipy.sparse as sp
+
+        return sp.csr_matrix(np.asarray(self.weight, dtype=np.float64)), np.asarray(self.bias, dtype=np.float64)
+
     def apply(self, x: np.ndarray) -> np.ndarray:
         """``x``: (N, in) -> (N, out)."""
         return x @ self.weight.T + self.bias
@@ -100,6 +106,34 @@ class Conv:
         eye = np.eye(n_in, dtype=np.float64).reshape((n_in,) + tuple(self.in_shape))
         cols = _conv_numpy(eye, self.weight, np.zeros(self.weight.shape[0]), self)
         return cols.reshape(n_in, -1).T.copy(), np.repeat(self.bias, _size(self.out_shape[1:]))
+
+    def sparse_matrix(self):
+        """The convolution as ``(W, b)`` with ``W`` a float64 ``scipy.sparse.csr_matrix`` on
+        flattened (C, H, W) vectors, built from the kernel (one vectorised pass per kernel
+        offset, never the dense matrix); zero weights and out-of-range (padding) taps dropped."""
+        import scipy.sparse as sp
+
+        c_in, h, w = self.in_shape
+        c_out, oh, ow = self.out_shape
+        cg, og = c_in // self.groups, c_out // self.groups
+        kh, kw = self.weight.shape[2:]
+        o, oi, oj = np.meshgrid(np.arange(c_out), np.arange(oh), np.arange(ow), indexing="ij")
+        rows_all = (o * oh + oi) * ow + oj
+        rows, cols, vals = [], [], []
+        for ci in range(cg):
+            chan = (o // og) * cg + ci
+            for di in range(kh):
+                r = oi * self.stride[0] - self.padding[0] + di * self.dilation[0]
+                for dj in range(kw):
+                    q = oj * self.stride[1] - self.padding[1] + dj * self.dilation[1]
+                    val = np.broadcast_to(self.weight[:, ci, di, dj][:, None, None], o.shape)
+                    keep = (r >= 0) & (r < h) & (q >= 0) & (q < w) & (val != 0)
+                    rows.append(rows_all[keep])
+                    cols.append(((chan * h + r) * w + q)[keep])
+                    vals.append(val[keep].astype(np.float64))
+        mat = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                            shape=(_size(self.out_shape), _size(self.in_shape)))
+        return mat, np.repeat(np.asarray(self.bias, dtype=np.float64), oh * ow)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]

@@ -43,6 +43,11 @@ RELU_BAB_MAX_DOMAINS = 100_000
 # the ReLU branch and bound can take over (its root is an α-CROWN of its own, ~1 s per clause
 # there), α-CROWN is skipped if this many CROWN passes would exceed half the time left.
 ALPHA_SKIP_CROWN_PASSES = 20
+# A bound operator may name a whole-network engine (``network_engine(network)`` returning an
+# object with ``bound(x_lower, x_upper, C, alpha_iterations)`` and ``layer_bounds``; CAPM's
+# sparse CROWN refines every neuron). Under 'auto' it runs after CROWN on networks with MaxPool,
+# with this many α iterations.
+NETWORK_ENGINE_ALPHA_ITERATIONS = 20
 
 
 @dataclass
@@ -144,6 +149,7 @@ class Verifier:
         self._bounds = None
         self._torch = None
         self._chain = False   # not built yet; None when the network is not an affine/ReLU chain
+        self._net_engine = False  # not built yet; None when no plugin offers one for this network
 
     def _bound_engine(self):
         from vnnx.bounds import BoundComputer
@@ -158,6 +164,25 @@ class Verifier:
 
             self._chain = relu_chain(self.network)
         return self._chain
+
+    def _network_engine(self):
+        """The whole-network bound engine a custom MaxPool operator offers, for networks with
+        MaxPool (see NETWORK_ENGINE_ALPHA_ITERATIONS), or None."""
+        if self._net_engine is False:
+            from vnnx.network import MaxPool
+
+            self._net_engine = None
+            if any(isinstance(layer, MaxPool) for layer in self.network.layers):
+                for op in self.custom_ops.values():
+                    factory = getattr(op, "network_engine", None)
+                    if factory is None:
+                        continue
+                    try:
+                        self._net_engine = factory(self.network)
+                    except VnnxError:
+                        self._net_engine = None
+                    break
+        return self._net_engine
 
     def _module(self):
         if self._torch is None:
@@ -256,6 +281,15 @@ class Verifier:
                 min_margin=float(np.min(res.lower - np.concatenate([b for _, b in sub]))))
             if not open_clauses:
                 return "unsat", bm, None
+            if bm == "crown" and method == "auto" and self._network_engine() is not None:
+                if deadline.expired():
+                    return "timeout", "", None
+                t0 = time.monotonic()
+                outcome, open_clauses, pre_activation = self._network_bounds(prop, clauses, open_clauses, margins,
+                                                                             pre_activation)
+                log("network-engine", outcome, t0)
+                if not open_clauses:
+                    return "unsat", "network-engine", None
 
         if method not in ("auto", "milp", "bab"):
             return "unknown", "", None
@@ -306,6 +340,25 @@ class Verifier:
             return "unsat", "milp", None
         return ("timeout" if res.status == "timeout" else "unknown"), "", None
 
+
+    def _network_bounds(self, prop, clauses, open_clauses, margins, pre_activation):
+        """α-CROWN of the plugin's whole-network engine on the open clauses; returns the stage's
+        outcome, the clauses still open and the pre-activation bounds intersected with its own."""
+        engine = self._network_engine()
+        sub = [clauses[i] for i in open_clauses]
+        C = np.vstack([a for a, _ in sub])
+        lower = engine.bound(prop.x_lower, prop.x_upper, C, alpha_iterations=NETWORK_ENGINE_ALPHA_ITERATIONS)
+        sub_margins = clause_margins(lower, sub)
+        for i, m in zip(open_clauses, sub_margins):
+            margins[i] = max(margins.get(i, -np.inf), m)
+        still = [i for i, m in zip(open_clauses, sub_margins) if not m > REFUTE_MARGIN]
+        mine = {}
+        for k, bounds in enumerate(engine.last_layer_bounds):
+            layer = engine.layer_of_op[k]
+            if engine.is_affine_output(k) and layer in self.network.pre_activation_indices():
+                mine[layer] = bounds
+        pre_activation = _intersect(pre_activation, mine) if mine else pre_activation
+        return ("unsat" if not still else f"{len(still)} clause(s) open"), still, pre_activation
 
     def _relu_bab(self, prop, clauses, open_clauses, margins, pre_activation, deadline, log):
         """ReLU-splitting branch and bound on each open clause, the nearest-to-refuted first.
@@ -441,7 +494,11 @@ def _intersect(old: Optional[dict], new: dict) -> dict:
     out = dict(old)
     for k, (lo, hi) in new.items():
         if k in out:
-            out[k] = (np.maximum(out[k][0], lo), np.minimum(out[k][1], hi))
+            lo2, hi2 = np.maximum(out[k][0], lo), np.minimum(out[k][1], hi)
+            # Both are sound, so they overlap in exact arithmetic; where round-off makes them
+            # cross, keep the span between the two ends (it holds the true value) rather than an
+            # empty interval (an infeasible MILP would read as 'unsat').
+            out[k] = (np.minimum(lo2, hi2), np.maximum(lo2, hi2))
         else:
             out[k] = (lo, hi)
     return out

@@ -19,6 +19,7 @@ from .install import custom_ops, install, is_installed, uninstall, use_capm
 from .operator import BoundCapmMaxPool
 from .relaxation import WindowRelaxation, relax_windows
 from .reluify import reluify_maxpool
+from .sparse_crown import SparseCapmCrown
 from .torch_pool import PaddedMaxPool2d
 
 PLUGIN = Plugin(
@@ -30,7 +31,7 @@ PLUGIN = Plugin(
 )
 
 __all__ = [
-    "PLUGIN", "BoundCapmMaxPool", "PaddedMaxPool2d", "PoolSpec", "WindowRelaxation",
+    "PLUGIN", "BoundCapmMaxPool", "PaddedMaxPool2d", "PoolSpec", "SparseCapmCrown", "WindowRelaxation",
     "custom_ops", "install", "is_installed", "relax_windows", "reluify_maxpool", "uninstall",
     "use_capm",
 ]

@@ -1,0 +1,141 @@
+"""The sparse CAPM CROWN engine that refines every neuron (plugins/capm/sparse_crown.py)."""
+import numpy as np
+import pytest
+
+import vnnx  # noqa: F401  - compat patches first
+from vnnx.bab import crown_layer_bounds, relu_chain
+from vnnx.bounds import BoundComputer
+from vnnx.errors import UnsupportedOpError
+from vnnx.network import Dense, MaxPool, Network, Relu, Sigmoid
+from vnnx_plugins import capm
+from vnnx_plugins.capm import SparseCapmCrown
+
+from nets import random_cnn, random_mlp
+from test_capm import POOLS, pool_cnn, samples
+
+C3 = np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0], [-1.0, 0.0, 1.0]])
+
+
+def _ids(p):
+    return "k%d%ds%d%dp%d%d%d%dc%d" % (*p[0], *p[1], *p[2], p[3])
+
+
+@pytest.mark.parametrize("pool", POOLS, ids=_ids)
+def test_sound_by_sampling_crown_and_alpha(pool):
+    """Sampled inputs give outputs above the CROWN and α-CROWN lower bounds of C y, and every
+    op's output inside its layer bounds; α-CROWN is never looser than CROWN."""
+    for seed in range(3):
+        rng = np.random.default_rng(300 + seed)
+        net = pool_cnn(rng, pool, relu_before=seed == 2, second_conv=seed == 1)
+        eng = SparseCapmCrown(net)
+        centre = rng.normal(size=net.n_inputs)
+        eps = [0.05, 0.3, 1.0][seed]
+        lo, hi = centre - eps, centre + eps
+        crown = eng.bound(lo, hi, C3)
+        alpha = eng.bound(lo, hi, C3, alpha_iterations=10)
+        assert (alpha >= crown - 1e-12).all()
+        xs = samples(rng, lo, hi)
+        acts = net.forward(xs, return_all=True)
+        y = acts[-1] @ C3.T
+        assert (y >= alpha - 1e-9).all(), f"α-CROWN lower bound violated by {np.max(alpha - y.min(0)):.3g}"
+        for k, (l, u) in enumerate(eng.layer_bounds(lo, hi)):
+            a = acts[eng.layer_of_op[k]]
+            assert (a >= l - 1e-9).all() and (a <= u + 1e-9).all(), f"op {k}"
+
+
+@pytest.mark.parametrize("pool", [POOLS[0], POOLS[1], POOLS[4]], ids=["2x2", "overlap", "asym-ceil"])
+def test_equals_auto_lirpa_capm_crown_on_small_nets(pool):
+    """On nets this small auto_LiRPA refines every unstable neuron too, so its CROWN with the
+    CAPM operator and this engine must give the same bounds (the same relaxations)."""
+    rng = np.random.default_rng(21)
+    net = pool_cnn(rng, pool, second_conv=True)
+    bc = BoundComputer(net, capm.custom_ops())
+    eng = SparseCapmCrown(net)
+    for eps in (0.05, 0.3):
+        lo = rng.normal(size=net.n_inputs)
+        hi = lo + eps
+        ref = bc.compute(lo, hi, "crown", C=C3).lower
+        np.testing.assert_allclose(eng.bound(lo, hi, C3), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_equals_core_crown_without_maxpool():
+    """Without MaxPool the engine is plain CROWN on every neuron: the core's dense
+    crown_layer_bounds is the reference, layer by layer."""
+    rng = np.random.default_rng(4)
+    for net in (random_cnn(rng, maxpool=False), random_mlp(rng, sizes=(6, 12, 10, 8, 3))):
+        chain = relu_chain(net)
+        lo = rng.normal(size=net.n_inputs)
+        hi = lo + 0.5
+        ref = crown_layer_bounds(chain, lo, hi)
+        eng = SparseCapmCrown(net)
+        ours = [b for k, b in enumerate(eng.layer_bounds(lo, hi)) if eng.is_affine_output(k)]
+        assert len(ours) == len(ref)
+        for (l1, u1), (l2, u2) in zip(ours, ref):
+            np.testing.assert_allclose(l1, l2, rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(u1, u2, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("pool", [POOLS[1], POOLS[7]], ids=["overlap", "pad"])
+def test_bounds_contain_exact_milp_range(pool):
+    from vnnx.milp import output_range
+
+    rng = np.random.default_rng(12)
+    net = pool_cnn(rng, pool, cin=1, hw=(5, 5), cmid=2)
+    lo = rng.uniform(-1, 1, net.n_inputs)
+    hi = lo + 0.3
+    eng = SparseCapmCrown(net)
+    crown = eng.bound(lo, hi)
+    alpha = eng.bound(lo, hi, alpha_iterations=20)
+    upper = -eng.bound(lo, hi, -np.eye(3), alpha_iterations=20)
+    for i in range(3):
+        exact = output_range(net, lo, hi, np.eye(3)[i], time_limit=20)
+        assert crown[i] <= alpha[i] + 1e-12 and alpha[i] <= exact[0] + 1e-6 and upper[i] >= exact[1] - 1e-6
+
+
+def test_dominant_input_is_exact():
+    """A window whose first cell dominates: the max is that cell, and the bound is exact."""
+    mp = MaxPool((1, 2, 2), (2, 2), (2, 2))
+    net = Network((1, 1, 2, 2), (1, 1), [mp, Dense(np.array([[1.0]]), np.zeros(1), (1,), (1,))])
+    lo, hi = np.array([5.0, 0.0, 1.0, -1.0]), np.array([6.0, 1.0, 2.0, 0.5])
+    eng = SparseCapmCrown(net)
+    assert eng.bound(lo, hi)[0] == pytest.approx(5.0, abs=1e-12)
+    assert -eng.bound(lo, hi, -np.eye(1))[0] == pytest.approx(6.0, abs=1e-12)
+
+
+def test_rejects_what_it_cannot_bound():
+    with pytest.raises(UnsupportedOpError, match="Sigmoid"):
+        SparseCapmCrown(Network((1, 2), (1, 2), [Dense(np.eye(2), np.zeros(2), (2,), (2,)), Sigmoid((2,)),
+                                                   Dense(np.eye(2), np.zeros(2), (2,), (2,))]))
+    with pytest.raises(UnsupportedOpError, match="affine"):
+        SparseCapmCrown(Network((1, 2), (1, 2), [Dense(np.eye(2), np.zeros(2), (2,), (2,)), Relu((2,))]))
+    eng = SparseCapmCrown(random_mlp(np.random.default_rng(0)))
+    with pytest.raises(ValueError, match="entries"):
+        eng.bound(np.zeros(3), np.ones(3))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_verify_pipeline_runs_it_and_agrees_with_the_milp(tmp_path, seed):
+    """`vnnx verify` (auto, CAPM) runs the engine after CROWN on MaxPool nets and feeds its layer
+    bounds to the MILP; just above the exact maximum it must say unsat, just below sat."""
+    from vnnx.io.onnx import load_onnx, network_to_onnx
+    from vnnx.io.vnnlib import Property, Spec
+    from vnnx.milp import output_range
+    from vnnx.verify import Verifier
+
+    rng = np.random.default_rng(40 + seed)
+    net = pool_cnn(rng, POOLS[[1, 4, 7][seed]], cin=1, hw=(6, 6), cmid=2, relu_before=seed == 0)
+    network_to_onnx(net, tmp_path / "net.onnx")
+    verifier = Verifier(load_onnx(tmp_path / "net.onnx"), capm.custom_ops())
+    lo = rng.uniform(-1, 0.5, net.n_inputs)
+    hi = lo + 0.6
+    c = np.array([1.0, -1.0, 0.0])
+    _, y_max = output_range(net, lo, hi, c, time_limit=30)
+    gap = 1e-3 * (1 + abs(y_max))
+    verdicts = {}
+    for name, t in (("above", y_max + gap), ("below", y_max - gap)):
+        spec = Spec("<generated>", net.n_inputs, 3, [Property(lo, hi, [(-c[None, :], np.array([-t]))])])
+        res = verifier.verify(spec, "auto", timeout=60)
+        verdicts[name] = res
+    assert verdicts["above"].verdict == "unsat", verdicts["above"].stages
+    assert verdicts["below"].verdict == "sat", verdicts["below"].stages
+    assert any(s["stage"] == "network-engine" for s in verdicts["above"].stages), verdicts["above"].stages
