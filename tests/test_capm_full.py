@@ -1,16 +1,13 @@
-"""The sparse CAPM CROWN engine that refines every neuron (plugins/capm/sparse_crown.py)."""
+"""CAPM in the sparse CROWN engine that refines every neuron (plugins/capm/sparse_crown.py)."""
 import numpy as np
 import pytest
 
 import vnnx  # noqa: F401  - compat patches first
-from vnnx.bab import crown_layer_bounds, relu_chain
 from vnnx.bounds import BoundComputer
-from vnnx.errors import UnsupportedOpError
-from vnnx.network import Dense, MaxPool, Network, Relu, Sigmoid
+from vnnx.network import Dense, MaxPool, Network
 from vnnx_plugins import capm
 from vnnx_plugins.capm import SparseCapmCrown
 
-from nets import random_cnn, random_mlp
 from test_capm import POOLS, pool_cnn, samples
 
 C3 = np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0], [-1.0, 0.0, 1.0]])
@@ -58,23 +55,6 @@ def test_equals_auto_lirpa_capm_crown_on_small_nets(pool):
         np.testing.assert_allclose(eng.bound(lo, hi, C3), ref, rtol=1e-6, atol=1e-6)
 
 
-def test_equals_core_crown_without_maxpool():
-    """Without MaxPool the engine is plain CROWN on every neuron: the core's dense
-    crown_layer_bounds is the reference, layer by layer."""
-    rng = np.random.default_rng(4)
-    for net in (random_cnn(rng, maxpool=False), random_mlp(rng, sizes=(6, 12, 10, 8, 3))):
-        chain = relu_chain(net)
-        lo = rng.normal(size=net.n_inputs)
-        hi = lo + 0.5
-        ref = crown_layer_bounds(chain, lo, hi)
-        eng = SparseCapmCrown(net)
-        ours = [b for k, b in enumerate(eng.layer_bounds(lo, hi)) if eng.is_affine_output(k)]
-        assert len(ours) == len(ref)
-        for (l1, u1), (l2, u2) in zip(ours, ref):
-            np.testing.assert_allclose(l1, l2, rtol=1e-9, atol=1e-9)
-            np.testing.assert_allclose(u1, u2, rtol=1e-9, atol=1e-9)
-
-
 @pytest.mark.parametrize("pool", [POOLS[1], POOLS[7]], ids=["overlap", "pad"])
 def test_bounds_contain_exact_milp_range(pool):
     from vnnx.milp import output_range
@@ -100,17 +80,6 @@ def test_dominant_input_is_exact():
     eng = SparseCapmCrown(net)
     assert eng.bound(lo, hi)[0] == pytest.approx(5.0, abs=1e-12)
     assert -eng.bound(lo, hi, -np.eye(1))[0] == pytest.approx(6.0, abs=1e-12)
-
-
-def test_rejects_what_it_cannot_bound():
-    with pytest.raises(UnsupportedOpError, match="Sigmoid"):
-        SparseCapmCrown(Network((1, 2), (1, 2), [Dense(np.eye(2), np.zeros(2), (2,), (2,)), Sigmoid((2,)),
-                                                   Dense(np.eye(2), np.zeros(2), (2,), (2,))]))
-    with pytest.raises(UnsupportedOpError, match="affine"):
-        SparseCapmCrown(Network((1, 2), (1, 2), [Dense(np.eye(2), np.zeros(2), (2,), (2,)), Relu((2,))]))
-    eng = SparseCapmCrown(random_mlp(np.random.default_rng(0)))
-    with pytest.raises(ValueError, match="entries"):
-        eng.bound(np.zeros(3), np.ones(3))
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -60,7 +60,8 @@ def test_shape_errors():
     (1, 16, 1, 5, 2, (2, 2, 2, 2), (1, 1), 28),   # the paper CNN's first layer
 ])
 def test_sparse_matrix_equals_dense_matrix(case):
-    """Conv.sparse_matrix is built from the kernel, Conv.matrix from convolving the identity."""
+    """Conv.sparse_matrix (and Conv.matrix, its dense form) equal the convolution of the
+    identity, entry for entry."""
     import torch
 
     c, o, groups, k, stride, pads, dil, h = case
@@ -71,8 +72,14 @@ def test_sparse_matrix_equals_dense_matrix(case):
     y = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (pads[1], pads[3], pads[0], pads[2])),
                                    torch.tensor(weight), stride=stride, dilation=dil, groups=groups)
     conv = Conv(weight, rng.normal(size=o), (c, h, h), tuple(y.shape[1:]), (stride, stride), pads, dil, groups)
+    n_in = int(np.prod(conv.in_shape))
+    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *conv.in_shape)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.pad(eye, (pads[1], pads[3], pads[0], pads[2])),
+                                     torch.tensor(weight), stride=stride, dilation=dil, groups=groups)
+    ref = ref.reshape(n_in, -1).T.numpy()
     W, b = conv.matrix()
     S, bs = conv.sparse_matrix()
+    np.testing.assert_array_equal(W, ref)
     np.testing.assert_array_equal(S.toarray(), W)
     np.testing.assert_array_equal(bs, b)
     assert S.nnz == np.count_nonzero(W)

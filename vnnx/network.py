@@ -101,11 +101,10 @@ class Conv:
     groups: int = 1
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        """The convolution as a dense ``(W, b)`` on flattened (C, H, W) vectors."""
-        n_in = _size(self.in_shape)
-        eye = np.eye(n_in, dtype=np.float64).reshape((n_in,) + tuple(self.in_shape))
-        cols = _conv_numpy(eye, self.weight, np.zeros(self.weight.shape[0]), self)
-        return cols.reshape(n_in, -1).T.copy(), np.repeat(self.bias, _size(self.out_shape[1:]))
+        """The convolution as a dense ``(W, b)`` on flattened (C, H, W) vectors (each entry is
+        one kernel weight or 0; built from :meth:`sparse_matrix`)."""
+        w, b = self.sparse_matrix()
+        return w.toarray(), b
 
     def sparse_matrix(self):
         """The convolution as ``(W, b)`` with ``W`` a float64 ``scipy.sparse.csr_matrix`` on

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 
 from vnnx.attack import pgd_spec
-from vnnx.bab import crown_layer_bounds, relu_chain
 from vnnx.bounds import BoundComputer
-from vnnx.errors import ConfigError, VnnxError
+from vnnx.errors import ConfigError, UnsupportedOpError, VnnxError
 from vnnx.io.vnnlib import robustness_property
 from vnnx.milp import verify_milp
 from vnnx.network import Network
+from vnnx.sparse_crown import SparseCrown
 
 from .fold import FoldInfo, Replacement, build_substitute, candidate_layers, layer_size
 
@@ -299,14 +299,16 @@ def _replacement_values(kind: str, z0: np.ndarray, za: np.ndarray) -> tuple[np.n
     raise ConfigError(f"unknown substitute kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
-def _crown_pre_activation(network: Network, lo: np.ndarray, hi: np.ndarray, cache: dict) -> dict:
-    """CROWN pre-activation bounds {layer index: (l, u)}: vnnx's own dense CROWN for chains of
-    Dense/Conv/ReLU layers (every neuron refined; equal to auto_LiRPA's CROWN on the neurons
-    that one refines, tighter on those it leaves at interval bounds), auto_LiRPA otherwise."""
-    chain = relu_chain(network, cache)
-    if chain is None:
+def _crown_pre_activation(network: Network, lo: np.ndarray, hi: np.ndarray) -> dict:
+    """CROWN pre-activation bounds {layer index: (l, u)}: vnnx's own sparse CROWN
+    (:class:`vnnx.sparse_crown.SparseCrown`, every neuron refined; equal to auto_LiRPA's CROWN on
+    the neurons that one refines, tighter on those it leaves at looser bounds) for Dense/Conv/ReLU
+    networks, auto_LiRPA otherwise."""
+    try:
+        engine = SparseCrown(network)
+    except UnsupportedOpError:
         return BoundComputer(network).compute(lo, hi, "crown").pre_activation
-    return dict(zip(chain.layer_index, crown_layer_bounds(chain, lo, hi)))
+    return engine.pre_activation_bounds(lo, hi)
 
 
 def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *, gamma0: float = 0.5,
@@ -343,12 +345,12 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
     target = int(math.floor(gamma * total + 1e-9))
     domain = (np.full(network.n_inputs, clip[0], np.float64), np.full(network.n_inputs, clip[1], np.float64))
     lo, hi = _box(x0, adv.d_adv, clip)
-    dense_cache: dict = {}   # {id(layer): (layer, W, b)}, shared by the folding and the bounds
+    dense_cache: dict = {}   # {id(layer): (layer, W, b)} of the folding, kept across iterations
     sub, info = build_substitute(network, {}, domain, dense_cache)
     n_removed, iterations = 0, 0
     while n_removed < target:
         iterations += 1
-        pre = _crown_pre_activation(sub, lo, hi, dense_cache)
+        pre = _crown_pre_activation(sub, lo, hi)
         ids, widths = [], []
         for new_k, (orig_k, idx, nonlinear) in info.neuron_map.items():
             if orig_k not in reps or new_k not in pre:
