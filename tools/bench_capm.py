@@ -309,24 +309,30 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for net in dict.fromkeys(r["net"] for r in rows):
-        if net == "verivital":
-            continue
-        for m, style in (("capm-crown", "-o"), ("capm-full-crown", "-.^"), ("ibp", ":x"), ("lirpa-crown", "--s")):
-            pts = sorted({r["eps"] for r in rows if r["net"] == net})
+    fig, ax = plt.subplots(figsize=(8, 5))
+    nets = [n for n in dict.fromkeys(r["net"] for r in rows) if n != "verivital"]
+    colours = dict(zip(nets, plt.get_cmap("tab10").colors))
+    styles = {"capm-full-crown": ("-", "^"), "capm-crown": ("--", "o"),
+              "lirpa-crown": (":", "s"), "ibp": ("-.", "x")}
+    for net in nets:
+        pts = sorted({r["eps"] for r in rows if r["net"] == net})
+        for m, (line, marker) in styles.items():
             ys = []
             for e in pts:
                 s = [r["seconds"] for r in rows if r["net"] == net and r["eps"] == e and r["method"] == m
-                     and r["status"] != "error"]
+                     and r["status"] not in ("error", "not-run") and r["seconds"] == r["seconds"]]
                 ys.append(np.mean(s) if s else np.nan)
             if not np.all(np.isnan(ys)):
-                ax.plot(pts, ys, style, label=f"{net} {m}")
+                ax.plot(pts, ys, linestyle=line, marker=marker, color=colours[net], alpha=0.85)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colours[n], label=n) for n in nets]
+    handles += [Line2D([], [], color="k", linestyle=line, marker=marker, label=m) for m, (line, marker) in styles.items()]
+    ax.legend(handles=handles, fontsize=7, ncol=2)
     ax.set_xlabel("ε (pixel space)")
     ax.set_ylabel("seconds per image")
     ax.set_yscale("log")
-    ax.set_title("Time per image vs ε (bound computation, 1 CPU thread)")
-    ax.legend(fontsize=6, ncol=2)
+    ax.set_title("Bound computation time per image vs ε (1 CPU thread)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
