@@ -108,3 +108,28 @@ def test_verify_pipeline_runs_it_and_agrees_with_the_milp(tmp_path, seed):
     assert verdicts["above"].verdict == "unsat", verdicts["above"].stages
     assert verdicts["below"].verdict == "sat", verdicts["below"].stages
     assert any(s["stage"] == "network-engine" for s in verdicts["above"].stages), verdicts["above"].stages
+
+
+def test_verify_goes_on_when_the_engine_fails(tmp_path, monkeypatch):
+    """A network too large for the engine: the stage says so and the pipeline still answers."""
+    import vnnx.sparse_crown as sc
+    from vnnx.io.onnx import load_onnx, network_to_onnx
+    from vnnx.io.vnnlib import Property, Spec
+    from vnnx.milp import output_range
+    from vnnx.verify import Verifier
+
+    rng = np.random.default_rng(41)
+    net = pool_cnn(rng, POOLS[1], cin=1, hw=(6, 6), cmid=2)
+    network_to_onnx(net, tmp_path / "net.onnx")
+    verifier = Verifier(load_onnx(tmp_path / "net.onnx"), capm.custom_ops())
+    lo = rng.uniform(-1, 0.5, net.n_inputs)
+    hi = lo + 0.6
+    c = np.array([1.0, -1.0, 0.0])
+    _, y_max = output_range(net, lo, hi, c, time_limit=30)
+    t = y_max + 1e-3 * (1 + abs(y_max))
+    spec = Spec("<generated>", net.n_inputs, 3, [Property(lo, hi, [(-c[None, :], np.array([-t]))])])
+    monkeypatch.setattr(sc, "MAX_NNZ", 5)
+    res = verifier.verify(spec, "auto", timeout=60)
+    assert res.verdict == "unsat", res.stages
+    stage = [s for s in res.stages if s["stage"] == "network-engine"]
+    assert stage and stage[0]["outcome"].startswith("failed: network too large"), res.stages

@@ -53,3 +53,14 @@ def test_rejects_what_it_cannot_bound():
     eng = SparseCrown(random_mlp(np.random.default_rng(0)))
     with pytest.raises(ValueError, match="entries"):
         eng.bound(np.zeros(3), np.ones(3))
+
+
+def test_refuses_coefficient_matrices_beyond_the_memory_cap(monkeypatch):
+    import vnnx.sparse_crown as sc
+
+    net = random_cnn(np.random.default_rng(1), maxpool=False)
+    eng = SparseCrown(net)
+    lo = np.zeros(net.n_inputs)
+    monkeypatch.setattr(sc, "MAX_NNZ", 5)
+    with pytest.raises(UnsupportedOpError, match="too large"):
+        eng.bound(lo, lo + 0.1)

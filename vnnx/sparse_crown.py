@@ -34,8 +34,11 @@ import torch
 from vnnx.errors import UnsupportedOpError
 from vnnx.network import Conv, Dense, MaxPool, Network, Relu
 
-# A coefficient matrix denser than this is handled as a dense array.
+# A coefficient matrix denser than this is handled as a dense array, if it has at most
+# DENSE_MAX_ENTRIES entries; one with more than MAX_NNZ non-zeros is refused (memory).
 DENSE_FILL = 0.2
+DENSE_MAX_ENTRIES = 40_000_000
+MAX_NNZ = 150_000_000
 
 
 @dataclass
@@ -199,8 +202,13 @@ class SparseCrown:
         (sparse or dense ``lam``, one row per bound)."""
         for k in reversed(range(upto)):
             op = self.ops[k]
-            if sp.issparse(lam) and lam.nnz > DENSE_FILL * lam.shape[0] * lam.shape[1]:
-                lam = lam.toarray()
+            if sp.issparse(lam):
+                size = lam.shape[0] * lam.shape[1]
+                if lam.nnz > MAX_NNZ:
+                    raise UnsupportedOpError(f"network too large for the sparse CROWN engine "
+                                             f"({lam.nnz:,} coefficients at op {k})")
+                if lam.nnz > DENSE_FILL * size and size <= DENSE_MAX_ENTRIES:
+                    lam = lam.toarray()
             if isinstance(op, _Affine):
                 const = const + lam @ op.b
                 lam = (lam @ op.W).tocsr() if sp.issparse(lam) else np.asarray((op.W.T @ lam.T).T)
@@ -251,7 +259,7 @@ class SparseCrown:
         self.layer_bounds(x_lower, x_upper)
         last = self.ops[-1]
         C = np.eye(last.W.shape[0]) if C is None else np.atleast_2d(np.asarray(C, dtype=np.float64))
-        lam = C @ last.W.toarray() if last.W.shape[1] * C.shape[0] < 50_000_000 else sp.csr_matrix(C) @ last.W
+        lam = C @ last.W.toarray() if last.W.shape[1] * C.shape[0] <= DENSE_MAX_ENTRIES else sp.csr_matrix(C) @ last.W
         const = C @ last.b
         crown = self._lower(lam, const, len(self.ops) - 1)
         if alpha_iterations <= 0:

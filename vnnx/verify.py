@@ -285,8 +285,11 @@ class Verifier:
                 if deadline.expired():
                     return "timeout", "", None
                 t0 = time.monotonic()
-                outcome, open_clauses, pre_activation = self._network_bounds(prop, clauses, open_clauses, margins,
-                                                                             pre_activation)
+                try:
+                    outcome, open_clauses, pre_activation = self._network_bounds(prop, clauses, open_clauses,
+                                                                                 margins, pre_activation)
+                except (VnnxError, MemoryError) as exc:
+                    outcome = f"failed: {exc}"
                 log("network-engine", outcome, t0)
                 if not open_clauses:
                     return "unsat", "network-engine", None
