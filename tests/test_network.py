@@ -85,3 +85,11 @@ def test_sparse_matrix_equals_dense_matrix(case):
     assert S.nnz == np.count_nonzero(W)
     dense = Dense(W, b, (W.shape[1],), (W.shape[0],))
     np.testing.assert_array_equal(dense.sparse_matrix()[0].toarray(), W)
+
+
+def test_window_table_matches_windows():
+    pool = MaxPool((2, 5, 4), (3, 2), (2, 2), (1, 0, 1, 1), True)
+    index, valid = pool.window_table()
+    for p, cells in enumerate(pool.windows()):
+        assert list(index[p][valid[p]]) == list(cells)
+        assert (index[p][~valid[p]] == 0).all()

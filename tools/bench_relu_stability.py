@@ -177,16 +177,13 @@ def verify_images(network, eval_data, args) -> dict:
 
 def _with_crown(network, prop, ia_bounds: list) -> list:
     """Improved-IA layer bounds intersected with the core's sparse CROWN pre-activation bounds
-    (both sound; where round-off makes them cross, the span between the two ends is kept)."""
-    import numpy as np
-
+    (both sound; :func:`vnnx.verify.intersect_bounds`, as the verify pipeline does)."""
     from vnnx.sparse_crown import SparseCrown
+    from vnnx.verify import intersect_bounds
 
-    out = list(ia_bounds)
-    for k, (cl, cu) in SparseCrown(network).pre_activation_bounds(prop.x_lower, prop.x_upper).items():
-        lo, hi = np.maximum(out[k][0], cl), np.minimum(out[k][1], cu)
-        out[k] = (np.minimum(lo, hi), np.maximum(lo, hi))
-    return out
+    crown = SparseCrown(network).pre_activation_bounds(prop.x_lower, prop.x_upper)
+    merged = intersect_bounds(dict(enumerate(ia_bounds)), crown)
+    return [merged[k] for k in range(len(ia_bounds))]
 
 
 def evaluate_network(name: str, entry: dict, eval_data, cfg, args, out_dir: Path) -> dict:

@@ -213,6 +213,22 @@ class MaxPool:
             out.append(np.array([ch * h * w + r * w + q for r in rows for q in cols], dtype=np.int64))
         return out
 
+    def window_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`windows` as arrays: ``index`` (P, K) int64 flat input indices, K = kh·kw slots
+        (0 in slots that fall in the padding), and ``valid`` (P, K) bool, False there. Raises
+        :class:`UnsupportedOpError` when a window is made of padding only."""
+        cells = self.windows()
+        k = self.kernel[0] * self.kernel[1]
+        index = np.zeros((len(cells), k), dtype=np.int64)
+        valid = np.zeros((len(cells), k), dtype=bool)
+        for p, c in enumerate(cells):
+            if len(c) == 0:
+                raise UnsupportedOpError(f"MaxPool {self.kernel}/{self.stride} on {self.in_shape} has a window "
+                                         f"made of padding only")
+            index[p, : len(c)] = c
+            valid[p, : len(c)] = True
+        return index, valid
+
     def apply(self, x: np.ndarray) -> np.ndarray:
         return np.stack([x[:, idx].max(axis=1) for idx in self.windows()], axis=1)
 

@@ -49,7 +49,7 @@ class _Affine:
 
 @dataclass
 class _Relu:
-    n: int
+    pass
 
 
 @dataclass
@@ -74,19 +74,6 @@ class _Pool:
     index: np.ndarray   # (P, K) flat input index of each window slot (0 where padding)
     valid: np.ndarray   # (P, K) bool
     n_in: int
-
-
-def _pool_windows(layer: MaxPool) -> tuple[np.ndarray, np.ndarray]:
-    cells = layer.windows()
-    k = layer.kernel[0] * layer.kernel[1]
-    index = np.zeros((len(cells), k), dtype=np.int64)
-    valid = np.zeros((len(cells), k), dtype=bool)
-    for p, c in enumerate(cells):
-        if len(c) == 0:
-            raise UnsupportedOpError(f"MaxPool {layer.kernel}/{layer.stride} has a window made of padding only")
-        index[p, : len(c)] = c
-        valid[p, : len(c)] = True
-    return index, valid
 
 
 def _relu_lines(lo: np.ndarray, up: np.ndarray):
@@ -122,11 +109,11 @@ class SparseCrown:
                 pending = None
             self.layer_of_op.append(li)
             if isinstance(layer, Relu):
-                self.ops.append(_Relu(int(np.prod(layer.shape))))
+                self.ops.append(_Relu())
             elif isinstance(layer, MaxPool):
                 if type(self).relax_pool is SparseCrown.relax_pool:
                     raise UnsupportedOpError("MaxPool needs a pool relaxation (the capm plugin's SparseCapmCrown)")
-                self.ops.append(_Pool(*_pool_windows(layer), int(np.prod(layer.in_shape))))
+                self.ops.append(_Pool(*layer.window_table(), int(np.prod(layer.in_shape))))
             else:
                 raise UnsupportedOpError(f"the sparse CROWN engine does not handle {type(layer).__name__} layers")
         if pending is not None:
@@ -142,13 +129,14 @@ class SparseCrown:
         """CROWN bounds ``{layer index: (lower, upper)}`` of every affine output that feeds a
         ReLU, keyed like :class:`vnnx.bounds.BoundsResult.pre_activation` (the index in
         ``network.layers`` of the last affine layer of a merged run)."""
-        out = self.layer_bounds(x_lower, x_upper)
-        return {self.layer_of_op[k]: out[k] for k in range(len(out))
-                if isinstance(self.ops[k], _Affine) and isinstance(self.ops[k + 1], _Relu)}
+        self.layer_bounds(x_lower, x_upper)
+        return self.last_pre_activation
 
-    def is_affine_output(self, k: int) -> bool:
-        """Whether ``ops[k]`` is an affine layer (its bounds are CROWN pre-activation bounds)."""
-        return isinstance(self.ops[k], _Affine)
+    @property
+    def last_pre_activation(self) -> dict:
+        """:meth:`pre_activation_bounds` of the last box bounded (by :meth:`bound` too)."""
+        return {self.layer_of_op[k]: self._out[k] for k in range(len(self._out))
+                if isinstance(self.ops[k], _Affine) and isinstance(self.ops[k + 1], _Relu)}
 
     # ------------------------------------------------------------------ bounds
     def layer_bounds(self, x_lower: np.ndarray, x_upper: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -177,11 +165,6 @@ class SparseCrown:
                 lo_k, hi_k = value[:m], -value[m:]
                 out.append((lo_k, np.maximum(hi_k, lo_k)))
         return out
-
-    @property
-    def last_layer_bounds(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The :meth:`layer_bounds` of the last box bounded (by :meth:`bound` too)."""
-        return list(self._out)
 
     def _in_bounds(self, k: int):
         return self._out[k - 1] if k else self._box

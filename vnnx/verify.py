@@ -273,7 +273,7 @@ class Verifier:
             if bm == "crown":
                 crown_seconds = time.monotonic() - t0
             if bm == "crown" or (bm == "alpha-crown" and res.pre_activation):
-                pre_activation = _intersect(pre_activation, res.pre_activation)
+                pre_activation = intersect_bounds(pre_activation, res.pre_activation)
             sub_margins = clause_margins(res.lower, sub)
             margins.update(zip(open_clauses, sub_margins))
             open_clauses = [i for i, m in zip(open_clauses, sub_margins) if not m > REFUTE_MARGIN]
@@ -355,12 +355,8 @@ class Verifier:
         for i, m in zip(open_clauses, sub_margins):
             margins[i] = max(margins.get(i, -np.inf), m)
         still = [i for i, m in zip(open_clauses, sub_margins) if not m > REFUTE_MARGIN]
-        mine = {}
-        for k, bounds in enumerate(engine.last_layer_bounds):
-            layer = engine.layer_of_op[k]
-            if engine.is_affine_output(k) and layer in self.network.pre_activation_indices():
-                mine[layer] = bounds
-        pre_activation = _intersect(pre_activation, mine) if mine else pre_activation
+        mine = engine.last_pre_activation
+        pre_activation = intersect_bounds(pre_activation, mine) if mine else pre_activation
         return ("unsat" if not still else f"{len(still)} clause(s) open"), still, pre_activation
 
     def _relu_bab(self, prop, clauses, open_clauses, margins, pre_activation, deadline, log):
@@ -490,7 +486,7 @@ def _violating(y: np.ndarray, clauses, refuted: np.ndarray) -> np.ndarray:
     return hit
 
 
-def _intersect(old: Optional[dict], new: dict) -> dict:
+def intersect_bounds(old: Optional[dict], new: dict) -> dict:
     """Two sound sets of pre-activation bounds, intersected per layer."""
     if not old:
         return dict(new)

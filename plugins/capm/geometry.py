@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Mapping
 
-import numpy as np
 import torch
 
 from vnnx.errors import UnsupportedOpError
@@ -65,16 +64,11 @@ class PoolSpec:
 
 @lru_cache(maxsize=64)
 def _windows(spec: PoolSpec, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    cells = spec.plain(1, height, width).windows()
-    if any(len(c) == 0 for c in cells):
+    try:
+        index, valid = spec.plain(1, height, width).window_table()
+    except UnsupportedOpError:
         raise UnsupportedOpError(
-            f"MaxPool {spec} on a {height}x{width} input has a window made of padding only")
-    k = spec.kernel[0] * spec.kernel[1]
-    index = np.zeros((len(cells), k), dtype=np.int64)
-    valid = np.zeros((len(cells), k), dtype=bool)
-    for p, c in enumerate(cells):
-        index[p, : len(c)] = c
-        valid[p, : len(c)] = True
+            f"MaxPool {spec} on a {height}x{width} input has a window made of padding only") from None
     return torch.from_numpy(index), torch.from_numpy(valid)
 
 
