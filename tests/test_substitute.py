@@ -10,7 +10,9 @@ from vnnx.data import save_npz
 from vnnx.io.onnx import network_to_onnx, run_onnxruntime
 from vnnx.io.vnnlib import robustness_property
 from vnnx.milp import MilpResult, encode, verify_milp
+from vnnx.errors import UnsupportedOpError
 from vnnx.network import Relu
+from vnnx.sparse_crown import SparseCrown
 from vnnx_plugins.substitute import core
 from vnnx_plugins.substitute.core import (boundary_distance, find_adversarial, make_substitute,
                                           substitute_collapsed)
@@ -214,3 +216,76 @@ def test_cli_bad_index_or_data(files, capsys, args, message):
     assert main(argv + args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("which", ["mlp", "cnn"])
+def test_fixed_lines_bound_the_substitute_like_its_folded_network(which, mlp, cnn):
+    """Algorithm 1 bounds each partial substitute with SparseCrown on f and the replaced
+    neurons as fixed lines (no folding per iteration): the kept neurons' bounds must equal
+    CROWN on the folded substitute, and every bound must hold for the substitute by sampling.
+    Nonnegative slopes are those of con/lin/act; the negative ones check the general line."""
+    net, x0 = mlp if which == "mlp" else cnn
+    rng = np.random.default_rng(5)
+    lo, hi = np.clip(x0 - 0.15, *CLIP), np.clip(x0 + 0.15, *CLIP)
+    for slopes in ((0.0, 1.0), (-0.7, 1.3)):
+        reps = {}
+        for k in candidate_layers(net):
+            n = layer_size(net.layers[k])
+            reps[k] = Replacement(rng.random(n) < 0.5, rng.uniform(*slopes, n), rng.normal(scale=0.3, size=n))
+        domain = (np.zeros(net.n_inputs), np.ones(net.n_inputs))
+        sub, info = build_substitute(net, reps, domain)
+        fixed = SparseCrown(net).pre_activation_bounds(lo, hi, {k: (r.removed, r.slope, r.intercept)
+                                                                for k, r in reps.items()})
+        folded = SparseCrown(sub).pre_activation_bounds(lo, hi)
+        compared = 0
+        for new_k, (orig_k, idx, nonlinear) in info.neuron_map.items():
+            sel = np.flatnonzero(nonlinear)
+            for a, b in zip(fixed[orig_k], folded[new_k]):
+                np.testing.assert_allclose(a[idx[sel]], b[sel], rtol=1e-9, atol=1e-9)
+            compared += sel.size
+        assert compared == info.relus_kept > 0
+        x = rng.uniform(lo, hi, (3000, net.n_inputs))
+        h = x
+        for k, layer in enumerate(net.layers):
+            if isinstance(layer, Relu) and (k - 1) in reps:
+                l, u = fixed[k - 1]
+                assert (h >= l - 1e-9).all() and (h <= u + 1e-9).all()
+                r = reps[k - 1]
+                h = np.where(r.removed, r.slope * h + r.intercept, np.maximum(h, 0))
+            else:
+                h = layer.apply(h)
+        lines = {k: (r.removed, r.slope, r.intercept) for k, r in reps.items()}
+        C = rng.normal(size=(3, net.n_outputs))
+        eng = SparseCrown(net)
+        crown, alpha = (eng.bound(lo, hi, C, alpha_iterations=it, linear=lines) for it in (0, 15))
+        np.testing.assert_allclose(crown, SparseCrown(sub).bound(lo, hi, C), rtol=1e-9, atol=1e-9)
+        assert (alpha >= crown - 1e-12).all() and (h @ C.T >= alpha - 1e-9).all()
+
+
+@pytest.mark.parametrize("how", ["refold", "engine refuses f"])
+def test_algorithm1_with_fixed_lines_equals_refolding_each_iteration(how, cnn, monkeypatch):
+    """The engine path (fixed lines on f) picks the same ReLUs as bounding the refolded
+    substitute every iteration (``refold=True``, and the fallback for networks the engine
+    refuses)."""
+    net, x0 = cnn
+    lab = core.anchor_label(net, x0)
+    adv_ = find_adversarial(net, x0, lab, CLIP)
+    fast = make_substitute(net, x0, "lin", 0.95, clip=CLIP, label=lab, adv=adv_)
+    if how == "refold":
+        slow = make_substitute(net, x0, "lin", 0.95, clip=CLIP, label=lab, adv=adv_, refold=True)
+    else:
+        real = core.SparseCrown
+
+        def refuse_f(network):
+            if network is net:
+                raise UnsupportedOpError("forced fallback")
+            return real(network)
+
+        monkeypatch.setattr(core, "SparseCrown", refuse_f)
+        slow = make_substitute(net, x0, "lin", 0.95, clip=CLIP, label=lab, adv=adv_)
+    assert fast.iterations == slow.iterations > 1
+    assert fast.replacements.keys() == slow.replacements.keys()
+    for k in fast.replacements:
+        np.testing.assert_array_equal(fast.replacements[k].removed, slow.replacements[k].removed)
+    x = np.random.default_rng(2).random((100, net.n_inputs))
+    np.testing.assert_allclose(fast.network.forward(x), slow.network.forward(x), atol=1e-12)

@@ -16,6 +16,11 @@ pipeline instead of one MILP (for networks where the MILP on f does not finish, 
 CNNs); the MILP timings are then measured separately, on f and on each substitute, at the first
 ``--paired`` ε values of f's search.
 
+``--prune-only R``: time Algorithm 1 alone, R rounds per (image, kind, γ), alternating the
+default (SparseCrown on f, replaced neurons on fixed lines, one folding) with ``refold=True``
+(fold and bound every partial substitute) in the same process, and check that both pick the
+same ReLUs. Writes {--out}/prune_timing.{json,md}.
+
 Writes {--out}/{results.json,summary.md}; copy summary.md into docs/substitute.md.
 Run: .venv/bin/python tools/bench_substitute.py [--onnx M] [--data D] [--count N] > log 2>&1
 """
@@ -63,6 +68,8 @@ def main() -> None:
     ap.add_argument("--paired", type=int, default=None,
                     help="MILP timings at the first N ε values of f's search (default: all of them)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench_substitute"), help="output folder")
+    ap.add_argument("--prune-only", type=int, default=0, metavar="R",
+                    help="only time Algorithm 1: R rounds, default against refold=True (see above)")
     args = ap.parse_args()
     OUT = Path(args.out)
     warnings.filterwarnings("ignore")
@@ -72,6 +79,9 @@ def main() -> None:
     data = load_npz(args.data)
     kinds = args.kinds.split(",")
     gammas = [float(g) for g in args.gammas.split(",")]
+    if args.prune_only:
+        prune_timing(network, data, kinds, gammas, args, OUT)
+        return
     rows = []
     for i in range(min(args.count, len(data))):
         x0 = fit_to_input(data.x[i:i + 1], network.n_inputs)[0].astype(np.float64)
@@ -111,21 +121,64 @@ def main() -> None:
     print(summary)
 
 
+def prune_timing(network, data, kinds, gammas, args, out: Path) -> None:
+    rows = []
+    for i in range(min(args.count, len(data))):
+        x0 = fit_to_input(data.x[i:i + 1], network.n_inputs)[0].astype(np.float64)
+        label = anchor_label(network, x0)
+        adv = find_adversarial(network, x0, label, CLIP)
+        for kind in kinds:
+            for gamma in gammas:
+                t = {False: [], True: []}
+                picked = {}
+                for _ in range(args.prune_only):
+                    for refold in (True, False):
+                        sub = make_substitute(network, x0, kind, gamma, clip=CLIP, label=label, adv=adv,
+                                              refold=refold)
+                        t[refold].append(sub.prune_seconds)
+                        picked[refold] = {k: r.removed.copy() for k, r in sub.replacements.items()}
+                same = picked[True].keys() == picked[False].keys() and all(
+                    np.array_equal(picked[True][k], picked[False][k]) for k in picked[True])
+                row = {"index": i, "kind": kind, "gamma": gamma, "relus_kept": sub.summary()["relus_kept"],
+                       "iterations": sub.iterations, "fixed_lines_s": t[False], "refold_s": t[True],
+                       "same_relus": bool(same)}
+                rows.append(row)
+                print(f"[{i}] {kind} γ={gamma}: fixed lines {np.mean(t[False]):.3f}s, refold "
+                      f"{np.mean(t[True]):.3f}s, ×{np.mean(t[True]) / np.mean(t[False]):.2f}, same ReLUs {same}",
+                      flush=True)
+    (out / "prune_timing.json").write_text(json.dumps(rows, indent=1))
+    lines = [f"network `{Path(args.onnx).name}`, first {min(args.count, len(data))} images, "
+             f"{args.prune_only} alternating rounds, one thread", "",
+             "| kind | γ | ReLUs kept | iterations | fixed lines s/run (mean, min–max) | refold s/run | speed-up | same ReLUs |",
+             "|---|---|---|---|---|---|---|---|"]
+    for kind in kinds:
+        for gamma in gammas:
+            sel = [r for r in rows if r["kind"] == kind and r["gamma"] == gamma]
+            a = np.concatenate([r["fixed_lines_s"] for r in sel])
+            b = np.concatenate([r["refold_s"] for r in sel])
+            lines.append(f"| {kind} | {gamma:g} | {np.mean([r['relus_kept'] for r in sel]):.0f} | "
+                         f"{np.mean([r['iterations'] for r in sel]):.1f} | {a.mean():.3f} ({a.min():.3f}–{a.max():.3f}) | "
+                         f"{b.mean():.3f} | {b.mean() / a.mean():.2f}× | {sum(r['same_relus'] for r in sel)}/{len(sel)} |")
+    (out / "prune_timing.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def _summary(rows, kinds, gammas, args) -> str:
     lines = [f"network `{Path(args.onnx).name}`, first {len(rows)} images of `{Path(args.data).name}`, "
              f"timeout {args.timeout:g} s per solve, rel. tol {args.rel_tol:g}, d_bnd engine {args.engine}, "
              f"MILP timings at {'every' if args.paired is None else f'the first {args.paired}'} ε of f's search",
              "",
              "| kind | γ | both complete | collapsed | mean rel. d_bnd diff | ReLUs kept | prune s/run | "
-             "MILP s/solve f | MILP s/solve sub | speed-up |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "prune s per sub solve | MILP s/solve f | MILP s/solve sub | speed-up |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for kind in kinds:
         for gamma in gammas:
-            diffs, kept, prune, tf, ts, coll = [], [], [], [], [], 0
+            diffs, kept, prune, per_solve, tf, ts, coll = [], [], [], [], [], [], 0
             for r in rows:
                 s = next(s for s in r["subs"] if s["kind"] == kind and s["gamma"] == gamma)
                 kept.append(s["relus_kept"])
                 prune.append(s["prune_seconds"])
+                per_solve.append(s["prune_seconds"] / max(1, s["radius"]["solves"]))
                 coll += s["radius"]["status"] == "collapsed"
                 if r["f"]["status"] == "complete" and s["radius"]["status"] == "complete":
                     diffs.append(abs(s["radius"]["d_bnd"] - r["f"]["d_bnd"]) / r["f"]["d_bnd"])
@@ -135,7 +188,7 @@ def _summary(rows, kinds, gammas, args) -> str:
             mf, ms = (np.mean(tf) if tf else float("nan")), (np.mean(ts) if ts else float("nan"))
             lines.append(f"| {kind} | {gamma:g} | {len(diffs)}/{len(rows)} | {coll} | "
                          f"{100 * np.mean(diffs) if diffs else float('nan'):.2f}% | {np.mean(kept):.1f} | "
-                         f"{np.mean(prune):.3f} | {mf:.4f} | {ms:.4f} | {mf / ms:.1f}× |")
+                         f"{np.mean(prune):.3f} | {np.mean(per_solve):.3f} | {mf:.4f} | {ms:.4f} | {mf / ms:.1f}× |")
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,11 @@ network (``Dense``/``Conv``, ``ReLU`` and, with a relaxation supplied by a subcl
   relaxation's own parameters (α-CROWN on the last pass, the CROWN intermediate bounds kept;
   Adam, projected to [0, 1]; the best bound per row is kept, so it is never looser than CROWN).
 
+* ``linear`` (of :meth:`SparseCrown.layer_bounds`) puts chosen ReLU neurons on fixed lines
+  ``slope·z + intercept``: the bounds of a network with those ReLUs made affine (a local
+  substitute, plugin ``substitute``) without building it; those neurons get interval bounds
+  only, and the backward passes run on the other rows.
+
 Without MaxPool the layer bounds equal :func:`vnnx.bab.crown_layer_bounds` (a test checks it),
 at a fraction of the cost on convolutions. Every relaxation is sound for any parameter in
 [0, 1], so the result is a sound lower bound whatever the optimiser does. Float64 throughout.
@@ -86,6 +91,19 @@ def _relu_lines(lo: np.ndarray, up: np.ndarray):
     return low, s, icpt, unstable
 
 
+@dataclass
+class _Lines:
+    """The linear bounds ``low·z + low_icpt ≤ relu'(z) ≤ s·z + icpt`` of one ReLU op's neurons,
+    where relu' is ReLU or, for neurons given to :meth:`SparseCrown.layer_bounds` in
+    ``linear``, the exact line ``slope·z + intercept`` (``low = s``, ``low_icpt = icpt``)."""
+
+    low: np.ndarray
+    low_icpt: Optional[np.ndarray]   # None: all zero (plain ReLU lines)
+    s: np.ndarray
+    icpt: np.ndarray
+    unstable: np.ndarray
+
+
 class SparseCrown:
     """CROWN / α-CROWN with every neuron refined.
 
@@ -124,12 +142,18 @@ class SparseCrown:
         self.n_inputs = network.n_inputs
         self._torch_wt: dict[int, torch.Tensor] = {}
         self._out: list[tuple[np.ndarray, np.ndarray]] = []
+        self._linear: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        # relu_of_layer[k]: the ReLU op fed by the affine op whose last layer is network.layers[k]
+        self.relu_of_layer = {self.layer_of_op[r - 1]: r for r, op in enumerate(self.ops)
+                              if isinstance(op, _Relu) and r and isinstance(self.ops[r - 1], _Affine)}
 
-    def pre_activation_bounds(self, x_lower: np.ndarray, x_upper: np.ndarray) -> dict:
+    def pre_activation_bounds(self, x_lower: np.ndarray, x_upper: np.ndarray,
+                              linear: Optional[dict] = None) -> dict:
         """CROWN bounds ``{layer index: (lower, upper)}`` of every affine output that feeds a
         ReLU, keyed like :class:`vnnx.bounds.BoundsResult.pre_activation` (the index in
-        ``network.layers`` of the last affine layer of a merged run)."""
-        self.layer_bounds(x_lower, x_upper)
+        ``network.layers`` of the last affine layer of a merged run). ``linear``: as in
+        :meth:`layer_bounds`."""
+        self.layer_bounds(x_lower, x_upper, linear)
         return self.last_pre_activation
 
     @property
@@ -139,35 +163,90 @@ class SparseCrown:
                 if isinstance(self.ops[k], _Affine) and isinstance(self.ops[k + 1], _Relu)}
 
     # ------------------------------------------------------------------ bounds
-    def layer_bounds(self, x_lower: np.ndarray, x_upper: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    def layer_bounds(self, x_lower: np.ndarray, x_upper: np.ndarray,
+                     linear: Optional[dict] = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(lower, upper)`` of the output of every op but the last (``ops[k]``'s output at
-        index k), for the input box; the last affine layer is the caller's specification."""
+        index k), for the input box; the last affine layer is the caller's specification.
+
+        ``linear``: ``{layer index: (mask, slope, intercept)}``, keyed like
+        :meth:`pre_activation_bounds`: the ReLU after that layer is replaced, on the neurons of
+        ``mask``, by the line ``slope·z + intercept`` (a network with some ReLUs made affine,
+        e.g. a local substitute, bounded without rebuilding it). It stays in force for
+        :meth:`bound` on the same box."""
         x_lo = np.asarray(x_lower, dtype=np.float64).ravel()
         x_up = np.asarray(x_upper, dtype=np.float64).ravel()
         if x_lo.size != self.n_inputs or x_up.size != self.n_inputs:
             raise ValueError(f"input box has {x_lo.size} entries, the network takes {self.n_inputs}")
+        self._linear = self._linear_ops(linear or {})
         self._box = (x_lo, x_up)
         out: list[tuple[np.ndarray, np.ndarray]] = []
         self._out = out
         for k, op in enumerate(self.ops[:-1]):
             lo, up = out[k - 1] if k else (x_lo, x_up)
             if isinstance(op, _Relu):
-                out.append((np.maximum(lo, 0), np.maximum(up, 0)))
+                o_lo, o_up = np.maximum(lo, 0), np.maximum(up, 0)
+                if k in self._linear:
+                    mask, a, c = self._linear[k]
+                    o_lo = np.where(mask, np.minimum(a * lo, a * up) + c, o_lo)
+                    o_up = np.where(mask, np.maximum(a * lo, a * up) + c, o_up)
+                out.append((o_lo, o_up))
             elif isinstance(op, _Pool):
                 lw = np.where(op.valid, lo[op.index], -np.inf).max(axis=1)
                 uw = np.where(op.valid, up[op.index], -np.inf).max(axis=1)
                 out.append((lw, uw))
             else:
-                m = op.W.shape[0]
-                lam = sp.vstack([op.W, -op.W]).tocsr()
-                const = np.concatenate([op.b, -op.b])
-                value = self._lower(lam, const, k)
-                lo_k, hi_k = value[:m], -value[m:]
-                out.append((lo_k, np.maximum(hi_k, lo_k)))
+                fixed = self._linear.get(k + 1)
+                if fixed is None:
+                    out.append(self._crown_rows(op, k, None))
+                    continue
+                # Neurons on fixed lines need no CROWN bound (their lines do not depend on it):
+                # they get interval bounds, and the backward pass runs on the others only.
+                rows = np.flatnonzero(~fixed[0])
+                mid, rad = (lo + up) / 2, (up - lo) / 2
+                centre, spread = op.W @ mid + op.b, abs(op.W) @ rad
+                lo_k, up_k = centre - spread, centre + spread
+                if rows.size:
+                    lo_k[rows], up_k[rows] = self._crown_rows(op, k, rows)
+                out.append((lo_k, up_k))
         return out
+
+    def _crown_rows(self, op: _Affine, k: int, rows: Optional[np.ndarray]):
+        """CROWN bounds of affine op k's outputs (only ``rows`` when given)."""
+        W = op.W if rows is None else op.W[rows]
+        b = op.b if rows is None else op.b[rows]
+        m = W.shape[0]
+        value = self._lower(sp.vstack([W, -W]).tocsr(), np.concatenate([b, -b]), k)
+        lo_k, hi_k = value[:m], -value[m:]
+        return lo_k, np.maximum(hi_k, lo_k)
 
     def _in_bounds(self, k: int):
         return self._out[k - 1] if k else self._box
+
+    def _linear_ops(self, linear: dict) -> dict:
+        ops = {}
+        for key, (mask, slope, icpt) in linear.items():
+            if key not in self.relu_of_layer:
+                raise ValueError(f"layer {key} does not feed a ReLU of this network")
+            r = self.relu_of_layer[key]
+            n = self.ops[r - 1].W.shape[0]
+            mask = np.asarray(mask, dtype=bool).ravel()
+            slope = np.broadcast_to(np.asarray(slope, dtype=np.float64).ravel(), (n,))
+            icpt = np.broadcast_to(np.asarray(icpt, dtype=np.float64).ravel(), (n,))
+            if mask.size != n:
+                raise ValueError(f"layer {key}: mask has {mask.size} entries, the layer has {n} neurons")
+            if mask.any():
+                ops[r] = (mask, np.where(mask, slope, 0.0), np.where(mask, icpt, 0.0))
+        return ops
+
+    def _lines(self, k: int) -> _Lines:
+        """The linear bounds of ReLU op k's neurons (CROWN's, or the fixed lines)."""
+        lo, up = self._in_bounds(k)
+        low, s, icpt, unstable = _relu_lines(lo, up)
+        if k not in self._linear:
+            return _Lines(low, None, s, icpt, unstable)
+        mask, a, c = self._linear[k]
+        return _Lines(np.where(mask, a, low), np.where(mask, c, 0.0), np.where(mask, a, s),
+                      np.where(mask, c, icpt), unstable & ~mask)
 
     def relax_pool(self, op: "_Pool", lower: torch.Tensor, upper: torch.Tensor,
                    params: Optional[tuple] = None) -> PoolRelaxation:
@@ -196,20 +275,23 @@ class SparseCrown:
                 const = const + lam @ op.b
                 lam = (lam @ op.W).tocsr() if sp.issparse(lam) else np.asarray((op.W.T @ lam.T).T)
             elif isinstance(op, _Relu):
-                lo, up = self._in_bounds(k)
-                low, s, icpt, _ = _relu_lines(lo, up)
+                ln = self._lines(k)
+                low, s, icpt = ln.low, ln.s, ln.icpt
                 if sp.issparse(lam):
                     lam = lam.tocsr(copy=True)
                     cols, data = lam.indices, lam.data
                     neg = data < 0
-                    part = sp.csr_matrix((np.where(neg, data * icpt[cols], 0.0), cols, lam.indptr), shape=lam.shape)
+                    add = np.where(neg, data * icpt[cols], 0.0 if ln.low_icpt is None else data * ln.low_icpt[cols])
+                    part = sp.csr_matrix((add, cols, lam.indptr), shape=lam.shape)
                     const = const + np.asarray(part.sum(axis=1)).ravel()
                     lam.data = np.where(neg, data * s[cols], data * low[cols])
                     lam.eliminate_zeros()
                 else:
-                    neg = np.minimum(lam, 0)
+                    neg, pos = np.minimum(lam, 0), np.maximum(lam, 0)
                     const = const + neg @ icpt
-                    lam = np.maximum(lam, 0) * low + neg * s
+                    if ln.low_icpt is not None:
+                        const = const + pos @ ln.low_icpt
+                    lam = pos * low + neg * s
             else:
                 rel = self._pool_relaxation(k)
                 P, K = rel.index.shape
@@ -236,10 +318,11 @@ class SparseCrown:
         return const + lam @ mid - np.abs(lam) @ rad
 
     def bound(self, x_lower: np.ndarray, x_upper: np.ndarray, C: Optional[np.ndarray] = None,
-              alpha_iterations: int = 0, lr: float = 0.1) -> np.ndarray:
+              alpha_iterations: int = 0, lr: float = 0.1, linear: Optional[dict] = None) -> np.ndarray:
         """Lower bounds of ``C y`` over the box (``C``: (k, n_out), identity when None); CROWN,
-        or α-CROWN on the last pass with ``alpha_iterations > 0``."""
-        self.layer_bounds(x_lower, x_upper)
+        or α-CROWN on the last pass with ``alpha_iterations > 0``; ``linear`` as in
+        :meth:`layer_bounds`."""
+        self.layer_bounds(x_lower, x_upper, linear)
         last = self.ops[-1]
         C = np.eye(last.W.shape[0]) if C is None else np.atleast_2d(np.asarray(C, dtype=np.float64))
         lam = C @ last.W.toarray() if last.W.shape[1] * C.shape[0] <= DENSE_MAX_ENTRIES else sp.csr_matrix(C) @ last.W
@@ -265,10 +348,10 @@ class SparseCrown:
         for k in range(n_ops):
             op = self.ops[k]
             if isinstance(op, _Relu):
-                lo, up = self._in_bounds(k)
-                low, s, icpt, unstable = _relu_lines(lo, up)
-                fixed[k] = tuple(torch.as_tensor(a) for a in (low, s, icpt, unstable))
-                params[k] = torch.as_tensor(low).expand(rows, -1).clone()
+                ln = self._lines(k)
+                low_icpt = np.zeros_like(ln.low) if ln.low_icpt is None else ln.low_icpt
+                fixed[k] = tuple(torch.as_tensor(a) for a in (ln.low, low_icpt, ln.s, ln.icpt, ln.unstable))
+                params[k] = torch.as_tensor(ln.low).expand(rows, -1).clone()
             elif isinstance(op, _Pool):
                 rel = self._pool_relaxation(k)
                 params[k] = tuple(p.expand(rows, *p.shape[1:]).clone() for p in rel.params)
@@ -291,11 +374,11 @@ class SparseCrown:
                         const = const + lam @ torch.as_tensor(op.b)
                         lam = torch.sparse.mm(self._sparse_t(k), lam.T).T
                     elif isinstance(op, _Relu):
-                        low, s, icpt, unstable = fixed[k]
+                        low, low_icpt, s, icpt, unstable = fixed[k]
                         slope = torch.where(unstable, params[k], low)
-                        neg = lam.clamp(max=0)
-                        const = const + neg @ icpt
-                        lam = lam.clamp(min=0) * slope + neg * s
+                        neg, pos = lam.clamp(max=0), lam.clamp(min=0)
+                        const = const + neg @ icpt + pos @ low_icpt
+                        lam = pos * slope + neg * s
                     else:
                         rel = self._pool_relaxation(k, params[k])
                         P, K = rel.index.shape
