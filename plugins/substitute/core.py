@@ -350,7 +350,7 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
     target = int(math.floor(gamma * total + 1e-9))
     domain = (np.full(network.n_inputs, clip[0], np.float64), np.full(network.n_inputs, clip[1], np.float64))
     lo, hi = _box(x0, adv.d_adv, clip)
-    dense_cache: dict = {}   # {id(layer): (layer, W, b)} of the folding, kept across iterations
+    matrix_cache: dict = {}   # {id(layer): (layer, W, b)} of the folding, kept across iterations
     engine: Optional[SparseCrown] = None
     if not refold:
         try:
@@ -360,7 +360,7 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
             engine = SparseCrown(network)
         except UnsupportedOpError:
             pass
-    sub, info = (network, None) if engine is not None else build_substitute(network, {}, domain, dense_cache)
+    sub, info = (network, None) if engine is not None else build_substitute(network, {}, domain, matrix_cache)
     n_removed, iterations = 0, 0
     while n_removed < target:
         iterations += 1
@@ -394,10 +394,10 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
         n_removed += n_now
         if engine is None:
             sub, info = build_substitute(network, {k: r for k, r in reps.items() if r.removed.any()}, domain,
-                                         dense_cache)
+                                         matrix_cache)
     if engine is not None:
         sub, info = build_substitute(network, {k: r for k, r in reps.items() if r.removed.any()}, domain,
-                                     dense_cache)
+                                     matrix_cache)
     return SubstituteResult(sub, kind, float(gamma), label, float(adv.d_adv), adv.x_adv,
                             {k: r for k, r in reps.items() if r.removed.any()}, info, iterations,
                             time.monotonic() - start, adv.seconds)

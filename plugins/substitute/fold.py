@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from vnnx.bab import dense_matrix
 from vnnx.errors import ConfigError
 from vnnx.interval import propagate
 from vnnx.network import AFFINE, Dense, Network, Relu
 
 PASSTHROUGH_MARGIN = 1e-3
+_EPS = np.finfo(np.float64).eps
 
 
 @dataclass
@@ -67,19 +67,49 @@ def candidate_layers(network: Network) -> list[int]:
     return out
 
 
+def _sparse(layer, cache: dict | None) -> tuple[sp.csr_matrix, np.ndarray]:
+    """``(W, b)`` of a Dense/Conv layer, W a float64 CSR matrix; ``cache``: ``{id(layer):
+    (layer, W, b)}`` kept by the caller across calls (the layer is held so that its id stays its
+    own)."""
+    hit = cache.get(id(layer)) if cache is not None else None
+    if hit is not None and hit[0] is layer:
+        return hit[1], hit[2]
+    W, b = layer.sparse_matrix()
+    W = sp.csr_matrix(W, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if cache is not None:
+        cache[id(layer)] = (layer, W, b)
+    return W, b
+
+
+def _interval(W: sp.csr_matrix, b: np.ndarray, lo: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sound bounds of ``W h + b`` for ``h`` in ``[lo, up]``, padded for float64 rounding as
+    :func:`vnnx.interval.propagate` pads them (a dot product of n non-zero terms)."""
+    Wp, Wn = W.maximum(0), W.minimum(0)
+    mag = np.maximum(np.abs(lo), np.abs(up))
+    low = Wp @ lo + Wn @ up + b
+    high = Wp @ up + Wn @ lo + b
+    fan_in = int(np.diff(W.indptr).max()) if W.nnz else 0
+    err = (2 * fan_in + 4) * _EPS * (abs(W) @ mag + np.abs(b))
+    return low - err, high + err
+
+
+def _dense_layer(W: sp.spmatrix, b: np.ndarray) -> Dense:
+    return Dense(np.asarray(W.toarray(), dtype=np.float64), np.asarray(b, dtype=np.float64),
+                 (W.shape[1],), (W.shape[0],))
+
+
 def build_substitute(network: Network, replacements: dict[int, Replacement],
                      domain: tuple[np.ndarray, np.ndarray],
-                     dense_cache: dict | None = None) -> tuple[Network, FoldInfo]:
+                     matrix_cache: dict | None = None) -> tuple[Network, FoldInfo]:
     """The substitute of ``network`` under ``replacements`` ({original k: Replacement}).
 
     ``domain``: the (n_inputs,) input box (e.g. the clip range) on which the substitute must
     equal the mathematical substitute; pass-through shifts are sound interval bounds over it.
-    ``dense_cache``: the cache of :func:`vnnx.bab.dense_matrix`, kept by the caller across calls
-    (and shared with :func:`vnnx.bab.relu_chain`).
+    ``matrix_cache``: a dict kept by the caller across calls, for the layers' sparse matrices.
+    The folding works on sparse matrices (a merged convolution stays sparse until the end);
+    only the layers written out are dense.
     """
-    def dense(k: int) -> tuple[np.ndarray, np.ndarray]:
-        return dense_matrix(network.layers[k], dense_cache)
-
     cands = set(candidate_layers(network))
     for k in replacements:
         if k not in cands:
@@ -89,8 +119,8 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
     out: list = []
     # Interval bounds of the current stream (the output of out[-1], or the input).
     cur_lo, cur_up = lo, up
-    # Original stream h relates to the new stream by h = M @ h_new + m (None: identity).
-    M: np.ndarray | None = None
+    # Original stream h relates to the new stream by h = M @ h_new + m (None: identity; M sparse).
+    M: sp.spmatrix | None = None
     m: np.ndarray | None = None
     layers = network.layers
     k = 0
@@ -99,18 +129,20 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
         if isinstance(layer, AFFINE):
             if M is None:
                 W = b = None
-                new_layer = layer
             else:
-                W0, b0 = dense(k)
-                W, b = np.asarray(W0 @ M), W0 @ m + b0
+                W0, b0 = _sparse(layer, matrix_cache)
+                W, b = sp.csr_matrix(W0 @ M), W0 @ m + b0
             if isinstance(layers[k + 1] if k + 1 < len(layers) else None, Relu):
                 info.relus_total += layer_size(layer)
             rep = replacements.get(k)
             if rep is None or not np.any(rep.removed):
-                if W is not None:
-                    new_layer = Dense(W, b, (W.shape[1],), (W.shape[0],))
+                if W is None:
+                    new_layer = layer
+                    cur_lo, cur_up = propagate(layer, cur_lo, cur_up)
+                else:
+                    new_layer = _dense_layer(W, b)
+                    cur_lo, cur_up = _interval(W, b, cur_lo, cur_up)
                 out.append(new_layer)
-                cur_lo, cur_up = propagate(new_layer, cur_lo, cur_up)
                 M = m = None
                 if k + 1 < len(layers) and isinstance(layers[k + 1], Relu):
                     n = layer_size(new_layer)
@@ -120,14 +152,14 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
                 continue
             # A ReLU layer with replacements: layers[k] affine, layers[k+1] Relu, layers[k+2] affine.
             if W is None:
-                W, b = dense(k)
+                W, b = _sparse(layer, matrix_cache)
             removed = np.asarray(rep.removed, bool)
             slope = np.where(removed, np.asarray(rep.slope, np.float64), 1.0)
             icpt = np.where(removed, np.asarray(rep.intercept, np.float64), 0.0)
             n = removed.size
             if removed.all():
                 # Linear layer: h = diag(slope) (W h_new + b) + icpt, merged into the next affine.
-                M = slope[:, None] * W
+                M = sp.diags(slope) @ W
                 m = slope * b + icpt
                 info.deleted += n
                 info.layers_merged += 1
@@ -137,18 +169,17 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
             flat = removed & (slope == 0)
             passthru = removed & (slope != 0)
             rows = np.flatnonzero(keep_nl | passthru)
-            z_lo, _ = propagate(Dense(W, b, (W.shape[1],), (n,)), cur_lo, cur_up)
+            z_lo, _ = _interval(W, b, cur_lo, cur_up)
             # A margin below the interval bound keeps the shifted pre-activation clearly positive,
             # so every bound engine (and the MILP) sees a stable ReLU despite round-off.
             shift = np.where(passthru, z_lo - PASSTHROUGH_MARGIN * (1.0 + np.abs(z_lo)), 0.0)
             Wn, bn = W[rows], b[rows] - shift[rows]
-            aff = Dense(Wn, bn, (W.shape[1],), (rows.size,))
-            out.append(aff)
+            out.append(_dense_layer(Wn, bn))
             info.neuron_map[len(out) - 1] = (k, rows, keep_nl[rows])
             out.append(Relu((rows.size,)))
-            cur_lo, cur_up = propagate(aff, cur_lo, cur_up)
+            cur_lo, cur_up = _interval(sp.csr_matrix(Wn), bn, cur_lo, cur_up)
             cur_lo, cur_up = np.maximum(cur_lo, 0), np.maximum(cur_up, 0)
-            # A scaled column selection: sparse, so W0 @ M costs a gather, not a dense product.
+            # A scaled column selection: W0 @ M is a gather.
             M = sp.csc_matrix((slope[rows], (rows, np.arange(rows.size))), shape=(n, rows.size))
             m = np.where(passthru, slope * shift, 0.0) + np.where(removed, icpt, 0.0)
             info.relus_kept += int(keep_nl.sum())
