@@ -262,18 +262,16 @@ def test_fixed_lines_bound_the_substitute_like_its_folded_network(which, mlp, cn
         assert (alpha >= crown - 1e-12).all() and (h @ C.T >= alpha - 1e-9).all()
 
 
-@pytest.mark.parametrize("how", ["refold", "engine refuses f"])
+@pytest.mark.parametrize("how", ["fixed lines", "engine refuses f"])
 def test_algorithm1_with_fixed_lines_equals_refolding_each_iteration(how, cnn, monkeypatch):
-    """The engine path (fixed lines on f) picks the same ReLUs as bounding the refolded
-    substitute every iteration (``refold=True``, and the fallback for networks the engine
-    refuses)."""
+    """Bounding f with the replaced neurons on fixed lines (``fixed_lines=True``) picks the
+    same ReLUs as folding and bounding every partial substitute (the default); when the sparse
+    engine refuses f, ``fixed_lines`` falls back to folding."""
     net, x0 = cnn
     lab = core.anchor_label(net, x0)
     adv_ = find_adversarial(net, x0, lab, CLIP)
-    fast = make_substitute(net, x0, "lin", 0.95, clip=CLIP, label=lab, adv=adv_)
-    if how == "refold":
-        slow = make_substitute(net, x0, "lin", 0.95, clip=CLIP, label=lab, adv=adv_, refold=True)
-    else:
+    slow = make_substitute(net, x0, "lin", 0.95, clip=CLIP, label=lab, adv=adv_)
+    if how == "engine refuses f":
         real = core.SparseCrown
 
         def refuse_f(network):
@@ -282,7 +280,7 @@ def test_algorithm1_with_fixed_lines_equals_refolding_each_iteration(how, cnn, m
             return real(network)
 
         monkeypatch.setattr(core, "SparseCrown", refuse_f)
-        slow = make_substitute(net, x0, "lin", 0.95, clip=CLIP, label=lab, adv=adv_)
+    fast = make_substitute(net, x0, "lin", 0.95, clip=CLIP, label=lab, adv=adv_, fixed_lines=True)
     assert fast.iterations == slow.iterations > 1
     assert fast.replacements.keys() == slow.replacements.keys()
     for k in fast.replacements:

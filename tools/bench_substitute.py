@@ -17,8 +17,8 @@ CNNs); the MILP timings are then measured separately, on f and on each substitut
 ``--paired`` ε values of f's search.
 
 ``--prune-only R``: time Algorithm 1 alone, R rounds per (image, kind, γ), alternating the
-default (SparseCrown on f, replaced neurons on fixed lines, one folding) with ``refold=True``
-(fold and bound every partial substitute) in the same process, and check that both pick the
+default (fold and bound every partial substitute) with ``fixed_lines=True`` (bound f with the
+replaced neurons on fixed lines, fold once) in the same process, and check that both pick the
 same ReLUs. Writes {--out}/prune_timing.{json,md}.
 
 Writes {--out}/{results.json,summary.md}; copy summary.md into docs/substitute.md.
@@ -69,7 +69,7 @@ def main() -> None:
                     help="MILP timings at the first N ε values of f's search (default: all of them)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench_substitute"), help="output folder")
     ap.add_argument("--prune-only", type=int, default=0, metavar="R",
-                    help="only time Algorithm 1: R rounds, default against refold=True (see above)")
+                    help="only time Algorithm 1: R rounds, default against fixed_lines=True (see above)")
     args = ap.parse_args()
     OUT = Path(args.out)
     warnings.filterwarnings("ignore")
@@ -132,30 +132,29 @@ def prune_timing(network, data, kinds, gammas, args, out: Path) -> None:
                 t = {False: [], True: []}
                 picked = {}
                 for _ in range(args.prune_only):
-                    for refold in (True, False):
+                    for fixed in (True, False):
                         sub = make_substitute(network, x0, kind, gamma, clip=CLIP, label=label, adv=adv,
-                                              refold=refold)
-                        t[refold].append(sub.prune_seconds)
-                        picked[refold] = {k: r.removed.copy() for k, r in sub.replacements.items()}
+                                              fixed_lines=fixed)
+                        t[fixed].append(sub.prune_seconds)
+                        picked[fixed] = {k: r.removed.copy() for k, r in sub.replacements.items()}
                 same = picked[True].keys() == picked[False].keys() and all(
                     np.array_equal(picked[True][k], picked[False][k]) for k in picked[True])
                 row = {"index": i, "kind": kind, "gamma": gamma, "relus_kept": sub.summary()["relus_kept"],
-                       "iterations": sub.iterations, "fixed_lines_s": t[False], "refold_s": t[True],
+                       "iterations": sub.iterations, "fold_s": t[False], "fixed_lines_s": t[True],
                        "same_relus": bool(same)}
                 rows.append(row)
-                print(f"[{i}] {kind} γ={gamma}: fixed lines {np.mean(t[False]):.3f}s, refold "
-                      f"{np.mean(t[True]):.3f}s, ×{np.mean(t[True]) / np.mean(t[False]):.2f}, same ReLUs {same}",
-                      flush=True)
+                print(f"[{i}] {kind} γ={gamma}: fold (default) {np.mean(t[False]):.3f}s, fixed lines "
+                      f"{np.mean(t[True]):.3f}s, same ReLUs {same}", flush=True)
     (out / "prune_timing.json").write_text(json.dumps(rows, indent=1))
     lines = [f"network `{Path(args.onnx).name}`, first {min(args.count, len(data))} images, "
              f"{args.prune_only} alternating rounds, one thread", "",
-             "| kind | γ | ReLUs kept | iterations | fixed lines s/run (mean, min–max) | refold s/run | speed-up | same ReLUs |",
+             "| kind | γ | ReLUs kept | iterations | fold (default) s/run (mean, min–max) | fixed lines s/run | fixed lines / fold | same ReLUs |",
              "|---|---|---|---|---|---|---|---|"]
     for kind in kinds:
         for gamma in gammas:
             sel = [r for r in rows if r["kind"] == kind and r["gamma"] == gamma]
-            a = np.concatenate([r["fixed_lines_s"] for r in sel])
-            b = np.concatenate([r["refold_s"] for r in sel])
+            a = np.concatenate([r["fold_s"] for r in sel])
+            b = np.concatenate([r["fixed_lines_s"] for r in sel])
             lines.append(f"| {kind} | {gamma:g} | {np.mean([r['relus_kept'] for r in sel]):.0f} | "
                          f"{np.mean([r['iterations'] for r in sel]):.1f} | {a.mean():.3f} ({a.min():.3f}–{a.max():.3f}) | "
                          f"{b.mean():.3f} | {b.mean() / a.mean():.2f}× | {sum(r['same_relus'] for r in sel)}/{len(sel)} |")
