@@ -215,7 +215,7 @@ def test_auto_skips_slow_alpha_crown_when_branch_and_bound_can_take_over(tmp_pat
     import vnnx.verify as V
 
     verifier, parsed = _spec_needing_bab(tmp_path)
-    monkeypatch.setattr(V, "ALPHA_SKIP_CROWN_PASSES", 1e12)
+    monkeypatch.setattr(V, "ALPHA_STEP_CROWN_PASSES", 1e12)
     auto = verifier.verify(parsed, method="auto", timeout=120)
     skipped = [st for st in auto.stages if st["stage"] == "alpha-crown"]
     assert skipped and all(st["outcome"].startswith("skipped") for st in skipped)
@@ -223,3 +223,33 @@ def test_auto_skips_slow_alpha_crown_when_branch_and_bound_can_take_over(tmp_pat
     explicit = verifier.verify(parsed, method="alpha-crown", timeout=60)
     assert [st["stage"] for st in explicit.stages if st["stage"] == "alpha-crown"]
     assert all(not st["outcome"].startswith("skipped") for st in explicit.stages)
+
+
+def test_auto_leaves_half_the_time_to_branch_and_bound(tmp_path, monkeypatch):
+    """When α-CROWN runs under 'auto' on a network the ReLU branch and bound handles, its
+    deadline is at most half the time left (it once used 144 of 150 s on a CNN, and the branch
+    and bound, which needed seconds, timed out); the estimate that skips it counts every step."""
+    import time as _time
+
+    import vnnx.verify as V
+    from vnnx.bounds import BoundComputer
+
+    verifier, parsed = _spec_needing_bab(tmp_path)
+    seen = []
+    real = BoundComputer.compute
+
+    def spy(self, lo, hi, method="crown", C=None, deadline=None):
+        if method == "alpha-crown":
+            seen.append(None if deadline is None else deadline - _time.monotonic())
+        return real(self, lo, hi, method, C, deadline=deadline)
+
+    monkeypatch.setattr(BoundComputer, "compute", spy)
+    monkeypatch.setattr(V, "ALPHA_STEP_CROWN_PASSES", 0)
+    res = verifier.verify(parsed, method="auto", timeout=100)
+    assert res.verdict == "unsat" and seen and all(s is not None and s <= 50.0 for s in seen)
+    # The estimate is steps x passes x CROWN time: one pass per step fits here, so it runs
+    # (a cost that does not fit is skipped: the test above).
+    monkeypatch.setattr(V, "ALPHA_STEP_CROWN_PASSES", 1)
+    seen.clear()
+    verifier.verify(parsed, method="auto", timeout=100)
+    assert seen

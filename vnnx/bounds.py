@@ -67,6 +67,7 @@ class BoundComputer:
         BoundedModule = import_auto_lirpa().BoundedModule
 
         self.network = network
+        self.alpha_iterations = alpha_iterations
         # float64 throughout: the bounds decide "unsat", so float32 rounding inside the bound
         # computation must not be able to flip a verdict.
         self.module = network.to_torch(torch.float64).eval()
