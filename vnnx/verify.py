@@ -40,8 +40,8 @@ RELU_BAB_ITERATIONS = 20
 RELU_BAB_MAX_DOMAINS = 100_000
 # auto_LiRPA's α-CROWN re-derives every intermediate bound with gradients at each step: one
 # step cost about 24 CROWN passes on a 4,804-ReLU CNN (measured 2026-11-23), and it takes
-# BoundComputer.alpha_iterations steps. Under 'auto', when the ReLU branch and bound can take
-# over (its root is an α-CROWN of its own, ~1 s per clause there), α-CROWN is skipped if that
+# BoundComputer.alpha_iterations steps. Under 'auto' and 'bab', when the ReLU branch and bound
+# follows (its root is an α-CROWN of its own, ~1 s per clause there), α-CROWN is skipped if that
 # estimate (ALPHA_STEP_CROWN_PASSES x steps x CROWN's time) exceeds half the time left, and
 # otherwise stopped at half the time left, so that the branch and bound keeps the other half.
 # (Before 2026-11-23 the estimate left out the number of steps: on the paper's MNIST CNN
@@ -259,7 +259,7 @@ class Verifier:
             if deadline.expired():
                 return "timeout", "", None
             left = deadline.left()
-            bab_next = method == "auto" and self._relu_chain() is not None
+            bab_next = method in ("auto", "bab") and self._relu_chain() is not None
             if bm == "alpha-crown" and bab_next and crown_seconds is not None and left is not None:
                 estimate = ALPHA_STEP_CROWN_PASSES * self._bound_engine().alpha_iterations * crown_seconds
                 if estimate > left / 2:
