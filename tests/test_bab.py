@@ -253,3 +253,69 @@ def test_auto_leaves_half_the_time_to_branch_and_bound(tmp_path, monkeypatch):
     seen.clear()
     verifier.verify(parsed, method="auto", timeout=100)
     assert seen
+
+
+@pytest.mark.parametrize("geometry", [
+    dict(in_shape=(2, 7, 7), stride=(1, 1), padding=(0, 0, 0, 0), k=3),
+    dict(in_shape=(2, 8, 8), stride=(2, 2), padding=(1, 1, 1, 1), k=3),
+    dict(in_shape=(3, 9, 7), stride=(2, 1), padding=(2, 1, 2, 1), k=5),
+    dict(in_shape=(1, 28, 28), stride=(2, 2), padding=(2, 2, 2, 2), k=5),   # the paper's MNIST CNN
+])
+def test_transposed_conv_equals_the_dense_product(geometry):
+    """The branch and bound's backward pass through a convolution (a transposed convolution)
+    equals the product with the layer's dense matrix, for batched coefficients."""
+    from vnnx.bab import transposed_conv
+    from vnnx.network import Conv
+
+    rng = np.random.default_rng(3)
+    c, h, w = geometry["in_shape"]
+    k = geometry["k"]
+    (sh, sw), (pt, pl, pb, pr) = geometry["stride"], geometry["padding"]
+    oh, ow = (h + pt + pb - k) // sh + 1, (w + pl + pr - k) // sw + 1
+    conv = Conv(rng.normal(size=(4, c, k, k)), rng.normal(size=4), (c, h, w), (4, oh, ow),
+                geometry["stride"], geometry["padding"])
+    back = transposed_conv(conv)
+    assert back is not None
+    W, _ = conv.matrix()
+    coef = torch.as_tensor(rng.normal(size=(5, 2, 4 * oh * ow)))
+    np.testing.assert_allclose(back(coef).numpy(), (coef @ torch.as_tensor(W)).numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_transposed_conv_refuses_geometries_it_cannot_express():
+    from vnnx.bab import transposed_conv
+    from vnnx.network import Conv
+
+    rng = np.random.default_rng(0)
+    asym = Conv(rng.normal(size=(2, 1, 3, 3)), np.zeros(2), (1, 6, 6), (2, 5, 5), (1, 1), (1, 1, 0, 0))
+    assert transposed_conv(asym) is None
+    dilated = Conv(rng.normal(size=(2, 1, 2, 2)), np.zeros(2), (1, 6, 6), (2, 4, 4), dilation=(2, 2))
+    assert transposed_conv(dilated) is None
+
+
+def _two_conv_net(rng):
+    """Conv(1->3, 3x3, stride 2, pad 1) on 1x8x8 -> ReLU -> Conv(3->4, 3x3) -> ReLU -> Dense 3."""
+    c1 = Conv(rng.normal(size=(3, 1, 3, 3)) / 2, rng.normal(size=3) * 0.2, (1, 8, 8), (3, 4, 4), (2, 2), (1, 1, 1, 1))
+    c2 = Conv(rng.normal(size=(4, 3, 3, 3)) / 4, rng.normal(size=4) * 0.2, (3, 4, 4), (4, 2, 2))
+    return Network((1, 1, 8, 8), (1, 3), [c1, Relu((48,)), c2, Relu((16,)),
+                                          Dense(rng.normal(size=(3, 16)) / 4, rng.normal(size=3) * 0.2, (16,), (3,))])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_answers_agree_with_the_exact_output_range_on_convolutions(seed):
+    """The same check on a chain whose backward passes go through transposed convolutions."""
+    rng = np.random.default_rng(200 + seed)
+    net = _two_conv_net(rng)
+    chain = relu_chain(net)
+    assert chain.backs is not None and chain.backs[0] is not None and chain.backs[1] is not None
+    x0 = rng.uniform(0, 1, 64)
+    lo, up = x0 - 0.3, x0 + 0.3
+    c = np.zeros(3)
+    c[0], c[1 + seed % 2] = 1.0, -1.0
+    true_min, _ = output_range(net, lo, up, c)
+    gap = 0.02 * max(1.0, abs(true_min))
+    for offset, expected in ((-gap, "unsat"), (gap, "sat")):
+        thr = true_min + offset
+        check = lambda x: bool(float(net.forward(x[None])[0] @ c) <= thr)  # noqa: E731
+        res = ReluBab(chain, lo, up, c[None], np.array([thr]), batch=64, check=check).run(
+            deadline=time.monotonic() + 60)
+        assert res.status == expected, (seed, offset, res)

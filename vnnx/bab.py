@@ -45,10 +45,18 @@ class ReluChain:
     weights: list
     biases: list
     layer_index: list
+    # backs[i]: ``coef -> coef @ weights[i]`` through a transposed convolution when affine
+    # layer i is one convolution (a fraction of the dense product's cost), else None.
+    backs: Optional[list] = None
 
     @property
     def n_hidden(self) -> int:
         return len(self.weights) - 1
+
+    def back(self, i: int, coef: torch.Tensor) -> torch.Tensor:
+        """``coef @ weights[i]`` (coefficients on layer i's output to its input)."""
+        op = self.backs[i] if self.backs is not None else None
+        return op(coef) if op is not None else coef @ self.weights[i]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
@@ -74,19 +82,48 @@ def dense_matrix(layer, cache: Optional[dict] = None) -> tuple[np.ndarray, np.nd
     return w, b
 
 
+def transposed_conv(layer: Conv) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    """``coef -> coef @ W`` for the matrix W of ``layer`` (coef (..., out) to (..., in)), as a
+    float64 transposed convolution; None when the layer's geometry does not map onto one
+    (groups, dilation, asymmetric padding, input rows or columns the kernel never reaches)."""
+    import torch.nn.functional as F
+
+    if layer.groups != 1 or tuple(layer.dilation) != (1, 1):
+        return None
+    pt, pl, pb, pr = layer.padding
+    c, h, w = layer.in_shape
+    o, oh, ow = layer.out_shape
+    kh, kw = layer.weight.shape[2:]
+    sh, sw = layer.stride
+    oph, opw = h - ((oh - 1) * sh - 2 * pt + kh), w - ((ow - 1) * sw - 2 * pl + kw)
+    if pt != pb or pl != pr or not (0 <= oph < sh and 0 <= opw < sw):
+        return None
+    kernel = torch.as_tensor(np.asarray(layer.weight, dtype=np.float64))
+
+    def back(coef: torch.Tensor) -> torch.Tensor:
+        lead = coef.shape[:-1]
+        y = F.conv_transpose2d(coef.reshape(-1, o, oh, ow), kernel, stride=(sh, sw), padding=(pt, pl),
+                               output_padding=(oph, opw))
+        return y.reshape(*lead, c * h * w)
+
+    return back
+
+
 def relu_chain(network: Network, matrix_cache: Optional[dict] = None) -> Optional[ReluChain]:
     """The affine/ReLU chain of ``network``, consecutive affine layers merged, or None when the
     network has other layers (MaxPool, Sigmoid, ...) or convolution matrices too big to densify.
 
     ``matrix_cache``: the cache of :func:`dense_matrix`."""
-    weights, biases, index = [], [], []
+    weights, biases, index, backs = [], [], [], []
     pending = None  # (W, b) of the affine layers since the last ReLU
+    run: list = []  # those layers
     for k, layer in enumerate(network.layers):
         if isinstance(layer, (Dense, Conv)):
             if isinstance(layer, Conv) and np.prod(layer.in_shape) * np.prod(layer.out_shape) > MAX_MATRIX_ENTRIES:
                 return None
             w, b = dense_matrix(layer, matrix_cache)
             pending = (w, b) if pending is None else (w @ pending[0], w @ pending[1] + b)
+            run.append(layer)
             last_affine = k
         elif isinstance(layer, Relu):
             if pending is None:
@@ -94,15 +131,17 @@ def relu_chain(network: Network, matrix_cache: Optional[dict] = None) -> Optiona
             weights.append(pending[0])
             biases.append(pending[1])
             index.append(last_affine)
-            pending = None
+            backs.append(transposed_conv(run[0]) if len(run) == 1 and isinstance(run[0], Conv) else None)
+            pending, run = None, []
         else:
             return None
     if pending is None or not weights:
         return None
     weights.append(pending[0])
     biases.append(pending[1])
+    backs.append(transposed_conv(run[0]) if len(run) == 1 and isinstance(run[0], Conv) else None)
     return ReluChain([torch.from_numpy(np.ascontiguousarray(w)) for w in weights],
-                     [torch.from_numpy(np.ascontiguousarray(b)) for b in biases], index)
+                     [torch.from_numpy(np.ascontiguousarray(b)) for b in biases], index, backs)
 
 
 def crown_layer_bounds(chain: ReluChain, x_lower: np.ndarray, x_upper: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -233,7 +272,7 @@ class ReluBab:
             if betas is not None:
                 coef = coef - betas[i] * sp.to(coef.dtype)
             const = const + coef @ self.chain.biases[i]
-            lam = coef @ self.chain.weights[i]
+            lam = self.chain.back(i, coef)
         return lam, const, seen[::-1]
 
     def _concretize_min(self, lam, const):
@@ -285,7 +324,7 @@ class ReluBab:
             c_hi = c_hi + (lam.clamp(min=0) * icpt).sum(-1)
             c_lo = c_lo + coef @ self.chain.biases[i]
             c_hi = c_hi + coef @ self.chain.biases[i]
-            lam = coef @ self.chain.weights[i]
+            lam = self.chain.back(i, coef)
         return lam, c_lo, c_hi
 
     def _optimise(self, dom: _Domains, iterations: int):
