@@ -157,6 +157,26 @@ def test_radius_incomplete_when_a_solve_times_out(mlp, adv, monkeypatch):
     assert r.verified_radius == pytest.approx(adv.d_adv / 2) and r.solves == 2
 
 
+def test_radius_narrow_keeps_searching_below_an_undecided_eps(mlp, adv, monkeypatch):
+    """With narrow=True a timeout does not end the search: it continues below the undecided ε
+    (here every other decision times out), proves a larger radius, and stays incomplete."""
+    net, x0 = mlp
+    calls = []
+
+    def fake(*a, **k):
+        calls.append(1)
+        return MilpResult("unsat" if len(calls) % 2 == 1 else "timeout", None, None, 0.0, 0)
+
+    monkeypatch.setattr(core, "verify_milp", fake)
+    r = boundary_distance(net, x0, None, CLIP, timeout=1, adv=adv, narrow=True, rel_tol=1e-2)
+    assert r.status == "incomplete" and r.d_bnd is None and r.d_bnd_upper == adv.d_adv
+    assert r.solves > 4 and r.solve_statuses[:4] == ["unsat", "timeout", "unsat", "timeout"]
+    # Each unsat is at the midpoint of [verified, lowest undecided]: 1/2, 5/8, 21/32, ...
+    assert r.verified_radius == pytest.approx(max(e for e, st in zip(r.solve_eps, r.solve_statuses) if st == "unsat"))
+    assert 0.66 * adv.d_adv < r.verified_radius < min(e for e, st in zip(r.solve_eps, r.solve_statuses)
+                                                      if st == "timeout")
+
+
 def test_con_collapse_detected(mlp):
     net, x0 = mlp
     sub = make_substitute(net, x0, "con", 1.0, clip=CLIP)

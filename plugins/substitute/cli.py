@@ -52,6 +52,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                         "complete `vnnx verify` pipeline (PGD, CROWN, alpha-CROWN, ReLU branch and bound, MILP), "
                         "often much faster on networks with many ReLUs")
     p.add_argument("--rel-tol", type=float, default=1e-3, help="stop when (hi - lo) <= rel-tol * hi (default 1e-3)")
+    p.add_argument("--narrow", action="store_true",
+                   help="after a solve times out, keep searching below it for a larger verified radius "
+                        "and a closer counterexample (the result stays incomplete)")
     p.add_argument("--substitute", choices=KINDS, default=None,
                    help="estimate d_bnd on a local substitute of this kind instead of the network")
     _add_substitute_flags(p, required=False)
@@ -115,7 +118,7 @@ def cmd_radius(args: argparse.Namespace) -> int:
         sub = make_substitute(network, x0, args.substitute, args.gamma, gamma0=args.gamma0, **kw)
         out["substitute"] = sub.summary()
         target = sub.network
-    res = boundary_distance(target, x0, label=sub.label if args.substitute else None, clip=args.clip, timeout=args.timeout, rel_tol=args.rel_tol,
+    res = boundary_distance(target, x0, label=sub.label if args.substitute else None, clip=args.clip, timeout=args.timeout, rel_tol=args.rel_tol, narrow=args.narrow,
                             pgd_restarts=args.pgd_restarts, pgd_steps=args.pgd_steps, engine=args.engine)
     out.update(res.to_dict())
     if args.substitute == "act":

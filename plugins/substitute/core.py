@@ -194,11 +194,17 @@ class VerifyEngine:
 
 def boundary_distance(network: Network, x0: np.ndarray, label: Optional[int] = None, clip=(0.0, 1.0), *,
                       timeout: float = 30.0, rel_tol: float = 1e-3, adv: Optional[AdvResult] = None,
-                      pgd_restarts: int = 10, pgd_steps: int = 50, engine: str = "milp") -> RadiusResult:
+                      pgd_restarts: int = 10, pgd_steps: int = 50, engine: str = "milp",
+                      narrow: bool = False) -> RadiusResult:
     """d_bnd of ``network`` at ``x0`` (L∞): binary search over ε, one exact decision per ε
     against every other label, each with ``timeout`` seconds: with ``engine='milp'`` an exact
     MILP (``vnnx.milp.verify_milp``, CROWN pre-activation bounds), with 'verify' the complete
-    ``vnnx verify`` pipeline. The search starts from [0, d_adv] with d_adv from PGD."""
+    ``vnnx verify`` pipeline. The search starts from [0, d_adv] with d_adv from PGD.
+
+    A decision that times out makes the result 'incomplete' (no d_bnd). It stops the search,
+    unless ``narrow``: then the search goes on below the undecided ε, to the same tolerance,
+    for the largest radius it can still prove (``verified_radius``) and any counterexample
+    closer than d_adv (``d_bnd_upper``); the result stays 'incomplete'."""
     if engine not in ENGINES:
         raise ConfigError(f"unknown radius engine {engine!r}; choose one of {', '.join(ENGINES)}")
     start = time.monotonic()
@@ -243,15 +249,23 @@ def boundary_distance(network: Network, x0: np.ndarray, label: Optional[int] = N
         hi = float(np.max(np.abs(res.x - x0)))
     else:
         hi = adv.d_adv
-    while hi - lo > rel_tol * hi:
-        mid = (lo + hi) / 2
+    top = hi          # upper end of the search: hi, or the lowest undecided ε below it
+    undecided = False
+    while top - lo > rel_tol * top:
+        mid = (lo + top) / 2
         res = solve(mid)
         if res.status == "unsat":
             lo = mid
         elif res.status == "sat":
             hi = min(mid, float(np.max(np.abs(res.x - x0))))
+            top = min(top, hi)
         else:
-            return done("incomplete", None, hi, lo)
+            undecided = True
+            if not narrow:
+                break
+            top = mid
+    if undecided:
+        return done("incomplete", None, hi, lo)
     return done("complete", lo, hi, lo)
 
 
