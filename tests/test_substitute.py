@@ -215,9 +215,12 @@ def test_cli_substitute_and_radius(files, capsys):
     assert out.is_file() and s["relus_kept"] < s["relus_total"] and s["collapsed"] is False
     assert main(["radius", "--onnx", str(files / "m.onnx"), "--data", str(files / "d.npz"), "--index", "1",
                  "--timeout", "10", "--rel-tol", "0.05", "--substitute", "act", "--gamma", "0.9"]) == 0
-    r = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    r = json.loads(captured.out)
     assert r["status"] == "complete" and r["d_bnd"] <= r["d_bnd_upper"]
     assert r["lemma1"]["f_verified_radius"] <= r["lemma1"]["delta"]
+    # one progress line per decision on stderr, the JSON alone on stdout
+    assert captured.err.count("vnnx radius: decision ") == r["solves"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
@@ -119,7 +120,8 @@ def cmd_radius(args: argparse.Namespace) -> int:
         out["substitute"] = sub.summary()
         target = sub.network
     res = boundary_distance(target, x0, label=sub.label if args.substitute else None, clip=args.clip, timeout=args.timeout, rel_tol=args.rel_tol, narrow=args.narrow,
-                            pgd_restarts=args.pgd_restarts, pgd_steps=args.pgd_steps, engine=args.engine)
+                            pgd_restarts=args.pgd_restarts, pgd_steps=args.pgd_steps, engine=args.engine,
+                            progress=lambda line: print(f"vnnx radius: {line}", file=sys.stderr, flush=True))
     out.update(res.to_dict())
     if args.substitute == "act":
         out["lemma1"] = act_certificate(network, x0, sub, res, clip=args.clip)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -195,7 +195,7 @@ class VerifyEngine:
 def boundary_distance(network: Network, x0: np.ndarray, label: Optional[int] = None, clip=(0.0, 1.0), *,
                       timeout: float = 30.0, rel_tol: float = 1e-3, adv: Optional[AdvResult] = None,
                       pgd_restarts: int = 10, pgd_steps: int = 50, engine: str = "milp",
-                      narrow: bool = False) -> RadiusResult:
+                      narrow: bool = False, progress: Optional[Callable[[str], None]] = None) -> RadiusResult:
     """d_bnd of ``network`` at ``x0`` (L∞): binary search over ε, one exact decision per ε
     against every other label, each with ``timeout`` seconds: with ``engine='milp'`` an exact
     MILP (``vnnx.milp.verify_milp``, CROWN pre-activation bounds), with 'verify' the complete
@@ -204,7 +204,8 @@ def boundary_distance(network: Network, x0: np.ndarray, label: Optional[int] = N
     A decision that times out makes the result 'incomplete' (no d_bnd). It stops the search,
     unless ``narrow``: then the search goes on below the undecided ε, to the same tolerance,
     for the largest radius it can still prove (``verified_radius``) and any counterexample
-    closer than d_adv (``d_bnd_upper``); the result stays 'incomplete'."""
+    closer than d_adv (``d_bnd_upper``); the result stays 'incomplete'. ``progress``: called
+    with one line of text after each decision."""
     if engine not in ENGINES:
         raise ConfigError(f"unknown radius engine {engine!r}; choose one of {', '.join(ENGINES)}")
     start = time.monotonic()
@@ -232,6 +233,8 @@ def boundary_distance(network: Network, x0: np.ndarray, label: Optional[int] = N
         times.append(seconds)
         statuses.append(res.status)
         eps_list.append(float(eps))
+        if progress is not None:
+            progress(f"decision {len(times)}: eps={eps:.6g} {res.status} ({seconds:.1f} s)")
         return res
 
     def done(status, d_bnd, upper, verified):
