@@ -68,6 +68,8 @@ def main() -> None:
     ap.add_argument("--paired", type=int, default=None,
                     help="MILP timings at the first N ε values of f's search (default: all of them)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench_substitute"), help="output folder")
+    ap.add_argument("--narrow", action="store_true",
+                    help="f's search keeps bisecting below a timed-out ε (a tighter bracket; still incomplete)")
     ap.add_argument("--prune-only", type=int, default=0, metavar="R",
                     help="only time Algorithm 1: R rounds, default against fixed_lines=True (see above)")
     args = ap.parse_args()
@@ -88,7 +90,7 @@ def main() -> None:
         label = anchor_label(network, x0)
         adv = find_adversarial(network, x0, label, CLIP)
         ref = boundary_distance(network, x0, label, CLIP, timeout=args.timeout, rel_tol=args.rel_tol, adv=adv,
-                                engine=args.engine)
+                                engine=args.engine, narrow=args.narrow)
         eps_values = ref.solve_eps[:args.paired] if args.paired is not None else ref.solve_eps
         row = {"index": i, "label": label, "true": int(data.y[i]), "f": ref.to_dict(), "subs": []}
         if args.engine == "milp":
