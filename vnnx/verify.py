@@ -259,8 +259,10 @@ class Verifier:
             if deadline.expired():
                 return "timeout", "", None
             left = deadline.left()
-            bab_next = method in ("auto", "bab") and self._relu_chain() is not None
-            if bm == "alpha-crown" and bab_next and crown_seconds is not None and left is not None:
+            # (The chain is built only here, when α-CROWN is next: a property CROWN proves never
+            # pays for its dense matrices.)
+            if (bm == "alpha-crown" and crown_seconds is not None and left is not None
+                    and method in ("auto", "bab") and self._relu_chain() is not None):
                 estimate = ALPHA_STEP_CROWN_PASSES * self._bound_engine().alpha_iterations * crown_seconds
                 if estimate > left / 2:
                     log(bm, f"skipped: CROWN took {crown_seconds:.2f} s, so alpha-CROWN would take about "
