@@ -109,6 +109,11 @@ def transposed_conv(layer: Conv) -> Optional[Callable[[torch.Tensor], torch.Tens
     return back
 
 
+def _transposed_single_conv(run: list) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    """:func:`transposed_conv` of a run of affine layers that is one convolution, else None."""
+    return transposed_conv(run[0]) if len(run) == 1 and isinstance(run[0], Conv) else None
+
+
 def relu_chain(network: Network, matrix_cache: Optional[dict] = None) -> Optional[ReluChain]:
     """The affine/ReLU chain of ``network``, consecutive affine layers merged, or None when the
     network has other layers (MaxPool, Sigmoid, ...) or convolution matrices too big to densify.
@@ -131,7 +136,7 @@ def relu_chain(network: Network, matrix_cache: Optional[dict] = None) -> Optiona
             weights.append(pending[0])
             biases.append(pending[1])
             index.append(last_affine)
-            backs.append(transposed_conv(run[0]) if len(run) == 1 and isinstance(run[0], Conv) else None)
+            backs.append(_transposed_single_conv(run))
             pending, run = None, []
         else:
             return None
@@ -139,7 +144,7 @@ def relu_chain(network: Network, matrix_cache: Optional[dict] = None) -> Optiona
         return None
     weights.append(pending[0])
     biases.append(pending[1])
-    backs.append(transposed_conv(run[0]) if len(run) == 1 and isinstance(run[0], Conv) else None)
+    backs.append(_transposed_single_conv(run))
     return ReluChain([torch.from_numpy(np.ascontiguousarray(w)) for w in weights],
                      [torch.from_numpy(np.ascontiguousarray(b)) for b in biases], index, backs)
 
