@@ -166,6 +166,27 @@ def test_interval_bounds_are_sound_by_sampling(make):
         np.testing.assert_allclose(mu, mp.apply((a + 1)[None])[0])
 
 
+def test_affine_interval_sparse_equals_dense_and_is_sound(rng):
+    import scipy.sparse as sp
+
+    from vnnx.interval import affine_interval
+
+    w = rng.normal(size=(6, 9)) * (rng.random((6, 9)) < 0.5)
+    b = rng.normal(size=6)
+    lo = rng.normal(size=9)
+    up = lo + rng.random(9)
+    dense = affine_interval(w, b, lo, up)
+    sparse = affine_interval(sp.csr_matrix(w), b, lo, up)
+    for d, s in zip(dense, sparse):
+        np.testing.assert_allclose(s, d, rtol=0, atol=1e-12)   # only the rounding pad differs
+    assert np.all(sparse[0] >= dense[0]) and np.all(sparse[1] <= dense[1])  # fan-in: non-zeros
+    h = lo + rng.random((2000, 9)) * (up - lo)
+    z = h @ w.T + b
+    assert np.all(z >= sparse[0]) and np.all(z <= sparse[1])
+    # Tight: the exact maximum over the box, up to the rounding pad.
+    np.testing.assert_allclose(sparse[1], np.maximum(w, 0) @ up + np.minimum(w, 0) @ lo + b, rtol=0, atol=1e-12)
+
+
 def test_interval_bounds_reject_bad_boxes():
     net = mlp(0)
     with pytest.raises(VnnxError, match="empty input box"):

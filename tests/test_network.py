@@ -93,3 +93,27 @@ def test_window_table_matches_windows():
     for p, cells in enumerate(pool.windows()):
         assert list(index[p][valid[p]]) == list(cells)
         assert (index[p][~valid[p]] == 0).all()
+
+
+def test_matrix_cache_serves_each_layer_its_own_matrices(rng):
+    import scipy.sparse as sp
+
+    from vnnx.network import MatrixCache, layer_matrix
+
+    conv = Conv(rng.normal(size=(3, 2, 3, 3)), rng.normal(size=3), (2, 6, 6), (3, 4, 4))
+    dense = Dense(rng.normal(size=(4, 48)), rng.normal(size=4), (48,), (4,))
+    cache = MatrixCache()
+    for layer in (conv, dense):
+        W, b = cache.sparse(layer)
+        Wd, bd = cache.dense(layer)
+        assert sp.isspmatrix_csr(W) and isinstance(Wd, np.ndarray)
+        np.testing.assert_array_equal(W.toarray(), Wd)
+        np.testing.assert_array_equal(b, bd)
+        assert cache.sparse(layer)[0] is W and cache.dense(layer)[0] is Wd   # served, not rebuilt
+    np.testing.assert_array_equal(layer_matrix(conv)[0], conv.matrix()[0])
+    # A matrix filed by the caller (e.g. the folding that wrote the layer) is the one served.
+    other = Dense(np.zeros((4, 48)), np.zeros(4), (48,), (4,))
+    filed = sp.csr_matrix(np.ones((4, 48)))
+    cache.put(other, filed, np.ones(4))
+    assert cache.sparse(other)[0] is filed
+    assert not cache.dense(other)[0].any()   # dense and sparse entries are separate

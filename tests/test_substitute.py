@@ -297,10 +297,10 @@ def test_algorithm1_with_fixed_lines_equals_refolding_each_iteration(how, cnn, m
     if how == "engine refuses f":
         real = core.SparseCrown
 
-        def refuse_f(network):
+        def refuse_f(network, matrices=None):
             if network is net:
                 raise UnsupportedOpError("forced fallback")
-            return real(network)
+            return real(network, matrices)
 
         monkeypatch.setattr(core, "SparseCrown", refuse_f)
     fast = make_substitute(net, x0, "lin", 0.95, clip=CLIP, label=lab, adv=adv_, fixed_lines=True)

@@ -29,7 +29,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from vnnx.network import Conv, Dense, Network, Relu
+from vnnx.network import Conv, Dense, MatrixCache, Network, Relu, layer_matrix
 
 # Dense matrices of convolutions above this many entries make the chain too big to bound this way.
 MAX_MATRIX_ENTRIES = 20_000_000
@@ -67,21 +67,6 @@ class ReluChain:
         return h
 
 
-def dense_matrix(layer, cache: Optional[dict] = None) -> tuple[np.ndarray, np.ndarray]:
-    """The float64 ``(W, b)`` of a Dense or Conv layer (a Conv's dense matrix is costly to build).
-
-    ``cache``: a dict kept by the caller across calls on networks that share layer objects,
-    ``{id(layer): (layer, W, b)}`` (the layer is held so that its id stays its own)."""
-    hit = cache.get(id(layer)) if cache is not None else None
-    if hit is not None and hit[0] is layer:
-        return hit[1], hit[2]
-    w, b = layer.matrix()
-    w, b = np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if cache is not None:
-        cache[id(layer)] = (layer, w, b)
-    return w, b
-
-
 def transposed_conv(layer: Conv) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     """``coef -> coef @ W`` for the matrix W of ``layer`` (coef (..., out) to (..., in)), as a
     float64 transposed convolution; None when the layer's geometry does not map onto one
@@ -114,11 +99,12 @@ def _transposed_single_conv(run: list) -> Optional[Callable[[torch.Tensor], torc
     return transposed_conv(run[0]) if len(run) == 1 and isinstance(run[0], Conv) else None
 
 
-def relu_chain(network: Network, matrix_cache: Optional[dict] = None) -> Optional[ReluChain]:
+def relu_chain(network: Network, matrix_cache: Optional[MatrixCache] = None) -> Optional[ReluChain]:
     """The affine/ReLU chain of ``network``, consecutive affine layers merged, or None when the
     network has other layers (MaxPool, Sigmoid, ...) or convolution matrices too big to densify.
 
-    ``matrix_cache``: the cache of :func:`dense_matrix`."""
+    ``matrix_cache``: a :class:`vnnx.network.MatrixCache` kept by the caller across calls on
+    networks that share layer objects."""
     weights, biases, index, backs = [], [], [], []
     pending = None  # (W, b) of the affine layers since the last ReLU
     run: list = []  # those layers
@@ -126,7 +112,7 @@ def relu_chain(network: Network, matrix_cache: Optional[dict] = None) -> Optiona
         if isinstance(layer, (Dense, Conv)):
             if isinstance(layer, Conv) and np.prod(layer.in_shape) * np.prod(layer.out_shape) > MAX_MATRIX_ENTRIES:
                 return None
-            w, b = dense_matrix(layer, matrix_cache)
+            w, b = layer_matrix(layer, matrix_cache)
             pending = (w, b) if pending is None else (w @ pending[0], w @ pending[1] + b)
             run.append(layer)
             last_affine = k

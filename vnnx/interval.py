@@ -81,30 +81,46 @@ def propagate(layer, lower: np.ndarray, upper: np.ndarray, name: str = "layer") 
     raise UnsupportedOpError(f"{name}: no interval rule for {type(layer).__name__}")
 
 
-def _affine(layer, lower: np.ndarray, upper: np.ndarray) -> Bounds:
-    w = layer.weight
-    w_pos, w_neg = np.maximum(w, 0.0), np.minimum(w, 0.0)
-    mag = np.maximum(np.abs(lower), np.abs(upper))
-    if isinstance(layer, Dense):
-        lo = w_pos @ lower + w_neg @ upper + layer.bias
-        up = w_pos @ upper + w_neg @ lower + layer.bias
-        scale = np.abs(w) @ mag + np.abs(layer.bias)
-        fan_in = w.shape[1]
+def affine_interval(w, b: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> Bounds:
+    """Sound float64 bounds of ``w @ h + b`` for ``h`` in ``[lower, upper]``; ``w`` a dense
+    (out, in) array or a scipy sparse matrix (whose fan-in is the longest row's non-zeros)."""
+    if hasattr(w, "tocsr"):
+        import scipy.sparse as sp
+
+        w = w.tocsr()
+        # The parts share w's pattern (explicit zeros are harmless in a product, and cheaper
+        # than the pattern changes of w.maximum(0)).
+        w_pos, w_neg, w_abs = (sp.csr_matrix((f(w.data), w.indices, w.indptr), shape=w.shape)
+                               for f in (lambda d: np.maximum(d, 0.0), lambda d: np.minimum(d, 0.0), np.abs))
+        fan_in = int(np.diff(w.indptr).max()) if w.nnz else 0
     else:
-        zero = np.zeros_like(layer.bias)
-        pos = dataclasses.replace(layer, weight=w_pos, bias=zero)
-        neg = dataclasses.replace(layer, weight=w_neg, bias=zero)
-        absw = dataclasses.replace(layer, weight=np.abs(w), bias=zero)
-        rows = np.stack([lower, upper, mag])
-        p, n, a = pos.apply(rows), neg.apply(rows), absw.apply(rows[2:3])[0]
-        bias = np.repeat(layer.bias, int(np.prod(layer.out_shape[1:])))
-        lo = p[0] + n[1] + bias
-        up = p[1] + n[0] + bias
-        scale = a + np.abs(bias)
-        fan_in = int(np.prod(w.shape[1:]))
+        w_pos, w_neg, w_abs = np.maximum(w, 0.0), np.minimum(w, 0.0), np.abs(w)
+        fan_in = w.shape[1]
+    mag = np.maximum(np.abs(lower), np.abs(upper))
+    lo = w_pos @ lower + w_neg @ upper + b
+    up = w_pos @ upper + w_neg @ lower + b
+    return _pad(lo, up, fan_in, w_abs @ mag + np.abs(b))
+
+
+def _pad(lo: np.ndarray, up: np.ndarray, fan_in: int, scale: np.ndarray) -> Bounds:
     # Rounding of two dot products plus the bias: |error| <= γ_{2n+2} (|W| |x| + |b|).
     err = (2 * fan_in + 4) * _EPS * scale
     return lo - err, up + err
+
+
+def _affine(layer, lower: np.ndarray, upper: np.ndarray) -> Bounds:
+    if isinstance(layer, Dense):
+        return affine_interval(layer.weight, layer.bias, lower, upper)
+    w = layer.weight
+    zero = np.zeros_like(layer.bias)
+    pos = dataclasses.replace(layer, weight=np.maximum(w, 0.0), bias=zero)
+    neg = dataclasses.replace(layer, weight=np.minimum(w, 0.0), bias=zero)
+    absw = dataclasses.replace(layer, weight=np.abs(w), bias=zero)
+    mag = np.maximum(np.abs(lower), np.abs(upper))
+    rows = np.stack([lower, upper, mag])
+    p, n, a = pos.apply(rows), neg.apply(rows), absw.apply(rows[2:3])[0]
+    bias = np.repeat(layer.bias, int(np.prod(layer.out_shape[1:])))
+    return _pad(p[0] + n[1] + bias, p[1] + n[0] + bias, int(np.prod(w.shape[1:])), a + np.abs(bias))
 
 
 _WINDOWS: dict[tuple, np.ndarray] = {}

@@ -357,3 +357,52 @@ class Network:
 
     def dense_layers(self) -> Sequence[Layer]:
         return [layer for layer in self.layers if isinstance(layer, AFFINE)]
+
+
+class MatrixCache:
+    """The float64 ``(W, b)`` of Dense/Conv layers, dense or sparse, kept across calls on
+    networks that share layer objects (a Conv's matrices are costly to build; a pass that
+    rebuilds a network many times, e.g. the substitute plugin's pruning, keeps the untouched
+    layers' matrices). An entry holds its layer, so that the id it is filed under stays its own.
+
+    Example::
+
+        cache = MatrixCache()
+        W, b = cache.sparse(net.layers[0])   # built once, then served from the cache
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[int, bool], tuple] = {}
+
+    def _get(self, layer, sparse: bool):
+        hit = self._entries.get((id(layer), sparse))
+        if hit is not None and hit[0] is layer:
+            return hit[1], hit[2]
+        if sparse:
+            import scipy.sparse as sp
+
+            w, b = layer.sparse_matrix()
+            w = sp.csr_matrix(w, dtype=np.float64)
+        else:
+            w, b = layer.matrix()
+            w = np.asarray(w, dtype=np.float64)
+        return self.put(layer, w, np.asarray(b, dtype=np.float64), sparse)
+
+    def dense(self, layer) -> tuple[np.ndarray, np.ndarray]:
+        """``(W, b)`` of ``layer``, W a float64 ndarray."""
+        return self._get(layer, False)
+
+    def sparse(self, layer):
+        """``(W, b)`` of ``layer``, W a float64 ``scipy.sparse.csr_matrix``."""
+        return self._get(layer, True)
+
+    def put(self, layer, w, b: np.ndarray, sparse: bool = True):
+        """File ``(w, b)`` (already known, e.g. from the folding that made ``layer``) under
+        ``layer``; returns them."""
+        self._entries[(id(layer), sparse)] = (layer, w, b)
+        return w, b
+
+
+def layer_matrix(layer, cache: "MatrixCache | None" = None, sparse: bool = False):
+    """``(W, b)`` of a Dense/Conv layer in float64, dense or CSR, through ``cache`` if given."""
+    return (cache or MatrixCache())._get(layer, sparse)

@@ -37,7 +37,7 @@ import scipy.sparse as sp
 import torch
 
 from vnnx.errors import UnsupportedOpError
-from vnnx.network import Conv, Dense, MaxPool, Network, Relu
+from vnnx.network import Conv, Dense, MatrixCache, MaxPool, Network, Relu, layer_matrix
 
 # A coefficient matrix denser than this is handled as a dense array, if it has at most
 # DENSE_MAX_ENTRIES entries; one with more than MAX_NNZ non-zeros is refused (memory).
@@ -109,16 +109,17 @@ class SparseCrown:
 
     ``network``: a plain :class:`vnnx.network.Network` of Dense/Conv and ReLU layers, and
     MaxPool where a subclass implements :meth:`relax_pool` (consecutive affine layers are
-    merged); anything else raises :class:`UnsupportedOpError`."""
+    merged); anything else raises :class:`UnsupportedOpError`. ``matrices``: a
+    :class:`vnnx.network.MatrixCache` for the layers' sparse matrices, kept by the caller."""
 
-    def __init__(self, network: Network) -> None:
+    def __init__(self, network: Network, matrices: Optional[MatrixCache] = None) -> None:
         self.ops: list = []
         # layer_of_op[k]: the index in network.layers whose output is ops[k]'s output
         self.layer_of_op: list[int] = []
         pending = None
         for li, layer in enumerate(network.layers):
             if isinstance(layer, (Dense, Conv)):
-                W, b = layer.sparse_matrix()
+                W, b = layer_matrix(layer, matrices, sparse=True)
                 pending = (W, b) if pending is None else ((W @ pending[0]).tocsr(), W @ pending[1] + b)
                 continue
             if pending is not None:

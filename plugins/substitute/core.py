@@ -17,7 +17,7 @@ from vnnx.bounds import BoundComputer
 from vnnx.errors import ConfigError, UnsupportedOpError, VnnxError
 from vnnx.io.vnnlib import robustness_property
 from vnnx.milp import verify_milp
-from vnnx.network import Network
+from vnnx.network import MatrixCache, Network
 from vnnx.sparse_crown import SparseCrown
 
 from .fold import FoldInfo, Replacement, build_substitute, candidate_layers, layer_size
@@ -316,13 +316,14 @@ def _replacement_values(kind: str, z0: np.ndarray, za: np.ndarray) -> tuple[np.n
     raise ConfigError(f"unknown substitute kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
-def _crown_pre_activation(network: Network, lo: np.ndarray, hi: np.ndarray) -> dict:
+def _crown_pre_activation(network: Network, lo: np.ndarray, hi: np.ndarray,
+                          matrices: Optional[MatrixCache] = None) -> dict:
     """CROWN pre-activation bounds {layer index: (l, u)}: vnnx's own sparse CROWN
     (:class:`vnnx.sparse_crown.SparseCrown`, every neuron refined; equal to auto_LiRPA's CROWN on
     the neurons that one refines, tighter on those it leaves at looser bounds) for Dense/Conv/ReLU
     networks, auto_LiRPA otherwise."""
     try:
-        engine = SparseCrown(network)
+        engine = SparseCrown(network, matrices)
     except UnsupportedOpError:
         return BoundComputer(network).compute(lo, hi, "crown").pre_activation
     return engine.pre_activation_bounds(lo, hi)
@@ -368,14 +369,14 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
     target = int(math.floor(gamma * total + 1e-9))
     domain = (np.full(network.n_inputs, clip[0], np.float64), np.full(network.n_inputs, clip[1], np.float64))
     lo, hi = _box(x0, adv.d_adv, clip)
-    matrix_cache: dict = {}   # {id(layer): (layer, W, b)} of the folding, kept across iterations
+    matrix_cache = MatrixCache()   # the layers' sparse matrices, for the folding and the bounds
     engine: Optional[SparseCrown] = None
     if fixed_lines:
         try:
             # One engine on f for every iteration: the replaced neurons are its fixed lines, so
             # the substitute is folded once, at the end (the CROWN bounds of the folded network,
             # as a test checks).
-            engine = SparseCrown(network)
+            engine = SparseCrown(network, matrix_cache)
         except UnsupportedOpError:
             pass
     sub, info = (network, None) if engine is not None else build_substitute(network, {}, domain, matrix_cache)
@@ -393,7 +394,7 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
                 ids += [(k, int(i)) for i in sel]
                 widths.append(pre[k][1][sel] - pre[k][0][sel])
         else:
-            pre = _crown_pre_activation(sub, lo, hi)
+            pre = _crown_pre_activation(sub, lo, hi, matrix_cache)
             for new_k, (orig_k, idx, nonlinear) in info.neuron_map.items():
                 if orig_k not in reps or new_k not in pre:
                     continue

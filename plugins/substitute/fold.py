@@ -27,11 +27,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from vnnx.errors import ConfigError
-from vnnx.interval import propagate
-from vnnx.network import AFFINE, Dense, Network, Relu
+from vnnx.interval import affine_interval, propagate
+from vnnx.network import AFFINE, Dense, MatrixCache, Network, Relu
 
 PASSTHROUGH_MARGIN = 1e-3
-_EPS = np.finfo(np.float64).eps
 
 
 @dataclass
@@ -67,46 +66,25 @@ def candidate_layers(network: Network) -> list[int]:
     return out
 
 
-def _sparse(layer, cache: dict | None) -> tuple[sp.csr_matrix, np.ndarray]:
-    """``(W, b)`` of a Dense/Conv layer, W a float64 CSR matrix; ``cache``: ``{id(layer):
-    (layer, W, b)}`` kept by the caller across calls (the layer is held so that its id stays its
-    own)."""
-    hit = cache.get(id(layer)) if cache is not None else None
-    if hit is not None and hit[0] is layer:
-        return hit[1], hit[2]
-    W, b = layer.sparse_matrix()
+def _dense_layer(W: sp.spmatrix, b: np.ndarray, cache: MatrixCache) -> Dense:
+    """A Dense layer written from the folded sparse ``(W, b)``, which stay in ``cache`` for the
+    bounds computed on the substitute."""
     W = sp.csr_matrix(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    if cache is not None:
-        cache[id(layer)] = (layer, W, b)
-    return W, b
-
-
-def _interval(W: sp.csr_matrix, b: np.ndarray, lo: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sound bounds of ``W h + b`` for ``h`` in ``[lo, up]``, padded for float64 rounding as
-    :func:`vnnx.interval.propagate` pads them (a dot product of n non-zero terms)."""
-    Wp, Wn = W.maximum(0), W.minimum(0)
-    mag = np.maximum(np.abs(lo), np.abs(up))
-    low = Wp @ lo + Wn @ up + b
-    high = Wp @ up + Wn @ lo + b
-    fan_in = int(np.diff(W.indptr).max()) if W.nnz else 0
-    err = (2 * fan_in + 4) * _EPS * (abs(W) @ mag + np.abs(b))
-    return low - err, high + err
-
-
-def _dense_layer(W: sp.spmatrix, b: np.ndarray) -> Dense:
-    return Dense(np.asarray(W.toarray(), dtype=np.float64), np.asarray(b, dtype=np.float64),
-                 (W.shape[1],), (W.shape[0],))
+    layer = Dense(W.toarray(), b, (W.shape[1],), (W.shape[0],))
+    cache.put(layer, W, b)
+    return layer
 
 
 def build_substitute(network: Network, replacements: dict[int, Replacement],
                      domain: tuple[np.ndarray, np.ndarray],
-                     matrix_cache: dict | None = None) -> tuple[Network, FoldInfo]:
+                     matrix_cache: MatrixCache | None = None) -> tuple[Network, FoldInfo]:
     """The substitute of ``network`` under ``replacements`` ({original k: Replacement}).
 
     ``domain``: the (n_inputs,) input box (e.g. the clip range) on which the substitute must
     equal the mathematical substitute; pass-through shifts are sound interval bounds over it.
-    ``matrix_cache``: a dict kept by the caller across calls, for the layers' sparse matrices.
+    ``matrix_cache``: a :class:`vnnx.network.MatrixCache` kept by the caller across calls (and
+    shared with the bounds computed on the substitutes); the written layers' matrices go in it.
     The folding works on sparse matrices (a merged convolution stays sparse until the end);
     only the layers written out are dense.
     """
@@ -114,6 +92,8 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
     for k in replacements:
         if k not in cands:
             raise ConfigError(f"layer {k} is not an affine layer between a ReLU and an affine layer")
+    if matrix_cache is None:
+        matrix_cache = MatrixCache()
     lo, up = (np.asarray(v, dtype=np.float64).ravel() for v in domain)
     info = FoldInfo()
     out: list = []
@@ -130,7 +110,7 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
             if M is None:
                 W = b = None
             else:
-                W0, b0 = _sparse(layer, matrix_cache)
+                W0, b0 = matrix_cache.sparse(layer)
                 W, b = sp.csr_matrix(W0 @ M), W0 @ m + b0
             if isinstance(layers[k + 1] if k + 1 < len(layers) else None, Relu):
                 info.relus_total += layer_size(layer)
@@ -140,8 +120,8 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
                     new_layer = layer
                     cur_lo, cur_up = propagate(layer, cur_lo, cur_up)
                 else:
-                    new_layer = _dense_layer(W, b)
-                    cur_lo, cur_up = _interval(W, b, cur_lo, cur_up)
+                    new_layer = _dense_layer(W, b, matrix_cache)
+                    cur_lo, cur_up = affine_interval(W, b, cur_lo, cur_up)
                 out.append(new_layer)
                 M = m = None
                 if k + 1 < len(layers) and isinstance(layers[k + 1], Relu):
@@ -152,7 +132,7 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
                 continue
             # A ReLU layer with replacements: layers[k] affine, layers[k+1] Relu, layers[k+2] affine.
             if W is None:
-                W, b = _sparse(layer, matrix_cache)
+                W, b = matrix_cache.sparse(layer)
             removed = np.asarray(rep.removed, bool)
             slope = np.where(removed, np.asarray(rep.slope, np.float64), 1.0)
             icpt = np.where(removed, np.asarray(rep.intercept, np.float64), 0.0)
@@ -169,15 +149,15 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
             flat = removed & (slope == 0)
             passthru = removed & (slope != 0)
             rows = np.flatnonzero(keep_nl | passthru)
-            z_lo, _ = _interval(W, b, cur_lo, cur_up)
+            z_lo, _ = affine_interval(W, b, cur_lo, cur_up)
             # A margin below the interval bound keeps the shifted pre-activation clearly positive,
             # so every bound engine (and the MILP) sees a stable ReLU despite round-off.
             shift = np.where(passthru, z_lo - PASSTHROUGH_MARGIN * (1.0 + np.abs(z_lo)), 0.0)
             Wn, bn = W[rows], b[rows] - shift[rows]
-            out.append(_dense_layer(Wn, bn))
+            out.append(_dense_layer(Wn, bn, matrix_cache))
             info.neuron_map[len(out) - 1] = (k, rows, keep_nl[rows])
             out.append(Relu((rows.size,)))
-            cur_lo, cur_up = _interval(sp.csr_matrix(Wn), bn, cur_lo, cur_up)
+            cur_lo, cur_up = affine_interval(Wn, bn, cur_lo, cur_up)
             cur_lo, cur_up = np.maximum(cur_lo, 0), np.maximum(cur_up, 0)
             # A scaled column selection: W0 @ M is a gather.
             M = sp.csc_matrix((slope[rows], (rows, np.arange(rows.size))), shape=(n, rows.size))

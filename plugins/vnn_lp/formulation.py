@@ -198,10 +198,6 @@ class LaterRows:
         return int(self.lb.size)
 
 
-def _dense_matrix(layer) -> tuple[np.ndarray, np.ndarray]:
-    return layer.matrix() if isinstance(layer, Conv) else (layer.weight, layer.bias)
-
-
 def later_rows(network: Network, ref: Reference, t: int, bounds: LayerBounds, slack: float, margin: float,
                drop_redundant: bool = True) -> LaterRows:
     """The constraints of segments after ``t`` (ReLU/MaxPool patterns and the argmax), as rows
@@ -219,7 +215,7 @@ def later_rows(network: Network, ref: Reference, t: int, bounds: LayerBounds, sl
     empty = LaterRows(*(np.zeros(0, np.int64),) * 2, np.zeros(0), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), 0)
     if not later:
         return empty
-    mats = {s: _dense_matrix(network.layers[segs[s].affine]) for s in later}
+    mats = {s: network.layers[segs[s].affine].matrix() for s in later}
     widest = max(mats[s][0].shape[0] for s in later)
     B = max(1, CHUNK_ENTRIES // max(1, widest * m_t))
     lbs = {s: blocks[s].constraints.lp_lower(slack, margin) for s in later}
@@ -462,7 +458,7 @@ def paper_lp(network: Network, ref: Reference, t: int, param: Parametrisation, b
 
     pair_rows(0, bounds.pairs, bounds.pair_lb)
     for level, s in enumerate(range(t + 1, len(segs)), start=1):
-        W, b = _dense_matrix(network.layers[segs[s].affine])
+        W, b = network.layers[segs[s].affine].matrix()
         Wc = sp.coo_matrix(W)
         sel = blocks[s - 1].sel                                    # (N, m'_{s-1})
         m_s = sizes[level]
