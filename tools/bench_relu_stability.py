@@ -112,10 +112,16 @@ def model_progression(args, out_dir: Path):
     # ReLU pruning counts activations on PGD-perturbed training images (apply_passes does the
     # same for a config with prune_relus); run it on the +L1 model so the control is exactly
     # "+L1, small weights pruned, ReLUs pruned".
-    control_cfg = config_from_dict({"prune_weights": True, "prune_relus": True}, "control", cfgs["adv_l1"])
+    # The ReLU-pruning thresholds only steer the passes (the cached trainings stay valid), and
+    # the control and +RS get the same ones.
+    thresholds = {"relu_active_threshold": args.relu_active_threshold,
+                  "relu_inactive_threshold": args.relu_inactive_threshold}
+    control_cfg = config_from_dict({"prune_weights": True, "prune_relus": True, **thresholds}, "control",
+                                   cfgs["adv_l1"])
     control, control_reps = apply_passes(trained["adv_l1"][0], control_cfg, train_data)
     nets["+RP (control)"] = {"network": control, "passes": [r.as_dict() for r in control_reps]}
-    rs, rs_reps = apply_passes(trained["adv_l1_rs"][0], cfgs["adv_l1_rs"], train_data)
+    rs_cfg = config_from_dict(thresholds, "+RS passes", cfgs["adv_l1_rs"])
+    rs, rs_reps = apply_passes(trained["adv_l1_rs"][0], rs_cfg, train_data)
     nets["+RS"] = {"network": rs, "passes": [r.as_dict() for r in rs_reps]}
     train_facts = {k: {"seconds": t[2], "epochs": t[1]} for k, t in trained.items()}
     return nets, eval_data, cfgs, train_facts, train_seconds
@@ -300,6 +306,10 @@ def main(argv=None) -> int:
                     help="per-ReLU-layer multipliers of the RS loss (default: all 1)")
     ap.add_argument("--weight-threshold", type=float, default=1e-3, help="small-weight pruning threshold")
     ap.add_argument("--relu-prune-samples", type=int, default=2000, help="training images for ReLU pruning counts")
+    ap.add_argument("--relu-active-threshold", type=float, default=0.9,
+                    help="ReLU pruning: active on at least this fraction of the samples -> identity (default 0.9)")
+    ap.add_argument("--relu-inactive-threshold", type=float, default=0.1,
+                    help="ReLU pruning: active on at most this fraction -> zero (default 0.1)")
     ap.add_argument("--eval-pgd-steps", type=int, default=20, help="PGD steps of the evaluation attacks")
     ap.add_argument("--n-verify", type=int, default=100, help="images verified with the MILP (default 100)")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per image for PGD + MILP (default 5)")
