@@ -161,7 +161,7 @@ def verify_images(network, eval_data, args) -> dict:
             if args.milp_bounds == "crown":
                 bounds = _with_crown(network, prop, bounds)
             remaining = max(0.1, args.timeout - (time.perf_counter() - start))
-            res = verify_milp(network, prop, layer_bounds=bounds, time_limit=remaining)
+            res = verify_milp(network, prop, layer_bounds=bounds, time_limit=remaining, tighten=args.milp_tighten)
             status, n_bin, how = res.status, res.n_binaries, "milp"
         rows.append({"image": i, "status": status, "how": how, "binaries": n_bin,
                      "seconds": time.perf_counter() - start})
@@ -316,6 +316,9 @@ def main(argv=None) -> int:
     ap.add_argument("--milp-bounds", default="improved-ia", choices=("improved-ia", "crown"),
                     help="big-M bounds of the MILP: improved IA (default), or improved IA intersected with "
                          "the core's sparse CROWN (vnnx.sparse_crown)")
+    ap.add_argument("--milp-tighten", action="store_true",
+                    help="LP-tighten the unstable neurons' bounds before the MILP, inside each image's "
+                         "time budget (verify_milp(tighten=True))")
     ap.add_argument("--n-lp", type=int, default=20, help="images for the LP-tightened counts (default 20)")
     ap.add_argument("--lp-time-limit", type=float, default=10.0, help="LP tightening seconds per image (default 10)")
     ap.add_argument("--seed", type=int, default=0)
