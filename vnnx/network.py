@@ -378,15 +378,7 @@ class MatrixCache:
         hit = self._entries.get((id(layer), sparse))
         if hit is not None and hit[0] is layer:
             return hit[1], hit[2]
-        if sparse:
-            import scipy.sparse as sp
-
-            w, b = layer.sparse_matrix()
-            w = sp.csr_matrix(w, dtype=np.float64)
-        else:
-            w, b = layer.matrix()
-            w = np.asarray(w, dtype=np.float64)
-        return self.put(layer, w, np.asarray(b, dtype=np.float64), sparse)
+        return self.put(layer, *_build_matrix(layer, sparse), sparse)
 
     def dense(self, layer) -> tuple[np.ndarray, np.ndarray]:
         """``(W, b)`` of ``layer``, W a float64 ndarray."""
@@ -403,6 +395,18 @@ class MatrixCache:
         return w, b
 
 
+def _build_matrix(layer, sparse: bool):
+    if sparse:
+        import scipy.sparse as sp
+
+        w, b = layer.sparse_matrix()
+        w = sp.csr_matrix(w, dtype=np.float64)
+    else:
+        w, b = layer.matrix()
+        w = np.asarray(w, dtype=np.float64)
+    return w, np.asarray(b, dtype=np.float64)
+
+
 def layer_matrix(layer, cache: "MatrixCache | None" = None, sparse: bool = False):
     """``(W, b)`` of a Dense/Conv layer in float64, dense or CSR, through ``cache`` if given."""
-    return (cache or MatrixCache())._get(layer, sparse)
+    return cache._get(layer, sparse) if cache is not None else _build_matrix(layer, sparse)
