@@ -65,6 +65,12 @@ def shared_specs() -> dict[Path, object]:
                 onnx_cache[onnx_path] = _onnx_sizes(onnx_path)
             sizes_of_spec.setdefault(spec_path, set()).add(onnx_cache[onnx_path])
     specs = sorted(BENCH.rglob("*.vnnlib")) + sorted(BENCH.rglob("*.vnnlib.gz"))
+    # VNN-LIB 2.0 files are refused with one clear line until the 2.0 reader lands.
+    v2 = [p for p in specs if "vnnlib-version <2" in p.read_text(errors="replace")]
+    for p in v2:
+        with pytest.raises(InputFileError, match="VNN-LIB 2.0 is not supported yet"):
+            read_vnnlib(p)
+    specs = [p for p in specs if p not in v2]
     assert len(specs) >= 60
     parsed = {}
     for spec_path in specs:
@@ -272,7 +278,7 @@ def test_size_mismatch_against_real_spec():
     ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_7 1))",
      "Undeclared identifier"),
     ("(declare-const X_0 Real)(declare-const Y_0 Real)(check-sat)", "Unknown command"),
-    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (< X_0 1))", "not supported"),
+    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (distinct X_0 1))", "Undeclared identifier"),
     ("(declare-const X_0 Real)(declare-const X_1 Real)(declare-const Y_0 Real)"
      "(assert (<= X_0 X_1))(assert (>= X_0 0))(assert (>= X_1 0))(assert (<= X_1 1))",
      "couples inputs"),
@@ -431,3 +437,24 @@ def test_verivital_relative_paths_resolve():
     assert onnx_path == BENCH / "verivital" / "Convnet_maxpool.onnx"
     assert spec_path == BENCH / "verivital" / "specs" / "maxpool_specs" / "prop_0_0.004.vnnlib"
     assert timeout == 420.0
+
+
+@pytest.mark.parametrize("literal, value", [("+3e-1", 0.3), (".1", 0.1), ("-.5", -0.5), ("+0.5", 0.5),
+                                            ("1.", 1.0), ("2E-1", 0.2)])
+def test_number_forms_vnncomp_files_use(tmp_path, literal, value):
+    """``+3e-1`` and ``.1`` were rejected as undeclared identifiers."""
+    path = _write(tmp_path, "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+                            f"(assert (>= X_0 -1))\n(assert (<= X_0 {literal}))\n(assert (<= Y_0 {literal}))\n")
+    prop = read_vnnlib(path).properties[0]
+    assert prop.x_upper[0] == value and prop.clauses[0][1][0] == value
+
+
+def test_strict_comparisons_and_equalities(tmp_path):
+    path = _write(tmp_path, "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n"
+                            "(declare-const Y_1 Real)\n(assert (= X_0 0.25)) ; a point\n(assert (> X_1 0))\n"
+                            "(assert (< X_1 1))\n(assert (or (and (< Y_0 Y_1)) (and (== Y_0 (- 2)))))\n")
+    prop = read_vnnlib(path).properties[0]
+    assert prop.x_lower.tolist() == [0.25, 0.0] and prop.x_upper.tolist() == [0.25, 1.0]
+    (a0, b0), (a1, b1) = prop.clauses
+    assert a0.tolist() == [[1.0, -1.0]] and b0.tolist() == [0.0]
+    assert a1.tolist() == [[1.0, 0.0], [-1.0, 0.0]] and b1.tolist() == [-2.0, 2.0]

@@ -34,7 +34,26 @@ SUITES = {
                    {"prop_1.vnnlib", "prop_2.vnnlib", "prop_3.vnnlib", "prop_4.vnnlib"}),
     "acasxu-1_1-all": ("acasxu/acasxu_instances.csv", lambda onnx, spec: "_1_1_batch" in onnx.name),
     "verivital": ("verivital/verivital_instances.csv", lambda onnx, spec: True),
+    "test": ("test/test_instances.csv", lambda onnx, spec: True),
+    # VNN-COMP 2022: two sat instances vnnx once answered 'unsat' (issue 16).
+    "collins-sample": ("collins_rul_cnn_sample/instances.csv", lambda onnx, spec: True),
 }
+
+
+def verdict_flips(rows: list[dict], old_csv: Path) -> list[str]:
+    """Instances whose verdict went from sat to unsat or back against an earlier results CSV
+    (the same suite run by another version): each is a wrong verdict of one of the two."""
+    import csv
+
+    if not old_csv.is_file():
+        return [f"no earlier results at {old_csv}"]
+    old = {(Path(r["onnx"]).name, Path(r["vnnlib"]).name): r["verdict"] for r in csv.DictReader(open(old_csv))}
+    flips = []
+    for r in rows:
+        before = old.get((Path(r["onnx"]).name, Path(r["vnnlib"]).name))
+        if {before, r["verdict"]} == {"sat", "unsat"}:
+            flips.append(f"{Path(r['onnx']).name} {Path(r['vnnlib']).name}: {before} -> {r['verdict']}")
+    return flips
 
 
 def machine() -> str:
@@ -83,6 +102,9 @@ def main() -> None:
     ap.add_argument("--no-crosscheck", dest="crosscheck", action="store_false",
                     help="skip attacking every 'unsat' with a heavier PGD (another seed, 200 restarts)")
     ap.add_argument("--no-docs", action="store_true", help="do not append to docs/benchmarks.md")
+    ap.add_argument("--compare-dir", default=None,
+                    help="a results folder of an earlier run (another version): print every instance whose "
+                         "verdict changed between sat and unsat; exit 1 if any did")
     args = ap.parse_args()
     from vnnx.cli import _set_threads
 
@@ -91,6 +113,7 @@ def main() -> None:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = []
+    all_flips = []
     for suite in args.suites:
         csv_rel, keep = SUITES[suite]
         rows = [(str(o), str(s), t) for o, s, t in read_instances_csv(Path(args.shared) / csv_rel) if keep(o, s)]
@@ -102,6 +125,10 @@ def main() -> None:
                                     jobs=args.jobs, progress=args.jobs == 1)
         print(f"\n== {suite}\n{summary.table()}")
         contradicted = crosscheck_unsat(summary.rows) if args.crosscheck else None
+        if args.compare_dir:
+            flips = verdict_flips(summary.rows, Path(args.compare_dir) / f"{suite}.csv")
+            print(f"sat/unsat flips against {args.compare_dir}: {len(flips)}" + "".join(f"\n  {f}" for f in flips))
+            all_flips += flips
         c = summary.counts()
         solved = [r["seconds"] for r in summary.rows if r["verdict"] in ("sat", "unsat")]
         within = sum(1 for r in summary.rows if r["verdict"] in ("sat", "unsat") and r["seconds"] <= r["timeout"])
@@ -120,6 +147,8 @@ def main() -> None:
                      "|---|---|---|---|---|---|---|---|---|---|---|\n"
                      + "\n".join(lines) + "\n")
         print(f"\nappended to {doc}")
+    if all_flips:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

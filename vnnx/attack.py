@@ -39,12 +39,21 @@ def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float,
     return xa.detach()
 
 
+PGD_MAX_ABS = 1e18
+
+
 def spec_margin(y: torch.Tensor, clauses: Sequence[tuple[np.ndarray, np.ndarray]]) -> torch.Tensor:
     """How far ``y`` (N, n_out) is from the unsafe region: min over clauses of max_i (A y - b)_i.
 
-    ``<= 0`` means some clause holds (the point is a counterexample)."""
+    ``<= 0`` means some clause holds (the point is a counterexample). A clause without rows holds
+    everywhere (-inf); no clause at all means nothing is unsafe (+inf)."""
+    if not len(clauses):
+        return torch.full((y.shape[0],), torch.inf, dtype=y.dtype)
     per_clause = []
     for a, b in clauses:
+        if len(b) == 0:
+            per_clause.append(torch.full((y.shape[0],), -torch.inf, dtype=y.dtype))
+            continue
         at = torch.as_tensor(a, dtype=y.dtype)
         bt = torch.as_tensor(b, dtype=y.dtype)
         per_clause.append((y @ at.T - bt).max(dim=1).values)
@@ -69,8 +78,10 @@ def pgd_spec(module: nn.Module, x_lower: np.ndarray, x_upper: np.ndarray,
     """
     start = time.monotonic()
     gen = torch.Generator().manual_seed(seed)
-    lo = torch.as_tensor(np.asarray(x_lower, dtype=np.float32))
-    hi = torch.as_tensor(np.asarray(x_upper, dtype=np.float32))
+    # The search runs in float32: a box beyond ±PGD_MAX_ABS (e.g. ±1e300) is searched inside it,
+    # where widths and steps stay finite (a witness found there is in the box all the same).
+    lo = torch.as_tensor(np.clip(np.asarray(x_lower, dtype=np.float64), -PGD_MAX_ABS, PGD_MAX_ABS).astype(np.float32))
+    hi = torch.as_tensor(np.clip(np.asarray(x_upper, dtype=np.float64), -PGD_MAX_ABS, PGD_MAX_ABS).astype(np.float32))
     shape = tuple(input_shape) if input_shape is not None else (lo.numel(),)
     width = hi - lo
     x0 = lo + width * torch.rand((restarts, lo.numel()), generator=gen)

@@ -33,6 +33,25 @@ from vnnx.network import Conv, Dense, MatrixCache, Network, Relu, layer_matrix
 
 # Dense matrices of convolutions above this many entries make the chain too big to bound this way.
 MAX_MATRIX_ENTRIES = 20_000_000
+# A domain is dropped as infeasible only when some neuron's lower bound exceeds its upper bound by
+# more than this, relative to the bounds' size: float64 round-off makes two sound bounds of a
+# neuron whose value is fixed (a zero-width input range) cross by ~1e-14, and such a domain is
+# feasible. (Dropping it on any crossing gave a wrong 'unsat' on VNN-COMP 2022 collins_rul_cnn.)
+EMPTY_TOL = 1e-6
+
+
+def intersect_interval(lo1: torch.Tensor, up1: torch.Tensor, lo2: torch.Tensor, up2: torch.Tensor):
+    """The intersection of two sound intervals of the same values. Both hold the true value, so
+    they overlap in exact arithmetic; where round-off makes the intersection cross, the span
+    between its two ends is kept (it holds the true value), never an empty interval."""
+    lo, up = torch.maximum(lo1, lo2), torch.minimum(up1, up2)
+    return torch.minimum(lo, up), torch.maximum(lo, up)
+
+
+def infeasible(lo: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """(D,) whether some neuron of each domain has ``lower > upper`` beyond round-off (the split
+    constraints contradict a sound bound, so the domain holds no input)."""
+    return (lo - up > EMPTY_TOL * (1.0 + torch.maximum(lo.abs(), up.abs()))).any(1)
 
 
 @dataclass
@@ -293,8 +312,7 @@ class ReluBab:
             lam_x, c_lo, c_hi = self._shared_backward(lam, const, sub_l, sub_u, sub_s, j)
             centre = lam_x @ self._x_mid
             spread = lam_x.abs_() @ self._x_rad
-            lo = torch.maximum(lbs[j][idx], c_lo + centre - spread)
-            hi = torch.minimum(ubs[j][idx], c_hi + centre + spread)
+            lo, hi = intersect_interval(lbs[j][idx], ubs[j][idx], c_lo + centre - spread, c_hi + centre + spread)
             sp = splits[j][idx]
             lbs[j][idx] = torch.where(sp > 0, lo.clamp(min=0), lo)
             ubs[j][idx] = torch.where(sp < 0, hi.clamp(max=0), hi)
@@ -446,8 +464,9 @@ class ReluBab:
             for i, k in enumerate(self.chain.layer_index):
                 if k in layer_bounds:
                     lo, hi = layer_bounds[k]
-                    lbs[i] = torch.maximum(lbs[i], torch.as_tensor(np.asarray(lo, dtype=np.float64)).view(1, -1))
-                    ubs[i] = torch.minimum(ubs[i], torch.as_tensor(np.asarray(hi, dtype=np.float64)).view(1, -1))
+                    lbs[i], ubs[i] = intersect_interval(
+                        lbs[i], ubs[i], torch.as_tensor(np.asarray(lo, dtype=np.float64)).view(1, -1),
+                        torch.as_tensor(np.asarray(hi, dtype=np.float64)).view(1, -1))
         # Layer by layer, so that each layer's pass uses the finished bounds of the ones before.
         self._intermediate(lbs, ubs, splits, 1)
         alphas = [(u > -l).to(torch.float64).unsqueeze(1).expand(-1, self.k, -1).clone() for l, u in zip(lbs, ubs)]
@@ -590,7 +609,7 @@ class ReluBab:
                     self._intermediate(children.lbs, children.ubs, children.splits, first)
             empty = torch.zeros(len(children), dtype=torch.bool)
             for lo, up in zip(children.lbs, children.ubs):
-                empty |= (lo > up).any(1)
+                empty |= infeasible(lo, up)
             seen_c, corners = self._optimise(children, self.iterations)
             res.domains += len(children)
             x = self._try_points(corners.reshape(-1, corners.shape[-1]))

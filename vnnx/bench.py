@@ -1,7 +1,9 @@
 """Run a whole VNN-COMP benchmark (an instances.csv) and summarise it."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 import json
 import time
@@ -13,7 +15,8 @@ from typing import Mapping, Optional
 from tqdm.auto import tqdm
 
 from vnnx.errors import VnnxError
-from vnnx.util import atomic_path
+from vnnx.util import atomic_path, check_writable_file
+from vnnx.verify import WITNESS_TOL
 
 # VNN-COMP (2022 on) scoring: 10 points per correct sat or unsat, a penalty of 150 per wrong
 # answer. vnnx cannot know ground truth; its sat answers carry checked counterexamples, and the
@@ -56,8 +59,11 @@ _VERIFIERS: dict = {}
 
 
 def _run_one(onnx_path: str, vnnlib_path: str, budget: float, method: str,
-             custom_ops: Optional[Mapping[str, type]], solver: str, threads: Optional[int] = None) -> dict:
-    """Verify one instance within ``budget`` seconds; returns its results row."""
+             custom_ops: Optional[Mapping[str, type]], solver: str, witness_tol: float = WITNESS_TOL,
+             threads: Optional[int] = None) -> dict:
+    """Verify one instance within ``budget`` seconds; returns its results row. Any exception
+    (a bad file, or a bug) becomes the row's verdict ``error`` with its message: one row never
+    takes the whole run down."""
     from vnnx.io.onnx import load_onnx
     from vnnx.io.vnnlib import read_vnnlib
     from vnnx.verify import Verifier
@@ -69,9 +75,10 @@ def _run_one(onnx_path: str, vnnlib_path: str, budget: float, method: str,
     t0 = time.monotonic()
     row = {"onnx": str(onnx_path), "vnnlib": str(vnnlib_path), "timeout": budget}
     try:
-        key = (str(onnx_path), solver)
+        key = (str(onnx_path), solver, witness_tol)
         if key not in _VERIFIERS:
-            _VERIFIERS[key] = Verifier(load_onnx(onnx_path), custom_ops, milp_backend=solver)
+            _VERIFIERS[key] = Verifier(load_onnx(onnx_path), custom_ops, milp_backend=solver,
+                                       witness_tol=witness_tol)
         v = _VERIFIERS[key]
         spec = read_vnnlib(vnnlib_path, v.network.n_inputs, v.network.n_outputs)
         left = max(0.0, budget - (time.monotonic() - t0))
@@ -79,23 +86,72 @@ def _run_one(onnx_path: str, vnnlib_path: str, budget: float, method: str,
         row.update(verdict=result.verdict, decided_by=result.decided_by)
     except VnnxError as exc:
         row.update(verdict="error", decided_by=str(exc)[:200])
+    except Exception as exc:  # noqa: BLE001 - a bug in one row is that row's error, not the run's
+        row.update(verdict="error", decided_by=f"internal error: {type(exc).__name__}: {exc}"[:200])
     row["seconds"] = round(time.monotonic() - t0, 3)
     if row["verdict"] in ("sat", "unsat") and row["seconds"] > budget:
         row["verdict"] = "timeout"  # answered, but too late to count
     return row
 
 
+FIELDS = ["onnx", "vnnlib", "verdict", "seconds", "decided_by", "timeout"]
+# Verdicts a resumed run keeps; the others (error, timeout, unknown) are run again.
+DECIDED = ("sat", "unsat")
+
+
+def _worker_init() -> None:
+    """In each worker: die with the parent (Linux PR_SET_PDEATHSIG), and leave Ctrl-C to the
+    parent, which stops the workers itself (a terminal sends SIGINT to the whole group)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:   # the parent died before prctl took effect
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
+
+
+def _kill_workers(pool) -> None:
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(Exception):
+            proc.kill()
+
+
+def _read_done(out: Path) -> dict[tuple[str, str], dict]:
+    """Rows of an earlier results CSV with a decided verdict, by (onnx, vnnlib)."""
+    if not out.is_file():
+        return {}
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and set(FIELDS) - set(rows[0]):
+        raise VnnxError(f"{out}: not a vnnx bench results CSV (columns {', '.join(rows[0])}); cannot --resume")
+    return {(r["onnx"], r["vnnlib"]): r for r in rows if r.get("verdict") in DECIDED}
+
+
 def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: float = 1.0,
                   method: str = "auto", custom_ops: Optional[Mapping[str, type]] = None,
                   limit: Optional[int] = None, solver: str = "highs", progress: bool = True,
-                  max_timeout: Optional[float] = None, jobs: int = 1) -> BenchSummary:
+                  max_timeout: Optional[float] = None, jobs: int = 1,
+                  witness_tol: float = WITNESS_TOL, resume: bool = False) -> BenchSummary:
     """Verify every instance in ``instances`` (onnx, vnnlib, timeout rows) and write a CSV
     (onnx, vnnlib, verdict, seconds, decided_by, timeout) plus a ``.summary.json`` beside it.
+
+    Each row is appended to the CSV and flushed as soon as it is finished (in finishing order),
+    so an interrupted run keeps every finished row and never a half-written one; the summary
+    JSON is written atomically at the end. ``resume``: keep the rows of an earlier CSV whose
+    verdict is decided (sat/unsat) and run only the other instances (error, timeout and unknown
+    rows are run again).
 
     ``max_timeout`` caps each instance's (scaled) timeout. One verifier per network is kept
     across its instances (loading is counted in the first instance's time). A failing instance
     is recorded as ``error`` and the run goes on. ``jobs > 1`` verifies that many instances at
-    once in worker processes, one torch thread each (rows keep the file's order).
+    once in worker processes, one torch thread each; they die with this process.
     """
     from vnnx.io.vnnlib import read_instances_csv
 
@@ -107,35 +163,69 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
     if limit is not None:
         rows_in = rows_in[:limit]
     out = Path(out_csv) if out_csv else Path(instances).with_name(Path(instances).stem + "_results.csv")
+    check_writable_file(out, "results CSV")
+    check_writable_file(out.with_suffix(".summary.json"), "summary JSON")
+    done = _read_done(out) if resume else {}
     summary = BenchSummary(out_csv=out)
-    tasks = []
+    tasks, order = [], []
     for onnx_path, vnnlib_path, timeout in rows_in:
         budget = timeout * timeout_scale
         if max_timeout is not None:
             budget = min(budget, max_timeout)
-        tasks.append((str(onnx_path), str(vnnlib_path), budget, method, custom_ops, solver))
-    if jobs == 1:
-        for task in tqdm(tasks, desc="instances", disable=not progress):
-            summary.rows.append(_run_one(*task))
-    else:
-        import multiprocessing
-
-        # spawn: a forked torch/HiGHS process state is not safe to share.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(_run_one, *task, 1) for task in tasks]
-            for _ in tqdm(as_completed(futures), total=len(futures), desc=f"instances ({jobs} jobs)",
-                          disable=not progress):
-                pass
-            summary.rows.extend(f.result() for f in futures)
-    fields = ["onnx", "vnnlib", "verdict", "seconds", "decided_by", "timeout"]
+        key = (str(onnx_path), str(vnnlib_path))
+        order.append(key)
+        if key not in done:
+            tasks.append((str(onnx_path), str(vnnlib_path), budget, method, custom_ops, solver, witness_tol))
+    kept = [done[k] for k in order if k in done]
+    # The kept rows first (rewritten atomically), then each new row appended as it finishes.
     with atomic_path(out) as tmp:
         with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields)
+            w = csv.DictWriter(fh, fieldnames=FIELDS)
             w.writeheader()
-            for r in summary.rows:
-                w.writerow({k: r.get(k, "") for k in fields})
+            for r in kept:
+                w.writerow({k: r.get(k, "") for k in FIELDS})
+    finished: dict[tuple[str, str], dict] = {}
+    with open(out, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=FIELDS)
+
+        def record(row: dict) -> None:
+            writer.writerow({k: row.get(k, "") for k in FIELDS})
+            fh.flush()
+            finished[(row["onnx"], row["vnnlib"])] = row
+
+        if jobs == 1:
+            for task in tqdm(tasks, desc="instances", disable=not progress):
+                record(_run_one(*task))
+        elif tasks:
+            import multiprocessing
+
+            # spawn: a forked torch/HiGHS process state is not safe to share.
+            ctx = multiprocessing.get_context("spawn")
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
+            try:
+                futures = [pool.submit(_run_one, *task, 1) for task in tasks]
+                for fut in tqdm(as_completed(futures), total=len(futures), desc=f"instances ({jobs} jobs)",
+                                disable=not progress):
+                    record(fut.result())
+            except BaseException:
+                _kill_workers(pool)
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
+    for key in order:
+        row = finished.get(key) or done.get(key)
+        if row is not None:
+            summary.rows.append(_typed(row))
     with atomic_path(out.with_suffix(".summary.json")) as tmp:
         tmp.write_text(json.dumps({"counts": dict(summary.counts()), "score": summary.score(),
                                    "instances": len(summary.rows)}, indent=2))
     return summary
+
+
+def _typed(row: dict) -> dict:
+    """A row read back from the CSV has strings; seconds and timeout are numbers again."""
+    out = dict(row)
+    for k in ("seconds", "timeout"):
+        with contextlib.suppress(TypeError, ValueError):
+            out[k] = float(out[k])
+    return out

@@ -8,18 +8,47 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
 from vnnx.errors import VnnxError
+from vnnx.verify import METHODS, WITNESS_TOL
 
 
 def _add_maxpool_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--maxpool", choices=("capm", "lirpa"), default="capm",
                    help="MaxPool bound operator: the CAPM plugin (any kernel/stride/padding) or "
                         "auto_LiRPA's own (stride == kernel only). Default: capm")
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (``-5``, ``nan`` and ``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got {text!r}")
+    return value
+
+
+def _witness_tol(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _add_witness_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--witness-tol", type=_witness_tol, default=WITNESS_TOL, metavar="TOL",
+                   help="counterexample tolerance on inputs (distance to the box) and output rows, as "
+                        f"VNN-COMP checks them (default {WITNESS_TOL:g}); 0 = strict: exact membership")
 
 
 def custom_ops_for(maxpool: str) -> dict:
@@ -55,18 +84,25 @@ def _apply_benchmark_settings(args: argparse.Namespace) -> None:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from vnnx.io.onnx import load_onnx
     from vnnx.io.vnnlib import read_vnnlib
-    from vnnx.util import write_text_atomic
+    from vnnx.util import check_writable_file, process_start, write_text_atomic
     from vnnx.verify import Verifier
 
+    start = process_start()   # --timeout counts from here: loading and imports included
     _apply_benchmark_settings(args)
+    if args.result_file:
+        check_writable_file(args.result_file, "result file")
     model = load_onnx(args.onnx)
     spec = read_vnnlib(args.vnnlib, model.n_inputs, model.n_outputs)
+    verifier = Verifier(model, custom_ops_for(args.maxpool), milp_backend=args.solver,
+                        witness_tol=args.witness_tol)
     if args.method == "check":
+        # Build everything a run needs (the plain network view, the bound engine), so that any
+        # network a run would refuse fails here, at prepare time.
+        verifier.prepare()
         print(f"ok: {model.path} ({model.n_inputs} inputs, {model.n_outputs} outputs), "
               f"{args.vnnlib} ({len(spec.properties)} input box(es))")
         return 0
-    verifier = Verifier(model, custom_ops_for(args.maxpool), milp_backend=args.solver)
-    result = verifier.verify(spec, method=args.method, timeout=args.timeout)
+    result = verifier.verify(spec, method=args.method, timeout=args.timeout, start=start)
     if args.result_file:
         write_text_atomic(args.result_file, result.result_text())
     print(result.verdict)
@@ -114,7 +150,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     summary = run_benchmark(args.instances, out_csv=args.out, timeout_scale=args.timeout_scale,
                             method=args.method, custom_ops=custom_ops_for(args.maxpool), limit=args.limit,
-                            solver=args.solver, jobs=args.jobs)
+                            solver=args.solver, jobs=args.jobs, witness_tol=args.witness_tol,
+                            resume=args.resume)
     print(summary.table())
     return 0
 
@@ -160,11 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="verify one ONNX network against one VNN-LIB property")
     p.add_argument("--onnx", required=True, help="network (.onnx or .onnx.gz)")
     p.add_argument("--vnnlib", required=True, help="property (.vnnlib or .vnnlib.gz)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds for the whole run (default: none)")
-    p.add_argument("--method", choices=("auto", "pgd", "ibp", "crown", "alpha-crown", "bab", "milp", "check"),
+    p.add_argument("--timeout", type=_seconds, default=None,
+                   help="seconds for the whole run, counted from the start of the process (default: none)")
+    p.add_argument("--method", choices=METHODS + ("check",),
                    default=None, help="auto = PGD, then CROWN, then alpha-CROWN, then branch and bound "
-                                      "(input or ReLU splitting), then MILP (default); "
-                                      "bab = bounds and ReLU-splitting branch and bound only; "
+                                      "(input or ReLU splitting), then MILP (default); each other method "
+                                      "runs one stage alone (input-split and network-engine after CROWN; "
+                                      "bab = bounds and ReLU-splitting branch and bound only); "
                                       "check = only load the network and spec")
     p.add_argument("--result-file", help="write the VNN-COMP result file here (atomically)")
     p.add_argument("--solver", choices=("highs", "gurobi", "auto"), default=None,
@@ -172,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", help="VNN-COMP benchmark name: defaults for unset flags come from "
                                        "specs/configs/vnncomp.yaml")
     p.add_argument("--verbose", action="store_true", help="print the per-stage log as JSON on stderr")
+    _add_witness_flag(p)
     p.add_argument("--maxpool", choices=("capm", "lirpa"), default=None,
                    help="MaxPool bound operator (default capm; see `vnnx bounds --help`)")
     p.set_defaults(func=_cmd_verify)
@@ -200,18 +240,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run every instance of a VNN-COMP instances.csv")
     p.add_argument("instances", help="instances.csv (onnx, vnnlib, timeout per row)")
     p.add_argument("--out", help="results CSV (default: results.csv beside the instances file)")
-    p.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every timeout (default 1)")
-    p.add_argument("--method", default="auto", choices=("auto", "pgd", "ibp", "crown", "alpha-crown", "bab", "milp"))
+    p.add_argument("--timeout-scale", type=_seconds, default=1.0, help="multiply every timeout (default 1)")
+    p.add_argument("--method", default="auto", choices=METHODS)
+    _add_witness_flag(p)
     p.add_argument("--limit", type=int, default=None, help="run only the first N instances")
     p.add_argument("--solver", choices=("highs", "gurobi", "auto"), default="highs", help="MILP back end")
     p.add_argument("--jobs", type=int, default=1,
                    help="instances verified at once, in worker processes with one thread each (default 1)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the decided (sat/unsat) rows of an earlier --out CSV and run only the rest "
+                        "(error, timeout and unknown rows run again)")
     _add_maxpool_flag(p)
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="the main job on the shipped MNIST model and specs")
     p.add_argument("--out-dir", default="out/demo", help="where results go (default out/demo)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per instance (default 30)")
+    p.add_argument("--timeout", type=_seconds, default=30.0, help="seconds per instance (default 30)")
     p.add_argument("--quick", action="store_true", help="fewer instances")
     p.set_defaults(func=_cmd_demo)
 
@@ -231,6 +275,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the command stops the same way."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
+def _exit_now(code: int) -> None:
+    """Leave at once with ``code``: a solver thread may still be running (it stops at its next
+    interrupt check), and interpreter shutdown under a running HiGHS thread aborts. Output files
+    are written atomically, so nothing half-written is left behind."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -238,6 +301,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # torch/auto_LiRPA deprecation chatter is not for users of the command line.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv, debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list, debug: bool) -> int:
     try:
         _set_threads()
         parser = build_parser()
@@ -253,7 +330,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("vnnx: interrupted", file=sys.stderr)
-        return 130
+        _exit_now(130)
+    except _Terminated:
+        print("vnnx: terminated", file=sys.stderr)
+        _exit_now(143)
     except MemoryError:
         print("vnnx: error: out of memory", file=sys.stderr)
         return 2

@@ -24,6 +24,8 @@ def load_yaml(path: str | os.PathLike) -> Any:
 
 
 C = TypeVar("C")
+# Config keys that name files or folders: relative values in a YAML file are read relative to it.
+PATH_KEYS = frozenset({"data_dir", "mnist_dir"})
 
 
 def setting(default: Any, help: str) -> Any:
@@ -107,8 +109,17 @@ def config_from_dict(cls: type[C], values: Any, source: str, base: Optional[C] =
 
 def load_config(cls: type[C], path: str | os.PathLike, overrides: Optional[dict] = None,
                 validate: Optional[Callable[[C, str], None]] = None) -> C:
-    """Read a YAML config into ``cls``; ``overrides`` (e.g. CLI flags; None values ignored) win."""
-    cfg = config_from_dict(cls, load_yaml(path) or {}, str(path), validate=validate)
+    """Read a YAML config into ``cls``; ``overrides`` (e.g. CLI flags; None values ignored) win.
+
+    Relative paths in the file (the keys in :data:`PATH_KEYS`) are relative to the file's own
+    folder, wherever the user stands; paths given as overrides are relative to the working
+    directory, as on any command line."""
+    values = load_yaml(path) or {}
+    if isinstance(values, dict):
+        base = Path(path).parent
+        values = {k: (os.path.normpath(base / v) if k in PATH_KEYS and isinstance(v, str) and v
+                      and not Path(v).is_absolute() else v) for k, v in values.items()}
+    cfg = config_from_dict(cls, values, str(path), validate=validate)
     if overrides:
         cfg = config_from_dict(cls, {k: v for k, v in overrides.items() if v is not None}, "command line",
                                cfg, validate)

@@ -53,3 +53,46 @@ def write_text_atomic(path: PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def process_start() -> float:
+    """The ``time.monotonic()`` value at which this process started (Linux: from
+    ``/proc/self/stat``, so interpreter start-up and imports are included); elsewhere, or if that
+    cannot be read, the time this module was imported."""
+    import time
+
+    try:
+        with open("/proc/self/stat") as fh:
+            # Field 22 (after the parenthesised command, which may hold spaces): start time in
+            # clock ticks after boot.
+            fields = fh.read().rsplit(")", 1)[1].split()
+        started_after_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started_after_boot
+        if 0 <= age < 86400:
+            return time.monotonic() - age
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    return _IMPORTED
+
+
+def check_writable_file(path: PathLike, what: str = "output") -> Path:
+    """Fail now, before any long work, if ``path`` cannot be written later: its directory must
+    exist and be writable, and ``path`` must not be a directory. Returns ``Path(path)``."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise InputFileError(f"{target}: {what} path is a directory")
+    if not parent.is_dir():
+        raise InputFileError(f"{target}: {what} directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise InputFileError(f"{target}: {what} location is not writable")
+    return target
+
+
+def _import_time() -> float:
+    import time
+
+    return time.monotonic()
+
+
+_IMPORTED = _import_time()

@@ -6,12 +6,18 @@ left when neither applies or branch and bound gives up.
 
 Verdicts follow VNN-COMP: a VNN-LIB file describes the *violation* of a property, so
 
-* ``sat``: a counterexample exists. Only ever reported with a point that onnxruntime, running
-  the original ONNX file in float32, confirms lies in the input box and whose output satisfies a
-  violating clause.
+* ``sat``: a counterexample exists. Only ever reported with a witness that onnxruntime, running
+  the original ONNX file in float32, confirms (see "Witness semantics" below).
 * ``unsat``: no counterexample exists. Only from a sound bound (every clause has a row whose
   lower bound exceeds its right-hand side) or an optimal / bound-proven MILP.
 * ``unknown`` / ``timeout``: anything else.
+
+Witness semantics (VNN-COMP's): a float32 point ``x`` is a witness when every ``x_i`` lies within
+``witness_tol`` (default :data:`WITNESS_TOL` = 1e-4) of its range and the output that onnxruntime
+computes at ``x`` on the original file satisfies every row of some clause within ``witness_tol``
+(``A y <= b + tol``), for the same input box. The tolerance is what makes witnesses possible at all
+for ranges that are single points float32 cannot hold (VNN-COMP 2022 ``collins_rul_cnn``).
+``witness_tol=0`` is the strict mode: exact float64 membership of the float32 point and output.
 """
 from __future__ import annotations
 
@@ -23,11 +29,15 @@ import numpy as np
 
 from vnnx.errors import VnnxError
 
-METHODS = ("auto", "pgd", "ibp", "crown", "alpha-crown", "bab", "milp")
+# Every stage that can decide alone has a method of its own: 'input-split' is CROWN then the
+# input-box branch and bound, 'network-engine' CROWN then a bound plugin's whole-network engine.
+METHODS = ("auto", "pgd", "ibp", "crown", "alpha-crown", "input-split", "network-engine", "bab", "milp")
 VERDICTS = ("sat", "unsat", "unknown", "timeout")
 # A bound refutes a row ``a y <= b`` only when ``lower(a y) - b`` exceeds this. The bounds are
 # computed in float64 on float32 weights; the margin absorbs float64 round-off, not modelling error.
 REFUTE_MARGIN = 1e-7
+# VNN-COMP's counterexample tolerance, on inputs (distance to the box) and on output rows.
+WITNESS_TOL = 1e-4
 # Input splitting (branch and bound on the input box) runs in 'auto' for networks with at most
 # this many inputs (ACAS Xu has 5), before the MILP; boxes are bounded this many at a time.
 INPUT_SPLIT_MAX_INPUTS = 16
@@ -84,8 +94,10 @@ class VerifyResult:
 
 
 class _Deadline:
-    def __init__(self, timeout: Optional[float]) -> None:
-        self.start = time.monotonic()
+    """``timeout`` seconds from ``start`` (a ``time.monotonic()`` value; default: now)."""
+
+    def __init__(self, timeout: Optional[float], start: Optional[float] = None) -> None:
+        self.start = time.monotonic() if start is None else float(start)
         self.timeout = timeout
 
     def left(self) -> Optional[float]:
@@ -101,21 +113,32 @@ class _Deadline:
         return time.monotonic() - self.start
 
 
-def check_counterexample(model, prop, x: np.ndarray) -> Optional[Counterexample]:
+def check_counterexample(model, prop, x: np.ndarray, tol: float = WITNESS_TOL) -> Optional[Counterexample]:
     """Run ``x`` through the original ONNX model with onnxruntime (float32) and return a
-    :class:`Counterexample` only if x is in the property's box and the output violates it."""
+    :class:`Counterexample` only if it is a witness for ``prop`` (module docstring: the point is
+    within ``tol`` of the box and its output within ``tol`` of some clause; ``tol=0`` is exact).
+
+    ``x`` is first clipped to the box in float64, then rounded to the nearest float32, so the
+    point stays within half a float32 ulp of the box even where a range is a single point
+    float32 cannot hold."""
     from vnnx.io.onnx import run_onnxruntime
     from vnnx.io.vnnlib import violates
 
-    x32 = np.asarray(x, dtype=np.float32).reshape(-1)
-    # Rounding to float32 can step just outside the box; clip back inside it.
-    x32 = np.clip(x32, prop.x_lower.astype(np.float32), prop.x_upper.astype(np.float32))
-    x32 = np.where(x32 < prop.x_lower, np.nextafter(x32, np.float32(np.inf)), x32)
-    x32 = np.where(x32 > prop.x_upper, np.nextafter(x32, np.float32(-np.inf)), x32)
+    x64 = np.clip(np.asarray(x, dtype=np.float64).reshape(-1), prop.x_lower, prop.x_upper)
+    x32 = x64.astype(np.float32)
+    if tol <= 0:
+        # Strict mode: step rounded values back inside the box where float32 allows.
+        x32 = np.where(x32 < prop.x_lower, np.nextafter(x32, np.float32(np.inf)), x32)
+        x32 = np.where(x32 > prop.x_upper, np.nextafter(x32, np.float32(-np.inf)), x32)
     y = run_onnxruntime(model, x32[None, :])[0]
-    if violates(prop, x32.astype(np.float64), y.astype(np.float64)):
+    if violates(prop, x32.astype(np.float64), y.astype(np.float64), tol=max(0.0, float(tol))):
         return Counterexample(x32, y.astype(np.float32))
     return None
+
+
+def box_points(prop) -> np.ndarray:
+    """The centre of ``prop``'s box, then its lower and upper corners: (3, n_inputs)."""
+    return np.stack([(prop.x_lower + prop.x_upper) / 2, prop.x_lower, prop.x_upper])
 
 
 def clause_margins(lower: np.ndarray, clauses: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[float]:
@@ -140,10 +163,11 @@ class Verifier:
     that many specs on one network (a benchmark) pay for them once.
 
     ``custom_ops``: auto_LiRPA bound operators from plugins (e.g. CAPM's MaxPool).
+    ``witness_tol``: the counterexample tolerance (module docstring); 0 is the strict mode.
     """
 
     def __init__(self, model, custom_ops: Optional[Mapping[str, type]] = None,
-                 milp_backend: str = "highs", seed: int = 0) -> None:
+                 milp_backend: str = "highs", seed: int = 0, witness_tol: float = WITNESS_TOL) -> None:
         from vnnx.io.onnx import to_network
 
         self.model = model
@@ -151,6 +175,9 @@ class Verifier:
         self.custom_ops = dict(custom_ops or {})
         self.milp_backend = milp_backend
         self.seed = seed
+        if not (witness_tol >= 0 and np.isfinite(witness_tol)):
+            raise VnnxError(f"witness tolerance must be a finite number >= 0, got {witness_tol!r}")
+        self.witness_tol = float(witness_tol)
         self._bounds = None
         self._torch = None
         self._chain = False   # not built yet; None when the network is not an affine/ReLU chain
@@ -189,6 +216,23 @@ class Verifier:
                     break
         return self._net_engine
 
+    def prepare(self) -> None:
+        """Build what every run needs now (the plain network view is built by the constructor;
+        here the bound engine and the torch module), so that a network vnnx would refuse fails
+        here with its :class:`VnnxError`, not in the middle of a run."""
+        self._bound_engine()
+        self._module()
+
+    def _witness(self, prop, x) -> Optional[Counterexample]:
+        return check_counterexample(self.model, prop, x, self.witness_tol)
+
+    def _first_witness(self, prop, points) -> Optional[Counterexample]:
+        for x in points:
+            cex = self._witness(prop, x)
+            if cex is not None:
+                return cex
+        return None
+
     def _module(self):
         if self._torch is None:
             import torch
@@ -196,14 +240,25 @@ class Verifier:
             self._torch = self.network.to_torch(torch.float32).eval()
         return self._torch
 
-    def verify(self, spec, method: str = "auto", timeout: Optional[float] = None) -> VerifyResult:
-        """Verify every property (input box) of ``spec``; sat if any is sat, unsat if all are."""
+    def verify(self, spec, method: str = "auto", timeout: Optional[float] = None,
+               start: Optional[float] = None) -> VerifyResult:
+        """Verify every property (input box) of ``spec``; sat if any is sat, unsat if all are.
+
+        ``timeout`` counts from ``start`` (a ``time.monotonic()`` value, default now); the
+        command line passes the start of the process, so that loading counts too."""
         if method not in METHODS:
             raise VnnxError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if spec.n_inputs != self.network.n_inputs or spec.n_outputs != self.network.n_outputs:
             raise VnnxError(f"{spec.path}: spec has {spec.n_inputs} inputs / {spec.n_outputs} outputs, "
                             f"network {self.model.path} has {self.network.n_inputs} / {self.network.n_outputs}")
-        deadline = _Deadline(timeout)
+        f32 = float(np.finfo(np.float32).max)
+        for p_idx, prop in enumerate(spec.properties):
+            big = np.flatnonzero((np.abs(prop.x_lower) > f32) | (np.abs(prop.x_upper) > f32))
+            if big.size:
+                i = int(big[0])
+                raise VnnxError(f"{spec.path}: input X_{i} has range [{prop.x_lower[i]:g}, {prop.x_upper[i]:g}], "
+                                f"beyond what a float32 network input can hold (|x| <= {f32:.3g})")
+        deadline = _Deadline(timeout, start)
         stages: list[dict] = []
         verdicts = []
         decided = []
@@ -228,9 +283,12 @@ class Verifier:
             stages.append({"property": p_idx, "stage": stage, "outcome": outcome,
                            "seconds": round(time.monotonic() - t0, 4), **extra})
 
-        if not clauses:
-            # No output constraint: every input in the box violates the property.
-            cex = check_counterexample(self.model, prop, (prop.x_lower + prop.x_upper) / 2)
+        if not clauses or any(len(b) == 0 for _, b in clauses):
+            # A clause without rows holds for every output: every input in the box violates the
+            # property, and the box centre is a witness (confirmed like any other).
+            t0 = time.monotonic()
+            cex = self._witness(prop, (prop.x_lower + prop.x_upper) / 2)
+            log("trivial", "sat" if cex else "centre failed the onnxruntime check", t0)
             return ("sat", "trivial", cex) if cex else ("unknown", "", None)
 
         if method in ("auto", "pgd"):
@@ -240,8 +298,8 @@ class Verifier:
             left = deadline.left()
             res = pgd_spec(self._module(), prop.x_lower, prop.x_upper, clauses, seed=self.seed,
                            time_limit=None if left is None else min(left, max(1.0, 0.1 * left)))
-            if res.x is not None and res.margin <= 0:
-                cex = check_counterexample(self.model, prop, res.x)
+            if res.x is not None and res.margin <= self.witness_tol:
+                cex = self._witness(prop, res.x)
                 if cex is not None:
                     log("pgd", "sat", t0, margin=res.margin)
                     return "sat", "pgd", cex
@@ -251,7 +309,8 @@ class Verifier:
 
         bound_methods = {"auto": ("crown", "alpha-crown"), "ibp": ("ibp",), "crown": ("crown",),
                          "alpha-crown": ("alpha-crown",), "bab": ("crown", "alpha-crown"),
-                         "milp": ("crown",)}[method] if method != "pgd" else ()
+                         "milp": ("crown",), "input-split": ("crown",),
+                         "network-engine": ("crown",)}[method] if method != "pgd" else ()
         pre_activation = None
         margins = {}
         crown_seconds = None
@@ -292,7 +351,18 @@ class Verifier:
                 min_margin=float(np.min(res.lower - np.concatenate([b for _, b in sub]))))
             if not open_clauses:
                 return "unsat", bm, None
-            if bm == "crown" and method == "auto" and self._network_engine() is not None:
+            # Early exit: a clause whose every row has upper bound <= 0 on the whole box holds
+            # everywhere, so every point is a counterexample; the centre and corners are checked
+            # like any other witness.
+            rhs = np.concatenate([b for _, b in sub])
+            starts = np.cumsum([0] + [len(b) for _, b in sub])
+            if any(np.all(res.upper[s0:s1] - rhs[s0:s1] <= 0) for s0, s1 in zip(starts[:-1], starts[1:])):
+                t1 = time.monotonic()
+                cex = self._first_witness(prop, box_points(prop))
+                log(f"{bm}-upper", "sat" if cex else "witness failed the onnxruntime check", t1)
+                if cex is not None:
+                    return "sat", f"{bm}-upper", cex
+            if bm == "crown" and method in ("auto", "network-engine") and self._network_engine() is not None:
                 if deadline.expired():
                     return "timeout", "", None
                 t0 = time.monotonic()
@@ -305,9 +375,15 @@ class Verifier:
                 if not open_clauses:
                     return "unsat", "network-engine", None
 
-        if method not in ("auto", "milp", "bab"):
+        if method == "network-engine" and self._network_engine() is None:
+            log("network-engine", "skipped: no bound plugin offers a network engine for this network",
+                time.monotonic())
+        if method == "input-split" and self.network.n_inputs > INPUT_SPLIT_MAX_INPUTS:
+            log("input-split", f"skipped: more than {INPUT_SPLIT_MAX_INPUTS} inputs", time.monotonic())
             return "unknown", "", None
-        if method == "auto" and self.network.n_inputs <= INPUT_SPLIT_MAX_INPUTS:
+        if method not in ("auto", "milp", "bab", "input-split"):
+            return "unknown", "", None
+        if method in ("auto", "input-split") and self.network.n_inputs <= INPUT_SPLIT_MAX_INPUTS:
             if deadline.expired():
                 return "timeout", "", None
             t0 = time.monotonic()
@@ -318,6 +394,8 @@ class Verifier:
                 return "sat", "input-split", cex
             if outcome == "unsat":
                 return "unsat", "input-split", None
+            if method == "input-split":
+                return ("timeout" if outcome == "timeout" else "unknown"), "", None
         if method in ("auto", "bab") and self._relu_chain() is not None:
             outcome, by, cex, open_clauses = self._relu_bab(prop, clauses, open_clauses, margins, pre_activation,
                                                            deadline, log)
@@ -343,7 +421,7 @@ class Verifier:
         res = verify_milp(self.network, sub_prop, layer_bounds=layer_bounds, time_limit=deadline.left(),
                           backend=self.milp_backend)
         if res.status == "sat" and res.x is not None:
-            cex = check_counterexample(self.model, prop, res.x)
+            cex = self._witness(prop, res.x)
             if cex is not None:
                 log("milp", "sat", t0, binaries=res.n_binaries)
                 return "sat", "milp", cex
@@ -380,7 +458,7 @@ class Verifier:
         found = {}
 
         def check(x):
-            cex = check_counterexample(self.model, prop, x)
+            cex = self._witness(prop, x)
             if cex is not None:
                 found["cex"] = cex
             return cex is not None
@@ -469,7 +547,7 @@ class Verifier:
                     (grad,) = torch.autograd.grad(obj, xc)
                 yc = y.detach().numpy()
                 for i in np.flatnonzero(_violating(yc, clauses, ref)):
-                    cex = check_counterexample(self.model, prop, centre[i])
+                    cex = self._witness(prop, centre[i])
                     if cex is not None:
                         return "sat", cex, bounded
                 w = hi - lo
@@ -521,7 +599,8 @@ def _with_clauses(prop, clauses):
 
 
 def verify(model, spec, method: str = "auto", timeout: Optional[float] = None,
-           custom_ops: Optional[Mapping[str, type]] = None, milp_backend: str = "highs") -> VerifyResult:
+           custom_ops: Optional[Mapping[str, type]] = None, milp_backend: str = "highs",
+           witness_tol: float = WITNESS_TOL) -> VerifyResult:
     """Verify a loaded model (:func:`vnnx.io.onnx.load_onnx`) against a spec
     (:func:`vnnx.io.vnnlib.read_vnnlib`). See :class:`Verifier`."""
-    return Verifier(model, custom_ops, milp_backend).verify(spec, method, timeout)
+    return Verifier(model, custom_ops, milp_backend, witness_tol=witness_tol).verify(spec, method, timeout)

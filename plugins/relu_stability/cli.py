@@ -64,12 +64,16 @@ def _load_network_and_data(onnx_path: str, data_path: str, n: int | None):
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import format_report_table, friendliness_report
 
+    from vnnx.util import check_writable_file
+
+    # Into the working directory by default: the ONNX file's folder may be read-only or shared.
+    json_path = Path(args.json) if args.json else Path(Path(args.onnx).stem + f".report-{args.method}.json")
+    check_writable_file(json_path, "report JSON")   # before the work, not after it
     network, data = _load_network_and_data(args.onnx, args.data, args.n_samples)
     report = friendliness_report(network, data.x, args.epsilon, args.method,
                                  clip=(args.clip_min, args.clip_max), lp_time_limit=args.lp_time_limit)
     report["onnx"], report["data"] = str(args.onnx), str(args.data)
     print(format_report_table(report))
-    json_path = Path(args.json) if args.json else Path(args.onnx).with_suffix(f".report-{args.method}.json")
     _write_json(json_path, report)
     print(f"wrote {json_path}")
     return 0
@@ -130,7 +134,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-min", type=float, default=0.0, help="lowest valid input value (default 0)")
     p.add_argument("--clip-max", type=float, default=1.0, help="highest valid input value (default 1)")
     p.add_argument("--lp-time-limit", type=float, default=None, help="seconds of LP tightening per sample")
-    p.add_argument("--json", help="JSON output (default: ONNX path with .report-METHOD.json)")
+    p.add_argument("--json", help="JSON output (default: MODEL.report-METHOD.json in the working directory)")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("rs-prune", help="small-weight and ReLU pruning passes (ReLU-stability plugin), ONNX in, ONNX out")

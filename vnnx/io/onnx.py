@@ -102,6 +102,8 @@ def read_model_proto(path: PathLike) -> onnx.ModelProto:
     protobuf, or fails ``onnx.checker``.
     """
     p = Path(path)
+    if p.is_dir():
+        raise InputFileError(f"{p}: is a directory, not an ONNX file")
     if not p.is_file():
         raise InputFileError(f"{p}: ONNX file not found")
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,69 @@ def _check_rows(rows: dict[int, dict[tuple[int, int], float]], where: str) -> No
                 )
 
 
+# A numeric literal: optional sign, digits with an optional fraction, or a bare fraction (.1),
+# optional exponent.
+_NUMBER = re.compile(r"([+-]?)(\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)")
+_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+
+
+def _normalise(text: str) -> str:
+    """Rewrite what VNN-COMP files use but vnnlib.compat rejects into the forms it reads:
+
+    * numbers with a leading ``+`` or a bare fraction (``+3e-1``, ``.1``, ``-.5``);
+    * strict comparisons ``<`` / ``>``, read as ``<=`` / ``>=`` (as VNN-COMP's checkers do,
+      which compare with a tolerance anyway);
+    * equalities ``(= a b)`` and ``(== a b)``, read as ``(<= a b)`` and ``(>= a b)`` joined by
+      ``and`` (spliced into an enclosing ``and``).
+
+    The text is read as s-expressions (comments dropped) and written back in the same order.
+    """
+    tokens = _TOKEN.findall("\n".join(line.split(";", 1)[0] for line in text.splitlines()))
+    stack: list[list] = [[]]
+    for tok in tokens:
+        if tok == "(":
+            stack.append([])
+        elif tok == ")":
+            if len(stack) == 1:
+                raise InputFileError("unbalanced parentheses: ')' without '('")
+            node = stack.pop()
+            stack[-1].append(node)
+        else:
+            stack[-1].append(tok)
+    if len(stack) != 1:
+        raise InputFileError("unbalanced parentheses: '(' without ')'")
+    return "\n".join(_write_sexpr(_rewrite(node)) for node in stack[0])
+
+
+def _rewrite(node):
+    if isinstance(node, str):
+        m = _NUMBER.fullmatch(node)
+        if m is None:
+            return node
+        sign, digits = m.groups()
+        return ("-" if sign == "-" else "") + ("0" if digits.startswith(".") else "") + digits
+    if not node:
+        return node
+    head, args = node[0], [_rewrite(a) for a in node[1:]]
+    if head in ("=", "=="):
+        if len(args) != 2:
+            raise InputFileError(f"an equality needs two arguments, got {len(args)}")
+        return ["and", ["<=", *args], [">=", *args]]
+    head = {"<": "<=", ">": ">="}.get(head, head) if isinstance(head, str) else _rewrite(head)
+    if head == "and":
+        flat = []
+        for a in args:
+            flat.extend(a[1:] if isinstance(a, list) and a and a[0] == "and" else [a])
+        args = flat
+    return [head, *args]
+
+
+def _write_sexpr(node) -> str:
+    if isinstance(node, str):
+        return node
+    return "(" + " ".join(_write_sexpr(n) for n in node) + ")"
+
+
 def _make_transformer(where: str):
     from vnnlib.compat import CompatTransformer
 
@@ -205,11 +269,21 @@ def read_vnnlib(path: str | os.PathLike, n_inputs: int | None = None,
     from vnnlib.parser import VnnLibParser
 
     path = Path(path)
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a directory, not a VNN-LIB file")
     if not path.is_file():
         raise InputFileError(f"{path}: VNN-LIB file not found")
     text = _read_text(path)
     where = str(path)
+    version = re.search(r"\(\s*vnnlib-version\s*<?\s*([0-9.]+)", text)
+    if version and not version.group(1).startswith("1"):
+        raise InputFileError(f"{where}: VNN-LIB {version.group(1)} is not supported yet (vnnx reads VNN-LIB 1.0, "
+                             "the VNN-COMP dialect)")
     transformer = _make_transformer(where)
+    try:
+        text = _normalise(text)
+    except InputFileError as exc:
+        raise InputFileError(f"{where}: malformed VNN-LIB: {exc}") from None
     try:
         with warnings.catch_warnings():
             # VNN-COMP files write "-0.5" for (- 0.5); the parser warns on each one.
@@ -445,7 +519,8 @@ def read_instances_csv(path: str | os.PathLike) -> list[tuple[Path, Path, float]
     Returns:
         ``[(onnx_path, vnnlib_path, timeout_seconds), ...]`` with relative paths resolved
         against the csv's directory (normalised, e.g. ``./specs/a`` -> ``specs/a``). Whether the
-        files exist is not checked here. Blank lines are skipped.
+        files exist is not checked here. Blank lines and ``#`` comment lines are skipped, as
+        VNN-COMP's tooling does.
     """
     path = Path(path)
     if not path.is_file():
@@ -454,7 +529,7 @@ def read_instances_csv(path: str | os.PathLike) -> list[tuple[Path, Path, float]
     base = path.parent
     result = []
     for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = [f.strip() for f in line.split(",")]
         if len(fields) != 3 or not fields[0] or not fields[1]:

@@ -6,6 +6,10 @@ changing costs or bounds and calling ``run`` again warm-starts from the last bas
 """
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
 import time
 from typing import Any, Mapping
 
@@ -41,6 +45,97 @@ def _use_threads(h, threads: int | None) -> None:
     h.setOptionValue("threads", want)
 
 
+def _new_highs():
+    """A silent ``Highs`` object. HiGHS prints a two-line banner on stdout when the first one of a
+    process is made (before ``silent()`` can act); it goes to stderr here, so that stdout carries
+    only vnnx's documented results (a verdict line, JSON) that pipelines parse."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    h.silent()
+    return h
+
+
+# LPs with more non-zeros than this also run watched (:func:`_run`); smaller ones finish in
+# milliseconds, and the thread would cost them a few per cent.
+_WATCH_LP_NNZ = 100_000
+
+
+class _Signals:
+    """SIGINT / SIGTERM received while HiGHS runs (see :func:`_run`)."""
+
+    received: list = []
+
+
+def _stop_if_signalled(event) -> None:
+    if _Signals.received:
+        event.interrupt()
+
+
+def _run(h) -> None:
+    """``h.run()``, stopped within ~0.1 s by SIGINT or SIGTERM.
+
+    HiGHS keeps the calling thread until its own limits (presolve and the root LP can take
+    seconds between interrupt callbacks), so Ctrl-C used to wait for the whole solve. In the
+    main thread the solve runs in a helper thread instead (highspy releases the GIL in
+    ``run``); the main thread waits in short steps, so Python's signal handlers run at once.
+    A signal is recorded, HiGHS is asked to stop at its next interrupt callback, and the signal
+    is re-raised with the original handler (KeyboardInterrupt, or the default exit) after at
+    most 0.5 s more: the helper thread is a daemon. (A process must then leave through
+    ``os._exit``, as the command line does: interpreter shutdown under a running HiGHS thread
+    aborts.)"""
+    if threading.current_thread() is not threading.main_thread():
+        h.run()   # Python delivers signals to the main thread only; nothing to watch here
+        return
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        current = signal.getsignal(sig)
+        if current in (signal.SIG_IGN, None):
+            continue
+        old[sig] = current
+        signal.signal(sig, lambda signum, frame: _Signals.received.append(signum))
+    _Signals.received = []
+    cbs = (h.cbSimplexInterrupt, h.cbIpmInterrupt, h.cbMipInterrupt)
+    for cb in cbs:
+        cb += _stop_if_signalled
+    done = threading.Event()
+    failure: list = []
+
+    def target() -> None:
+        try:
+            h.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            failure.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=target, name="highs-run", daemon=True)
+    try:
+        worker.start()
+        while not done.wait(0.05):
+            if _Signals.received:
+                break
+    finally:
+        if _Signals.received:
+            done.wait(0.5)   # HiGHS usually reaches an interrupt callback by then
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        received = list(dict.fromkeys(_Signals.received))
+        if done.is_set():
+            _Signals.received = []
+            for cb in cbs:
+                cb -= _stop_if_signalled
+    for sig in received:
+        signal.raise_signal(sig)
+    if failure:
+        raise failure[0]
+
+
 def highs_status() -> str:
     """'ok', or why the HiGHS back end cannot be used."""
     return "ok" if highspy is not None else str(_IMPORT_ERROR)
@@ -56,8 +151,8 @@ class HighsSession(Session):
         self._state = ProblemState(problem)
         self._A_cache: sp.csr_matrix | None = problem.A
         self._is_mip = problem.is_mip
-        h = highspy.Highs()
-        h.silent()
+        self._nnz = int(problem.A.nnz)
+        h = _new_highs()
         _use_threads(h, threads)
         for name, value in (options or {}).items():
             if h.setOptionValue(name, value) != highspy.HighsStatus.kOk:
@@ -105,6 +200,7 @@ class HighsSession(Session):
         A, lower, upper = check_rows(A, lower, upper, self._state.c.size)
         A.sort_indices()
         self._state.add_rows(A, lower, upper)
+        self._nnz += int(A.nnz)
         self._A_cache = None
         self._h.addRows(A.shape[0], lower, upper, int(A.nnz), A.indptr[:-1].astype(np.int32),
                         A.indices.astype(np.int32), A.data)
@@ -129,7 +225,10 @@ class HighsSession(Session):
             h.cbMipInterrupt.subscribe(_early_stop, (maximize, target, cutoff))
         start = time.perf_counter()
         try:
-            h.run()
+            if self._is_mip or self._nnz > _WATCH_LP_NNZ:
+                _run(h)
+            else:
+                h.run()   # short: Python's own signal check right after it is soon enough
             model_status = h.getModelStatus()
             if model_status == highspy.HighsModelStatus.kUnboundedOrInfeasible:
                 # Presolve cannot tell the two apart; the simplex on the original model can.
