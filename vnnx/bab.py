@@ -258,6 +258,7 @@ class ReluBab:
         self._x_rad = (self.x_up - self.x_lo) / 2
         self._tried = 0
         self._probed = None
+        self._deadline: Optional[float] = None   # time.monotonic() value, set by run()
 
     # ----------------------------------------------------------------- bounds
     def _backward(self, lam, const, lbs, ubs, splits, alphas, betas, upto):
@@ -371,7 +372,10 @@ class ReluBab:
                         m = row_better.view(D, 1, 1)
                         best_seen = [torch.where(m, s.detach(), bs) for s, bs in zip(seen, best_seen)]
                         best_lamx = torch.where(m, lam_x.detach(), best_lamx)
-                if it == iterations or opt is None:
+                # Every iteration's bound is sound, so stopping early at the deadline only costs
+                # tightness (a batch of 20 steps took 2-3 s on a 1,500-ReLU MLP under load).
+                if it == iterations or opt is None or (
+                        self._deadline is not None and time.monotonic() > self._deadline):
                     break
                 opt.zero_grad()
                 # Domains already closed need no more work; the sum lets each row's own α/β
@@ -533,10 +537,11 @@ class ReluBab:
             point = res.x
         return "open", point
 
-    def probe(self, layer_bounds: Optional[dict] = None) -> float:
+    def probe(self, layer_bounds: Optional[dict] = None, deadline: Optional[float] = None) -> float:
         """Bound the root (α/β optimised) and try the box corners that minimise it as
         counterexamples. Returns the root's lower bound (> margin: the clause is refuted);
         ``run`` continues from here."""
+        self._deadline = deadline
         with torch.no_grad():
             root = self._root(layer_bounds)
         seen, corners = self._optimise(root, self.iterations)
@@ -554,6 +559,7 @@ class ReluBab:
         """``layer_bounds``: sound pre-activation bounds at the root ({network layer index:
         (lower, upper)}, e.g. from α-CROWN). ``deadline``: ``time.monotonic()`` value."""
         t0 = time.monotonic()
+        self._deadline = deadline
         res = BabResult("unknown")
         if self._probed is None:
             self.probe(layer_bounds)

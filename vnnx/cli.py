@@ -308,10 +308,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return _main(argv, debug)
+        code = _main(argv, debug)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    highs = sys.modules.get("vnnx.solvers.highs")
+    if highs is not None and highs.abandoned_solves():
+        _exit_now(code)   # a solve that overran its limit is still running: do not wait for it
+    return code
 
 
 def _main(argv: list, debug: bool) -> int:

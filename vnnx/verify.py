@@ -474,7 +474,8 @@ class Verifier:
             babs[i] = ReluBab(self._relu_chain(), prop.x_lower, prop.x_upper, a, b, margin=REFUTE_MARGIN,
                               batch=RELU_BAB_BATCH, iterations=RELU_BAB_ITERATIONS,
                               max_domains=RELU_BAB_MAX_DOMAINS, check=check)
-            margins[i] = babs[i].probe(pre_activation)
+            left = deadline.left()
+            margins[i] = babs[i].probe(pre_activation, None if left is None else time.monotonic() + left)
             if babs[i].counterexample is not None and "cex" in found:
                 log("relu-bab", "sat", t0, clause=i, domains=1)
                 return "sat", "relu-bab", found["cex"], open_clauses

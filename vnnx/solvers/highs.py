@@ -66,43 +66,57 @@ def _new_highs():
 _WATCH_LP_NNZ = 100_000
 
 
-class _Signals:
-    """SIGINT / SIGTERM received while HiGHS runs (see :func:`_run`)."""
-
-    received: list = []
-
-
-def _stop_if_signalled(event) -> None:
-    if _Signals.received:
-        event.interrupt()
+# How long past its time limit a watched solve may run before it is abandoned (:func:`_run`).
+OVERRUN_GRACE = 1.0
+# Solves abandoned past their limit that may still be running (see :func:`abandoned_solves`).
+_ABANDONED: list = []
 
 
-def _run(h) -> None:
-    """``h.run()``, stopped within ~0.1 s by SIGINT or SIGTERM.
+def abandoned_solves() -> int:
+    """How many abandoned HiGHS solves are still running in this process. A process that wants
+    to exit at once should then leave through ``os._exit`` (the command line does); otherwise
+    Python waits for them at exit."""
+    _ABANDONED[:] = [t for t in _ABANDONED if t.is_alive()]
+    return len(_ABANDONED)
 
-    HiGHS keeps the calling thread until its own limits (presolve and the root LP can take
-    seconds between interrupt callbacks), so Ctrl-C used to wait for the whole solve. In the
-    main thread the solve runs in a helper thread instead (highspy releases the GIL in
-    ``run``); the main thread waits in short steps, so Python's signal handlers run at once.
-    A signal is recorded, HiGHS is asked to stop at its next interrupt callback, and the signal
-    is re-raised with the original handler (KeyboardInterrupt, or the default exit) after at
-    most 0.5 s more: the helper thread is a daemon. (A process must then leave through
-    ``os._exit``, as the command line does: interpreter shutdown under a running HiGHS thread
-    aborts.)"""
+
+def _run(h, time_limit: float | None = None) -> bool:
+    """``h.run()``, stopped within ~0.5 s by SIGINT or SIGTERM, and given up
+    :data:`OVERRUN_GRACE` s after ``time_limit``. Returns False when the solve was given up
+    (its result must not be read; the ``Highs`` object is still busy).
+
+    HiGHS keeps the calling thread until its own checks, which can be many seconds apart (on a
+    5,000-column MNIST MILP it spent 18 s in the root with a limit of 8 s, and Ctrl-C waited for
+    all of it). In the main thread the solve runs in a helper thread instead (highspy releases
+    the GIL in ``run``); the main thread waits in short steps, so Python's signal handlers run at
+    once. A signal is recorded, HiGHS is asked to stop at its next interrupt callback, and the
+    signal is re-raised with the original handler (KeyboardInterrupt, or the default exit) after
+    at most 0.5 s more. The helper thread is not a daemon: interpreter shutdown under a running
+    HiGHS thread aborts, so Python waits for it unless the process leaves through ``os._exit``."""
     if threading.current_thread() is not threading.main_thread():
         h.run()   # Python delivers signals to the main thread only; nothing to watch here
-        return
+        return True
+    stop = threading.Event()
+    received: list = []
+
+    def on_signal(signum, frame) -> None:
+        received.append(signum)
+        stop.set()
+
+    def interrupt(event) -> None:
+        if stop.is_set():
+            event.interrupt()
+
     old = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         current = signal.getsignal(sig)
         if current in (signal.SIG_IGN, None):
             continue
         old[sig] = current
-        signal.signal(sig, lambda signum, frame: _Signals.received.append(signum))
-    _Signals.received = []
+        signal.signal(sig, on_signal)
     cbs = (h.cbSimplexInterrupt, h.cbIpmInterrupt, h.cbMipInterrupt)
     for cb in cbs:
-        cb += _stop_if_signalled
+        cb += interrupt
     done = threading.Event()
     failure: list = []
 
@@ -114,26 +128,29 @@ def _run(h) -> None:
         finally:
             done.set()
 
-    worker = threading.Thread(target=target, name="highs-run", daemon=True)
+    give_up = None if time_limit is None or not np.isfinite(time_limit) else \
+        time.monotonic() + float(time_limit) + OVERRUN_GRACE
+    worker = threading.Thread(target=target, name="highs-run")
     try:
         worker.start()
         while not done.wait(0.05):
-            if _Signals.received:
+            if received or (give_up is not None and time.monotonic() > give_up):
+                stop.set()
+                done.wait(0.5)   # HiGHS often reaches an interrupt callback by then
                 break
     finally:
-        if _Signals.received:
-            done.wait(0.5)   # HiGHS usually reaches an interrupt callback by then
         for sig, handler in old.items():
             signal.signal(sig, handler)
-        received = list(dict.fromkeys(_Signals.received))
         if done.is_set():
-            _Signals.received = []
             for cb in cbs:
-                cb -= _stop_if_signalled
-    for sig in received:
+                cb -= interrupt
+        else:
+            _ABANDONED.append(worker)
+    for sig in dict.fromkeys(received):
         signal.raise_signal(sig)
     if failure:
         raise failure[0]
+    return done.is_set()
 
 
 def highs_status() -> str:
@@ -171,7 +188,7 @@ class HighsSession(Session):
         if status == highspy.HighsStatus.kError:
             raise SolverError(f"HiGHS rejected the model ({problem.n_rows} rows, {problem.n_cols} columns): "
                               "check for NaN coefficients or lower > upper bounds")
-        self._h = h
+        self.__h = h
 
     @property
     def backend(self) -> str:
@@ -214,6 +231,16 @@ class HighsSession(Session):
         p = self._state
         return (np.concatenate([b[1] for b in p._blocks]), np.concatenate([b[2] for b in p._blocks]))
 
+    @property
+    def _h(self):
+        if self.__h is None:
+            raise SolverError("this HiGHS session was abandoned when a solve overran its time limit")
+        return self.__h
+
+    @_h.setter
+    def _h(self, value) -> None:
+        self.__h = value
+
     def solve(self, time_limit: float | None = None, *, target: float | None = None,
               cutoff: float | None = None, mip_rel_gap: float | None = None) -> Solution:
         h = self._h
@@ -224,9 +251,14 @@ class HighsSession(Session):
         if watch:
             h.cbMipInterrupt.subscribe(_early_stop, (maximize, target, cutoff))
         start = time.perf_counter()
+        abandoned = False
         try:
             if self._is_mip or self._nnz > _WATCH_LP_NNZ:
-                _run(h)
+                if not _run(h, time_limit):
+                    abandoned = True
+                    self._h = None   # still busy in its thread: this session is done
+                    return Solution("time_limit", None, None, None, time.perf_counter() - start,
+                                    f"HiGHS ran {OVERRUN_GRACE:g} s past its time limit and was abandoned")
             else:
                 h.run()   # short: Python's own signal check right after it is soon enough
             model_status = h.getModelStatus()
@@ -239,7 +271,7 @@ class HighsSession(Session):
                     h.setOptionValue("presolve", "choose")
                 model_status = h.getModelStatus()
         finally:
-            if watch:
+            if watch and not abandoned:
                 h.cbMipInterrupt.clear()
         seconds = time.perf_counter() - start
         return self._solution(model_status, seconds)
