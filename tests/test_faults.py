@@ -83,7 +83,7 @@ def test_result_file_location_is_checked_before_any_work(shared, tmp_path, where
     run = _vnnx("verify", "--onnx", d / "test_small.onnx", "--vnnlib", d / "test_small.vnnlib",
                 "--result-file", target, "--method", "milp", "--timeout", "30")
     assert run.returncode == 2, run.stderr
-    assert "result file" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert "--result-file" in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert run.stdout == ""
 
 
@@ -349,3 +349,49 @@ def test_every_command_with_a_missing_input_file(tmp_path, command, capsys, monk
 def test_help_goes_to_stdout():
     run = _vnnx("verify", "--help")
     assert run.returncode == 0 and "--witness-tol" in run.stdout and run.stderr == ""
+
+
+@pytest.mark.parametrize("command", ["sparsify", "prune-magnitude", "substitute", "rs-prune", "train", "compress"])
+def test_output_in_a_missing_folder_fails_before_any_work(tmp_path, command, capsys):
+    from vnnx.cli import main
+
+    demo = REPO / "specs" / "mnist_demo"
+    args = {"sparsify": ["--onnx", demo / "mnist_2x50.onnx", "--data", demo / "mnist_eval400.npz"],
+            "prune-magnitude": ["--onnx", demo / "mnist_2x50.onnx", "--rate", "0.5"],
+            "substitute": ["--onnx", demo / "mnist_2x50.onnx", "--data", demo / "mnist_eval400.npz", "--index", "0",
+                           "--kind", "lin", "--gamma", "0.9"],
+            "rs-prune": ["--onnx", demo / "mnist_2x50.onnx", "--data", demo / "mnist_eval400.npz",
+                         "--weight-threshold", "0.01"],
+            "train": ["--config", REPO / "specs" / "configs" / "relu_stability_small_rs.yaml"],
+            "compress": ["--config", REPO / "specs" / "configs" / "vericompress_mnist.yaml", "--budget", "1000",
+                         "--epsilon", "0.1"]}[command]
+    t0 = time.monotonic()
+    code = main([command, *map(str, args), "--out", str(tmp_path / "missing" / "x.onnx")])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "missing" in err and len(err.strip().splitlines()) == 1
+    assert time.monotonic() - t0 < 5
+
+
+def test_config_data_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
+    from vnnx_plugins.relu_stability.config import load_config as load_rs
+
+    conf_dir = tmp_path / "configs" / "deep"
+    conf_dir.mkdir(parents=True)
+    cfg = conf_dir / "c.yaml"
+    cfg.write_text("data_dir: ../../data/mnist\n")
+    monkeypatch.chdir(REPO)   # anywhere else than the config's folder
+    assert Path(load_rs(cfg).data_dir) == tmp_path / "data" / "mnist"
+    # Absolute paths, and paths given on the command line (relative to the working directory), stay.
+    assert load_rs(cfg, {"data_dir": "rel/dir"}).data_dir == "rel/dir"
+
+
+def test_report_json_goes_to_the_working_directory(tmp_path, monkeypatch, capsys):
+    from vnnx.cli import main
+
+    demo = REPO / "specs" / "mnist_demo"
+    monkeypatch.chdir(tmp_path)
+    code = main(["report", "--onnx", str(demo / "mnist_2x50.onnx"), "--data", str(demo / "mnist_eval400.npz"),
+                 "--epsilon", "0.01", "--n-samples", "2", "--method", "ibp"])
+    assert code == 0
+    assert (tmp_path / "mnist_2x50.report-ibp.json").is_file()
+    assert not list(demo.glob("*.report-*.json"))

@@ -84,13 +84,11 @@ def _apply_benchmark_settings(args: argparse.Namespace) -> None:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from vnnx.io.onnx import load_onnx
     from vnnx.io.vnnlib import read_vnnlib
-    from vnnx.util import check_writable_file, process_start, write_text_atomic
+    from vnnx.util import process_start, write_text_atomic
     from vnnx.verify import Verifier
 
     start = process_start()   # --timeout counts from here: loading and imports included
     _apply_benchmark_settings(args)
-    if args.result_file:
-        check_writable_file(args.result_file, "result file")
     model = load_onnx(args.onnx)
     spec = read_vnnlib(args.vnnlib, model.n_inputs, model.n_outputs)
     verifier = Verifier(model, custom_ops_for(args.maxpool), milp_backend=args.solver,
@@ -283,6 +281,20 @@ def _on_sigterm(signum, frame) -> None:
     raise _Terminated()
 
 
+# Flags of any command (core or plugin) that name an output file: checked before any work, so
+# that a missing or unwritable location fails at once rather than after a long search.
+OUTPUT_FILE_FLAGS = ("out", "report", "json", "result_file")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    from vnnx.util import check_writable_file
+
+    for flag in OUTPUT_FILE_FLAGS:
+        value = getattr(args, flag, None)
+        if isinstance(value, (str, Path)) and value:
+            check_writable_file(value, f"--{flag.replace('_', '-')}")
+
+
 def _exit_now(code: int) -> None:
     """Leave at once with ``code``: a solver thread may still be running (it stops at its next
     interrupt check), and interpreter shutdown under a running HiGHS thread aborts. Output files
@@ -326,6 +338,7 @@ def _main(argv: list, debug: bool) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        _check_outputs(args)
         return int(args.func(args) or 0)
     except VnnxError as exc:
         if debug:

@@ -68,7 +68,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     # Into the working directory by default: the ONNX file's folder may be read-only or shared.
     json_path = Path(args.json) if args.json else Path(Path(args.onnx).stem + f".report-{args.method}.json")
-    check_writable_file(json_path, "report JSON")   # before the work, not after it
+    check_writable_file(json_path, "report JSON")   # the default too, before the work
     network, data = _load_network_and_data(args.onnx, args.data, args.n_samples)
     report = friendliness_report(network, data.x, args.epsilon, args.method,
                                  clip=(args.clip_min, args.clip_max), lp_time_limit=args.lp_time_limit)
