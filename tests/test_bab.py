@@ -217,10 +217,11 @@ def test_auto_skips_slow_alpha_crown_when_branch_and_bound_can_take_over(tmp_pat
     """When CROWN is too slow for α-CROWN to fit in half the time left (forced here by the
     factor), 'auto' logs α-CROWN as skipped and the ReLU branch and bound still decides; an
     explicit --method alpha-crown is never skipped."""
+    import vnnx.stages.bound
     import vnnx.verify as V
 
     verifier, parsed = _spec_needing_bab(tmp_path)
-    monkeypatch.setattr(V, "ALPHA_STEP_CROWN_PASSES", 1e12)
+    monkeypatch.setattr(vnnx.stages.bound, "ALPHA_STEP_CROWN_PASSES", 1e12)
     auto = verifier.verify(parsed, method="auto", timeout=120)
     skipped = [st for st in auto.stages if st["stage"] == "alpha-crown"]
     assert skipped and all(st["outcome"].startswith("skipped") for st in skipped)
@@ -236,6 +237,7 @@ def test_auto_leaves_half_the_time_to_branch_and_bound(tmp_path, monkeypatch):
     and bound, which needed seconds, timed out); the estimate that skips it counts every step."""
     import time as _time
 
+    import vnnx.stages.bound
     import vnnx.verify as V
     from vnnx.bounds import BoundComputer
 
@@ -249,12 +251,12 @@ def test_auto_leaves_half_the_time_to_branch_and_bound(tmp_path, monkeypatch):
         return real(self, lo, hi, method, C, deadline=deadline)
 
     monkeypatch.setattr(BoundComputer, "compute", spy)
-    monkeypatch.setattr(V, "ALPHA_STEP_CROWN_PASSES", 0)
+    monkeypatch.setattr(vnnx.stages.bound, "ALPHA_STEP_CROWN_PASSES", 0)
     res = verifier.verify(parsed, method="auto", timeout=100)
     assert res.verdict == "unsat" and seen and all(s is not None and s <= 50.0 for s in seen)
     # The estimate is steps x passes x CROWN time: one pass per step fits here, so it runs
     # (a cost that does not fit is skipped: the test above).
-    monkeypatch.setattr(V, "ALPHA_STEP_CROWN_PASSES", 1)
+    monkeypatch.setattr(vnnx.stages.bound, "ALPHA_STEP_CROWN_PASSES", 1)
     seen.clear()
     verifier.verify(parsed, method="auto", timeout=100)
     assert seen

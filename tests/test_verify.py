@@ -107,6 +107,7 @@ def test_input_split_agrees_with_the_exact_maximum(tmp_path, seed):
     """Low-dimensional inputs go through input splitting after alpha-CROWN; it must give 'unsat'
     just above the exact maximum (MILP) and never 'unsat' just below it."""
     import vnnx.verify as V
+    from vnnx.stages.input_split import InputSplitStage
 
     rng = np.random.default_rng(100 + seed)
     net = random_mlp(rng, (3, 16, 16, 2))
@@ -124,8 +125,8 @@ def test_input_split_agrees_with_the_exact_maximum(tmp_path, seed):
     assert below.verdict == "sat", below.stages
     # The splitter alone (PGD off) finds the counterexample or leaves it open, never 'unsat'.
     spec = _threshold_spec(net, c, y_max - gap, lo, hi)
-    outcome, cex, _ = verifier._input_split(spec.properties[0], spec.properties[0].clauses, V._Deadline(30),
-                                            max_boxes=5000)
+    outcome, cex, _ = InputSplitStage(max_boxes=5000).search(verifier, spec.properties[0],
+                                                              spec.properties[0].clauses, V._Deadline(30))
     assert outcome in ("sat", "gave up", "timeout"), outcome
     if outcome == "sat":
         assert c @ cex.y >= y_max - gap - 1e-5

@@ -84,10 +84,9 @@ def _apply_benchmark_settings(args: argparse.Namespace) -> None:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from vnnx.io.onnx import load_onnx
     from vnnx.io.vnnlib import read_vnnlib
-    from vnnx.util import process_start, write_text_atomic
+    from vnnx.util import write_text_atomic
     from vnnx.verify import Verifier
 
-    start = process_start()   # --timeout counts from here: loading and imports included
     _apply_benchmark_settings(args)
     model = load_onnx(args.onnx)
     spec = read_vnnlib(args.vnnlib, model.n_inputs, model.n_outputs)
@@ -100,7 +99,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"ok: {model.path} ({model.n_inputs} inputs, {model.n_outputs} outputs), "
               f"{args.vnnlib} ({len(spec.properties)} input box(es))")
         return 0
-    result = verifier.verify(spec, method=args.method, timeout=args.timeout, start=start)
+    # --timeout counts from the start of the process (or of the call: see main).
+    result = verifier.verify(spec, method=args.method, timeout=args.timeout, start=_STARTED)
     if args.result_file:
         write_text_atomic(args.result_file, result.result_text())
     print(result.verdict)
@@ -281,6 +281,9 @@ def _on_sigterm(signum, frame) -> None:
     raise _Terminated()
 
 
+# time.monotonic() at which the running command started (see main).
+_STARTED: Optional[float] = None
+
 # Flags of any command (core or plugin) that name an output file: checked before any work, so
 # that a missing or unwritable location fails at once rather than after a long search.
 OUTPUT_FILE_FLAGS = ("out", "report", "json", "result_file")
@@ -307,6 +310,18 @@ def _exit_now(code: int) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The ``vnnx`` command. ``argv`` None: this process's own command line (the console
+    script); then ``--timeout`` counts from the process start, imports included. With an
+    explicit ``argv`` (a call from Python) it counts from this call."""
+    import time
+
+    global _STARTED
+    if argv is None:
+        from vnnx.util import process_start
+
+        _STARTED = process_start()
+    else:
+        _STARTED = time.monotonic()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     if not debug:

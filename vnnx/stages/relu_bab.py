@@ -1,0 +1,80 @@
+"""ReLU-splitting branch and bound (:mod:`vnnx.bab`) on each open clause, for networks that are
+chains of Dense/Conv/ReLU layers."""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from vnnx.stages import Outcome, Problem, Stage
+
+# Domains bounded at once, α/β iterations per batch, and the number of open domains at which the
+# search gives up (and the MILP takes over).
+RELU_BAB_BATCH = 256
+RELU_BAB_ITERATIONS = 20
+RELU_BAB_MAX_DOMAINS = 100_000
+
+
+class ReluBabStage(Stage):
+    """Every open clause is probed first (root bound plus the box corners it points at: cheap,
+    and it finds witnesses PGD missed before any time goes into a deep tree), then searched,
+    the nearest-to-refuted first. Only a fully closed tree refutes a clause.
+
+    Under 'auto' (``optional``) clauses it gives up on go to the MILP; alone, the property ends
+    'unknown'."""
+
+    name = "relu-bab"
+
+    def __init__(self, optional: bool = False) -> None:
+        self.optional = optional
+
+    def applies(self, verifier) -> Optional[str]:
+        if verifier.relu_chain() is None:
+            return "network is not a chain of affine layers and ReLUs"
+        return None
+
+    def run(self, verifier, problem: Problem, deadline) -> Optional[Outcome]:
+        from vnnx.bab import ReluBab
+        from vnnx.verify import REFUTE_MARGIN
+
+        prop, found = problem.prop, {}
+
+        def check(x):
+            cex = verifier.witness(prop, x)
+            if cex is not None:
+                found["cex"] = cex
+            return cex is not None
+
+        babs = {}
+        for i in problem.open_clauses:
+            if deadline.expired():
+                return Outcome("timeout")
+            t0 = time.monotonic()
+            a, b = problem.clauses[i]
+            babs[i] = ReluBab(verifier.relu_chain(), prop.x_lower, prop.x_upper, a, b, margin=REFUTE_MARGIN,
+                              batch=RELU_BAB_BATCH, iterations=RELU_BAB_ITERATIONS,
+                              max_domains=RELU_BAB_MAX_DOMAINS, check=check)
+            left = deadline.left()
+            problem.margins[i] = babs[i].probe(problem.pre_activation,
+                                               None if left is None else time.monotonic() + left)
+            if babs[i].counterexample is not None and "cex" in found:
+                problem.log(self.name, "sat", t0, clause=i, domains=1)
+                return Outcome("sat", self.name, found["cex"])
+        still_open = []
+        for i in sorted(problem.open_clauses, key=lambda j: -problem.margins[j]):
+            if deadline.expired():
+                return Outcome("timeout")
+            t0 = time.monotonic()
+            left = deadline.left()
+            res = babs[i].run(problem.pre_activation, None if left is None else time.monotonic() + left)
+            problem.log(self.name, res.status, t0, clause=i, domains=res.domains, max_open=res.max_open,
+                        **({"message": res.message} if res.message else {}))
+            if res.status == "sat" and "cex" in found:
+                return Outcome("sat", self.name, found["cex"])
+            if res.status == "timeout":
+                return Outcome("timeout")
+            if res.status != "unsat":
+                still_open.append(i)
+        problem.open_clauses = still_open
+        if not still_open:
+            return Outcome("unsat", self.name)
+        return None if self.optional else Outcome("unknown")
