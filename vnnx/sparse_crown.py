@@ -29,6 +29,7 @@ at a fraction of the cost on convolutions. Every relaxation is sound for any par
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -319,10 +320,12 @@ class SparseCrown:
         return const + lam @ mid - np.abs(lam) @ rad
 
     def bound(self, x_lower: np.ndarray, x_upper: np.ndarray, C: Optional[np.ndarray] = None,
-              alpha_iterations: int = 0, lr: float = 0.1, linear: Optional[dict] = None) -> np.ndarray:
+              alpha_iterations: int = 0, lr: float = 0.1, linear: Optional[dict] = None,
+              deadline: Optional[float] = None) -> np.ndarray:
         """Lower bounds of ``C y`` over the box (``C``: (k, n_out), identity when None); CROWN,
-        or α-CROWN on the last pass with ``alpha_iterations > 0``; ``linear`` as in
-        :meth:`layer_bounds`."""
+        or α-CROWN on the last pass with ``alpha_iterations > 0``, whose steps stop at
+        ``deadline`` (a ``time.monotonic()`` value; every step's bound is sound); ``linear`` as
+        in :meth:`layer_bounds`."""
         self.layer_bounds(x_lower, x_upper, linear)
         last = self.ops[-1]
         C = np.eye(last.W.shape[0]) if C is None else np.atleast_2d(np.asarray(C, dtype=np.float64))
@@ -332,7 +335,7 @@ class SparseCrown:
         if alpha_iterations <= 0:
             return crown
         return np.maximum(crown, self._alpha(np.asarray(lam.toarray() if sp.issparse(lam) else lam), const,
-                                             alpha_iterations, lr))
+                                             alpha_iterations, lr, deadline))
 
     # ---------------------------------------------------------------- α-CROWN
     def _sparse_t(self, k: int) -> torch.Tensor:
@@ -342,7 +345,8 @@ class SparseCrown:
             self._torch_wt[k] = torch.sparse_coo_tensor(idx, torch.as_tensor(wt.data), wt.shape, check_invariants=False).coalesce()
         return self._torch_wt[k]
 
-    def _alpha(self, lam0: np.ndarray, const0: np.ndarray, iterations: int, lr: float) -> np.ndarray:
+    def _alpha(self, lam0: np.ndarray, const0: np.ndarray, iterations: int, lr: float,
+               deadline: Optional[float] = None) -> np.ndarray:
         n_ops = len(self.ops) - 1
         rows = lam0.shape[0]
         params, fixed = {}, {}
@@ -392,7 +396,7 @@ class SparseCrown:
                             1, rel.index.reshape(1, -1).expand(rows, -1), contrib.reshape(rows, -1))
                 value = const + lam @ mid - lam.abs() @ rad
                 best = torch.maximum(best, value.detach())
-                if it == iterations:
+                if it == iterations or (deadline is not None and time.monotonic() > deadline):
                     break
                 opt.zero_grad()
                 value.sum().backward()
