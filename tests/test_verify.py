@@ -143,3 +143,36 @@ def test_clause_margins_and_refuted_clauses_agree():
     m = clause_margins(lower, clauses)
     assert m[0] == pytest.approx(10 * REFUTE_MARGIN) and m[1] == -np.inf and m[2] == pytest.approx(REFUTE_MARGIN / 2)
     assert refuted_clauses(lower, clauses) == [True, False, False]
+
+
+def test_every_method_is_a_table_of_stages_and_the_runner_follows_it():
+    """`auto` and every single-stage method are tables (vnnx.stages), walked by one runner: an
+    optional stage that does not fit is left out silently, a named one is logged as skipped and
+    ends the property 'unknown'; a stage's outcome ends it; an expired deadline is 'timeout'."""
+    from vnnx.stages import Outcome, Problem, Stage, method_stages, run_stages
+    from vnnx.verify import METHODS, _Deadline
+
+    assert all(method_stages(m) for m in METHODS)
+    assert [s.name for s in method_stages("auto")][:3] == ["trivial", "pgd", "crown"]
+    assert method_stages("auto")[-1].name == "milp"
+
+    class Fake(Stage):
+        def __init__(self, name, fits=True, optional=False, outcome=None):
+            self.name, self.fits, self.optional, self.outcome, self.ran = name, fits, optional, outcome, False
+
+        def applies(self, verifier):
+            return None if self.fits else "does not fit"
+
+        def run(self, verifier, problem, deadline):
+            self.ran = True
+            return self.outcome
+
+    log = []
+    problem = Problem(None, "x", lambda *a, **k: log.append(a[:2]), [None], [0])
+    stages = [Fake("a"), Fake("b", fits=False, optional=True), Fake("c", outcome=Outcome("unsat", "c")), Fake("d")]
+    assert run_stages(None, problem, stages, _Deadline(None)).verdict == "unsat"
+    assert [s.ran for s in stages] == [True, False, True, False] and log == []
+    named = [Fake("a"), Fake("b", fits=False), Fake("c")]
+    assert run_stages(None, problem, named, _Deadline(None)).verdict == "unknown"
+    assert log == [("b", "skipped: does not fit")] and not named[2].ran
+    assert run_stages(None, problem, [Fake("a"), Fake("b")], _Deadline(0.0)).verdict == "timeout"
