@@ -6,8 +6,8 @@ random VNN-LIB properties of every shape VNN-COMP uses, computes the TRUE answer
 independently of vnnx's bound code, runs vnnx's verification stages one at a time, and flags wrong
 verdicts.
 
-* Networks: MLP, CNN, MaxPool, BatchNorm, Sigmoid and Tanh families (plus residual graphs, off by
-  default: vnnx handles chains only today), each at a weight scale drawn from {0.3, 1, 3}.
+* Networks: MLP, CNN, MaxPool, BatchNorm, Sigmoid, Tanh and residual families (skip connections,
+  verified through vnnx's bound graph), each at a weight scale drawn from {0.3, 1, 3}.
 * Truth: for piecewise-linear networks an exact MILP built here (scipy.optimize.milp / HiGHS, big-M
   from this file's own interval arithmetic, MaxPool encoded exactly, BatchNorm folded here) computes
   ``m* = min over (box, clause) of min_{x in box} max_rows (a.y(x) - b)``. For Sigmoid/Tanh networks
@@ -77,12 +77,14 @@ MILP_TIME_LIMIT = 60.0
 #: Short mode size, and the number of stages each case runs (rotating over STAGES).
 SHORT_CASES = 216
 STAGES_PER_CASE = 3
-#: Network families and their weights in the draw. "residual" is off by default: vnnx refuses
-#: non-chain graphs today ("chains only"), so every such case would be an 'error'. Switch it on
-#: with --families ...,residual (or families=... in run()) once vnnx handles DAGs.
+#: Network families and their weights in the draw ("residual": skip connections, which vnnx
+#: verifies through its bound graph since 2026-12-01).
 FAMILY_WEIGHTS = {"mlp": 0.24, "cnn": 0.15, "maxpool": 0.21, "batchnorm": 0.16, "sigmoid": 0.12,
                   "tanh": 0.12, "residual": 0.10}
-DEFAULT_FAMILIES = ("mlp", "cnn", "maxpool", "batchnorm", "sigmoid", "tanh")
+DEFAULT_FAMILIES = ("mlp", "cnn", "maxpool", "batchnorm", "sigmoid", "tanh", "residual")
+#: vnnx's engines: 'auto' (chain engines on chains, the graph engine on other graphs) or 'graph'
+#: (the graph engine and graph MILP on every network), as vnnx.verify.ENGINES.
+ENGINES = ("auto", "graph")
 WEIGHT_SCALES = (0.3, 1.0, 3.0)
 MAX_RELUS = 12
 #: Property shapes and their weights (see make_property).
@@ -1389,7 +1391,7 @@ def build_case(seed: int, case: int, ctx: NetContext, prop_index: int, workdir: 
     return Case(case, ctx, prop_index, prop, path, truth)
 
 
-def attach_verifier(ctx: NetContext, verifier_factory: Optional[Callable] = None) -> None:
+def attach_verifier(ctx: NetContext, verifier_factory: Optional[Callable] = None, engine: str = "auto") -> None:
     """Load the ONNX file with vnnx and build its Verifier once (errors are kept, not raised)."""
     from vnnx.errors import VnnxError
 
@@ -1397,14 +1399,14 @@ def attach_verifier(ctx: NetContext, verifier_factory: Optional[Callable] = None
         if verifier_factory is not None:
             ctx.verifier = verifier_factory(ctx)
             return
-        from vnnx.cli import custom_ops_for
+        from vnnx.cli import custom_ops_for, relaxations_for
         from vnnx.io.onnx import load_onnx
         from vnnx.verify import Verifier
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = load_onnx(ctx.path)
-            ctx.verifier = Verifier(model, custom_ops_for("capm"))
+            ctx.verifier = Verifier(model, custom_ops_for("capm"), relaxations=relaxations_for("capm"), engine=engine)
     except VnnxError as exc:
         ctx.build_error = f"error: {_one_line(exc)}"
     except Exception as exc:  # noqa: BLE001 - a crash in vnnx is a finding, not a harness failure
@@ -1552,7 +1554,7 @@ def run(mode: str = "short", seed: int = 0, cases: Optional[int] = None, out: Op
         families: Sequence[str] = DEFAULT_FAMILIES, timeout: float = STAGE_TIMEOUT,
         verifier_factory: Optional[Callable] = None, workdir: Optional[str | Path] = None,
         progress: bool = True, case_ids: Optional[Sequence[int]] = None, verbose: bool = False,
-        stop_on_wrong: bool = False) -> dict:
+        stop_on_wrong: bool = False, engine: str = "auto") -> dict:
     """Run the harness and return its summary dict.
 
     Args:
@@ -1564,7 +1566,7 @@ def run(mode: str = "short", seed: int = 0, cases: Optional[int] = None, out: Op
             scheduled stages are all there are skipped on restart.
         stages_per_case: how many stages each case runs (rotating; 9 = all of them).
         only_stage: run this stage on every case instead of the schedule.
-        families: network families drawn from (FAMILY_WEIGHTS; 'residual' is off by default).
+        families: network families drawn from (FAMILY_WEIGHTS).
         timeout: vnnx's per-stage timeout in seconds.
         verifier_factory: ``f(NetContext) -> object with .verify(spec, method, timeout)`` replacing
             vnnx's Verifier (tests use it to show that the harness can fail).
@@ -1572,6 +1574,7 @@ def run(mode: str = "short", seed: int = 0, cases: Optional[int] = None, out: Op
         case_ids: in mode 'case', the case numbers to run.
         stop_on_wrong: stop at the first wrong verdict (the long run's choice: a wrong verdict is
             to be looked at, not counted).
+        engine: vnnx's engine choice (:data:`ENGINES`).
 
     Returns:
         the summary (cases, per-stage verdict counts, truth counts, wrong verdicts, ...).
@@ -1650,7 +1653,7 @@ def run(mode: str = "short", seed: int = 0, cases: Optional[int] = None, out: Op
                 if bar is not None:
                     bar.update(len(plans))
                 continue
-            attach_verifier(ctx, verifier_factory)
+            attach_verifier(ctx, verifier_factory, engine)
             if verbose:
                 print(f"network {n}: {ctx.net.describe()}\n  file {ctx.path}"
                       + (f"\n  vnnx: {ctx.build_error}" if ctx.build_error else ""), file=sys.stderr)
@@ -1793,8 +1796,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help=f"stages per case, rotating (default {STAGES_PER_CASE}; 9 runs all)")
     p.add_argument("--timeout", type=float, default=STAGE_TIMEOUT, help=f"vnnx per-stage timeout, s (default {STAGE_TIMEOUT:g})")
     p.add_argument("--families", default=",".join(DEFAULT_FAMILIES),
-                   help=f"network families, comma-separated, from {','.join(FAMILY_WEIGHTS)} "
-                        "(residual is off by default: vnnx verifies chains only)")
+                   help=f"network families, comma-separated, from {','.join(FAMILY_WEIGHTS)} (default: all)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="vnnx's engines: auto (chain engines on chains, the graph engine otherwise) or graph "
+                        "(the graph engine and graph MILP on every network); default auto")
     p.add_argument("--workdir", help="keep ONNX/VNN-LIB files here (default: a temporary folder)")
     p.add_argument("--json", help="also write the summary as JSON to this file")
     p.add_argument("--stop-on-wrong", action="store_true", help="stop at the first wrong verdict")
@@ -1814,18 +1819,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             p.error("--case wants SEED:CASE, e.g. 0:17")
         wd = args.workdir or tempfile.mkdtemp(prefix="vnnx_soundness_case_")
         summary = run("case", seed=seed, case_ids=[case], only_stage=args.stage, stages_per_case=len(STAGES),
-                      families=families, timeout=args.timeout, workdir=wd, progress=False, verbose=args.verbose)
+                      families=families, timeout=args.timeout, workdir=wd, progress=False, verbose=args.verbose,
+                      engine=args.engine)
         print(f"files kept in {wd}", file=sys.stderr)
     elif args.long:
         if not args.out:
             p.error("--long needs --out FILE.jsonl")
         summary = run("long", seed=args.seed, cases=args.cases, out=args.out, stages_per_case=args.stages_per_case,
                       only_stage=args.stage, families=families, timeout=args.timeout, workdir=args.workdir,
-                      progress=not args.no_progress, verbose=args.verbose, stop_on_wrong=args.stop_on_wrong)
+                      progress=not args.no_progress, verbose=args.verbose, stop_on_wrong=args.stop_on_wrong,
+                      engine=args.engine)
     else:
         summary = run("short", seed=args.seed, cases=args.cases, stages_per_case=args.stages_per_case,
                       only_stage=args.stage, families=families, timeout=args.timeout, workdir=args.workdir,
-                      progress=not args.no_progress, verbose=args.verbose, stop_on_wrong=args.stop_on_wrong)
+                      progress=not args.no_progress, verbose=args.verbose, stop_on_wrong=args.stop_on_wrong,
+                      engine=args.engine)
     print(format_summary(summary))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1, default=str))

@@ -51,8 +51,7 @@ def _add_witness_flag(p: argparse.ArgumentParser) -> None:
                         f"VNN-COMP checks them (default {WITNESS_TOL:g}); 0 = strict: exact membership")
 
 
-def custom_ops_for(maxpool: str) -> dict:
-    """auto_LiRPA bound operators for the ``--maxpool`` choice, taken from registered plugins."""
+def _bound_plugin(maxpool: str, extra: str) -> dict:
     if maxpool == "lirpa":
         return {}
     from vnnx.registry import discover
@@ -60,9 +59,20 @@ def custom_ops_for(maxpool: str) -> dict:
     plugins, _ = discover()
     for plugin in plugins:
         if plugin.name == maxpool and plugin.kind == "bound-operator":
-            return dict(plugin.extras.get("custom_ops", {}))
-    warnings.warn(f"the {maxpool!r} bound-operator plugin is not installed; using auto_LiRPA's own MaxPool")
+            return dict(plugin.extras.get(extra, {}))
+    warnings.warn(f"the {maxpool!r} bound-operator plugin is not installed; using the engines' own MaxPool")
     return {}
+
+
+def custom_ops_for(maxpool: str) -> dict:
+    """auto_LiRPA bound operators for the ``--maxpool`` choice, taken from registered plugins."""
+    return _bound_plugin(maxpool, "custom_ops")
+
+
+def relaxations_for(maxpool: str) -> dict:
+    """The graph engine's operator relaxations for the ``--maxpool`` choice (operator kind ->
+    backward step), taken from registered plugins."""
+    return _bound_plugin(maxpool, "relaxations")
 
 
 VNNCOMP_TABLE = Path(__file__).resolve().parents[1] / "specs" / "configs" / "vnncomp.yaml"
@@ -90,7 +100,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     _apply_benchmark_settings(args)
     model = load_onnx(args.onnx)
     spec = read_vnnlib(args.vnnlib, model.n_inputs, model.n_outputs)
-    verifier = Verifier(model, custom_ops_for(args.maxpool), milp_backend=args.solver,
+    verifier = Verifier(model, custom_ops_for(args.maxpool), relaxations=relaxations_for(args.maxpool),
+                        engine=args.engine, milp_backend=args.solver,
                         witness_tol=args.witness_tol)
     if args.method == "check":
         # Build everything a run needs (the plain network view, the bound engine), so that any
@@ -121,12 +132,26 @@ def _cmd_bounds(args: argparse.Namespace) -> int:
 
     model = load_onnx(args.onnx)
     spec = read_vnnlib(args.vnnlib, model.n_inputs, model.n_outputs)
-    verifier = Verifier(model, custom_ops_for(args.maxpool))
+    verifier = Verifier(model, custom_ops_for(args.maxpool), relaxations=relaxations_for(args.maxpool))
     deadline = None if args.timeout is None else _STARTED + args.timeout
-    # α-CROWN through auto_LiRPA re-derives every intermediate bound per step and overruns any
-    # deadline on MaxPool CNNs; a bound plugin's whole-network engine (CAPM) refines every neuron
-    # once and stops its α steps at the deadline. Its bounds are intersected with CROWN's.
-    engine = verifier.network_engine() if args.method == "alpha-crown" else None
+    # --engine auto: auto_LiRPA on chains, the graph engine on other graphs. α-CROWN through
+    # auto_LiRPA re-derives every intermediate bound per step and overruns any deadline on MaxPool
+    # CNNs; there a bound plugin's whole-network engine (CAPM) refines every neuron once and stops
+    # its α steps at the deadline. Its bounds are intersected with CROWN's.
+    if args.engine == "graph":
+        from vnnx.engine import GraphEngine
+
+        bounds_engine, name = GraphEngine(verifier.graph(), relaxations=verifier.relaxations), "graph"
+    elif args.engine == "lirpa":
+        from vnnx.bounds import BoundComputer
+
+        if verifier.network is None:
+            raise VnnxError(f"{args.onnx}: auto_LiRPA's engine takes chain networks only; use --engine graph")
+        bounds_engine, name = BoundComputer(verifier.network, verifier.custom_ops), "auto_LiRPA"
+    else:
+        bounds_engine = verifier.bound_engine()
+        name = "graph" if verifier.network is None else "auto_LiRPA"
+    engine = verifier.network_engine() if args.method == "alpha-crown" and args.engine == "auto" else None
     out = []
     for prop in spec.properties:
         t0 = time.monotonic()
@@ -134,17 +159,17 @@ def _cmd_bounds(args: argparse.Namespace) -> int:
         C = np.vstack([a for a, _ in rows]) if rows else np.eye(model.n_outputs)
         rhs = np.concatenate([b for _, b in rows]) if rows else np.zeros(model.n_outputs)
         if engine is None:
-            res = verifier.bound_engine().compute(prop.x_lower, prop.x_upper, args.method, C, deadline=deadline)
+            res = bounds_engine.compute(prop.x_lower, prop.x_upper, args.method, C, deadline=deadline)
             lower, upper = res.lower, res.upper
         else:
-            res = verifier.bound_engine().compute(prop.x_lower, prop.x_upper, "crown", C, deadline=deadline)
+            res = bounds_engine.compute(prop.x_lower, prop.x_upper, "crown", C, deadline=deadline)
             both = engine.bound(prop.x_lower, prop.x_upper, np.vstack([C, -C]),
                                 alpha_iterations=NETWORK_ENGINE_ALPHA_ITERATIONS, deadline=deadline)
             lower = np.maximum(res.lower, both[:len(C)])
             upper = np.minimum(res.upper, -both[len(C):])
         out.append({"lower": (lower - rhs).tolist(), "upper": (upper - rhs).tolist(),
                     "seconds": round(time.monotonic() - t0, 4)})
-    doc = {"method": args.method, "engine": "auto_LiRPA" if engine is None else "network engine (plugin)",
+    doc = {"method": args.method, "engine": name if engine is None else "network engine (plugin)",
            "quantity": "A_i y - b_i per output constraint row (a row can hold only where the value is <= 0)",
            **(out[0] if len(out) == 1 else {"properties": out})}
     print(json.dumps(doc, indent=None if args.compact else 2))
@@ -165,7 +190,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from vnnx.bench import run_benchmark
 
     summary = run_benchmark(args.instances, out_csv=args.out, timeout_scale=args.timeout_scale,
-                            method=args.method, custom_ops=custom_ops_for(args.maxpool), limit=args.limit,
+                            method=args.method, custom_ops=custom_ops_for(args.maxpool),
+                            relaxations=relaxations_for(args.maxpool), limit=args.limit,
                             solver=args.solver, jobs=args.jobs, witness_tol=args.witness_tol,
                             resume=args.resume)
     print(summary.table())
@@ -230,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_witness_flag(p)
     p.add_argument("--maxpool", choices=("capm", "lirpa"), default=None,
                    help="MaxPool bound operator (default capm; see `vnnx bounds --help`)")
+    p.add_argument("--engine", choices=("auto", "graph"), default="auto",
+                   help="auto: the chain engines (auto_LiRPA, ReLU branch and bound) on chains, the graph engine "
+                        "on other networks (residual, Concat); graph: the graph engine and graph MILP on every "
+                        "network (default auto)")
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("bounds", help="print bounds on a spec's output constraint rows as JSON")
@@ -240,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds, counted from the start of the process: alpha-CROWN stops its steps there "
                         "(its bound so far is sound); default none")
     p.add_argument("--compact", action="store_true", help="one-line JSON")
+    p.add_argument("--engine", choices=("auto", "graph", "lirpa"), default="auto",
+                   help="bound engine: graph (vnnx's own, any DAG), lirpa (auto_LiRPA 0.3, chains only: "
+                        "the cross-check), auto (auto_LiRPA on chains, graph otherwise; default)")
     _add_maxpool_flag(p)
     p.set_defaults(func=_cmd_bounds)
 

@@ -204,6 +204,12 @@ def encode(network: Network, x_lower: np.ndarray, x_upper: np.ndarray, layer_bou
     [0, 1] (the LP relaxation). ``bound_slack``: see :func:`complete_bounds` (0 for bounds
     vnnx computed itself). Raises :class:`UnsupportedOpError` for Sigmoid/Tanh layers.
     """
+    from vnnx.graph import Graph
+
+    if isinstance(network, Graph):
+        from vnnx.graph_milp import encode_graph
+
+        return encode_graph(network, x_lower, x_upper, layer_bounds, relax=relax, bound_slack=bound_slack)
     layers = network.layers if n_layers is None else network.layers[:n_layers]
     for k, layer in enumerate(layers):
         if not isinstance(layer, (Dense, Conv, Relu, MaxPool)):
@@ -275,7 +281,13 @@ def _relu(b: _Builder, cols: np.ndarray, lo: np.ndarray, up: np.ndarray, relax: 
 
 def _maxpool(b: _Builder, layer: MaxPool, cols: np.ndarray, lo: np.ndarray, up: np.ndarray,
              out_lo: np.ndarray, out_up: np.ndarray, relax: bool) -> tuple[np.ndarray, np.ndarray]:
-    idx = window_matrix(layer)
+    return maxpool_windows(b, window_matrix(layer), cols, lo, up, out_lo, out_up, relax)
+
+
+def maxpool_windows(b: _Builder, idx: np.ndarray, cols: np.ndarray, lo: np.ndarray, up: np.ndarray,
+                    out_lo: np.ndarray, out_up: np.ndarray, relax: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The MaxPool encoding over windows ``idx`` (n_out, k) of input indices, ``lo.size`` in
+    the slots of short (padded) windows."""
     n_in = lo.size
     lo_p, up_p = np.append(lo, -np.inf), np.append(up, -np.inf)
     l_max = lo_p[idx].max(axis=1)

@@ -36,6 +36,7 @@ from vnnx.stages import Problem, clause_margins, intersect_bounds, method_stages
 # input-box branch and bound, 'network-engine' CROWN then a bound plugin's whole-network engine.
 METHODS = ("auto", "pgd", "ibp", "crown", "alpha-crown", "input-split", "network-engine", "bab", "milp")
 VERDICTS = ("sat", "unsat", "unknown", "timeout")
+ENGINES = ("auto", "graph")
 # A bound refutes a row ``a y <= b`` only when ``lower(a y) - b`` exceeds this. The bounds are
 # computed in float64 on float32 weights; the margin absorbs float64 round-off, not modelling error.
 REFUTE_MARGIN = 1e-7
@@ -127,17 +128,44 @@ class Verifier:
     """Verifies properties of one loaded model. Holds the plain view and the bound engine so
     that many specs on one network (a benchmark) pay for them once.
 
-    ``custom_ops``: auto_LiRPA bound operators from plugins (e.g. CAPM's MaxPool).
+    ``custom_ops``: auto_LiRPA bound operators from plugins (e.g. CAPM's MaxPool);
+    ``relaxations``: the graph engine's operator relaxations from plugins (the same, for
+    :class:`vnnx.engine.GraphEngine`). ``engine``: 'auto' (the chain engines on chains, the graph
+    engine on other graphs) or 'graph' (the graph engine and graph MILP on every network).
     ``witness_tol``: the counterexample tolerance (module docstring); 0 is the strict mode.
     """
 
     def __init__(self, model, custom_ops: Optional[Mapping[str, type]] = None,
-                 milp_backend: str = "highs", seed: int = 0, witness_tol: float = WITNESS_TOL) -> None:
+                 milp_backend: str = "highs", seed: int = 0, witness_tol: float = WITNESS_TOL,
+                 relaxations: Optional[Mapping] = None, engine: str = "auto") -> None:
+        from vnnx.errors import UnsupportedOpError
         from vnnx.io.onnx import to_network
 
+        if engine not in ENGINES:
+            raise VnnxError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.model = model
-        self.network = to_network(model)
+        self.engine = engine
+        # 'auto': the chain view (and its engines) for chains, the bound graph for everything
+        # else (residual networks, Concat, ...), whose engine is vnnx.engine; 'graph': the bound
+        # graph for every network.
+        self._graph = None
+        self.network = None
+        if engine == "graph":
+            from vnnx.graph import from_onnx
+
+            self._graph = from_onnx(model)
+        else:
+            try:
+                self.network = to_network(model)
+            except UnsupportedOpError as chain_error:
+                from vnnx.graph import from_onnx
+
+                try:
+                    self._graph = from_onnx(model)
+                except UnsupportedOpError as exc:
+                    raise exc from chain_error
         self.custom_ops = dict(custom_ops or {})
+        self.relaxations = dict(relaxations or {})
         self.milp_backend = milp_backend
         self.seed = seed
         if not (witness_tol >= 0 and np.isfinite(witness_tol)):
@@ -148,12 +176,34 @@ class Verifier:
         self._chain = False   # not built yet; None when the network is not an affine/ReLU chain
         self._net_engine = False  # not built yet; None when no plugin offers one for this network
 
-    def bound_engine(self):
-        """The auto_LiRPA bound engine (IBP / CROWN / α-CROWN), built on first use."""
-        from vnnx.bounds import BoundComputer
+    @property
+    def n_inputs(self) -> int:
+        return self.model.n_inputs
 
+    @property
+    def n_outputs(self) -> int:
+        return self.model.n_outputs
+
+    def graph(self):
+        """The bound graph of the model (:mod:`vnnx.graph`), built on first use."""
+        if self._graph is None:
+            from vnnx.graph import from_onnx
+
+            self._graph = from_onnx(self.model)
+        return self._graph
+
+    def bound_engine(self):
+        """The bound engine (IBP / CROWN / α-CROWN), built on first use: auto_LiRPA on the chain
+        view of chain networks, :class:`vnnx.engine.GraphEngine` on other graphs."""
         if self._bounds is None:
-            self._bounds = BoundComputer(self.network, self.custom_ops)
+            if self.network is None:
+                from vnnx.engine import GraphEngine
+
+                self._bounds = GraphEngine(self.graph(), relaxations=self.relaxations)
+            else:
+                from vnnx.bounds import BoundComputer
+
+                self._bounds = BoundComputer(self.network, self.custom_ops)
         return self._bounds
 
     def relu_chain(self):
@@ -161,7 +211,7 @@ class Verifier:
         if self._chain is False:
             from vnnx.bab import relu_chain
 
-            self._chain = relu_chain(self.network)
+            self._chain = None if self.network is None else relu_chain(self.network)
         return self._chain
 
     def network_engine(self):
@@ -171,7 +221,7 @@ class Verifier:
             from vnnx.network import MaxPool
 
             self._net_engine = None
-            if any(isinstance(layer, MaxPool) for layer in self.network.layers):
+            if self.network is not None and any(isinstance(layer, MaxPool) for layer in self.network.layers):
                 for op in self.custom_ops.values():
                     factory = getattr(op, "network_engine", None)
                     if factory is None:
@@ -207,7 +257,8 @@ class Verifier:
         if self._torch is None:
             import torch
 
-            self._torch = self.network.to_torch(torch.float32).eval()
+            view = self.network if self.network is not None else self.graph()
+            self._torch = view.to_torch(torch.float32).eval()
         return self._torch
 
     def verify(self, spec, method: str = "auto", timeout: Optional[float] = None,
@@ -218,9 +269,9 @@ class Verifier:
         command line passes the start of the process, so that loading counts too."""
         if method not in METHODS:
             raise VnnxError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        if spec.n_inputs != self.network.n_inputs or spec.n_outputs != self.network.n_outputs:
+        if spec.n_inputs != self.n_inputs or spec.n_outputs != self.n_outputs:
             raise VnnxError(f"{spec.path}: spec has {spec.n_inputs} inputs / {spec.n_outputs} outputs, "
-                            f"network {self.model.path} has {self.network.n_inputs} / {self.network.n_outputs}")
+                            f"network {self.model.path} has {self.n_inputs} / {self.n_outputs}")
         f32 = float(np.finfo(np.float32).max)
         for p_idx, prop in enumerate(spec.properties):
             big = np.flatnonzero((np.abs(prop.x_lower) > f32) | (np.abs(prop.x_upper) > f32))
@@ -259,7 +310,8 @@ class Verifier:
 
 def verify(model, spec, method: str = "auto", timeout: Optional[float] = None,
            custom_ops: Optional[Mapping[str, type]] = None, milp_backend: str = "highs",
-           witness_tol: float = WITNESS_TOL) -> VerifyResult:
+           witness_tol: float = WITNESS_TOL, relaxations: Optional[Mapping] = None) -> VerifyResult:
     """Verify a loaded model (:func:`vnnx.io.onnx.load_onnx`) against a spec
     (:func:`vnnx.io.vnnlib.read_vnnlib`). See :class:`Verifier`."""
-    return Verifier(model, custom_ops, milp_backend, witness_tol=witness_tol).verify(spec, method, timeout)
+    return Verifier(model, custom_ops, milp_backend, witness_tol=witness_tol,
+                    relaxations=relaxations).verify(spec, method, timeout)

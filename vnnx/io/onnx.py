@@ -46,7 +46,7 @@ PathLike = Union[str, os.PathLike]
 SUPPORTED_OPS: frozenset[str] = frozenset({
     "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Conv", "Relu", "MaxPool", "AveragePool",
     "Flatten", "Reshape", "Transpose", "Constant", "BatchNormalization", "Pad", "Sigmoid",
-    "Tanh", "Identity",
+    "Tanh", "Identity", "LeakyRelu",
     "Dropout", "Squeeze", "Unsqueeze", "Shape", "Gather", "Concat", "Cast",
 })
 

@@ -34,7 +34,7 @@ class InputSplitStage(Stage):
         self.max_boxes = max_boxes
 
     def applies(self, verifier) -> Optional[str]:
-        if verifier.network.n_inputs > INPUT_SPLIT_MAX_INPUTS:
+        if verifier.n_inputs > INPUT_SPLIT_MAX_INPUTS:
             return f"more than {INPUT_SPLIT_MAX_INPUTS} inputs"
         return None
 

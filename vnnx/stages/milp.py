@@ -13,7 +13,8 @@ class MilpStage(Stage):
     name = "milp"
 
     def applies(self, verifier) -> Optional[str]:
-        if not verifier.network.is_piecewise_linear:
+        view = verifier.network if verifier.network is not None else verifier.graph()
+        if not view.is_piecewise_linear:
             return "network has non-piecewise-linear layers"
         return None
 
@@ -24,7 +25,10 @@ class MilpStage(Stage):
         # CROWN's pre-activation bounds (when computed) are intersected with interval bounds
         # inside the encoding; both are sound, so big-M stays valid and gets smaller.
         sub_prop = replace(problem.prop, clauses=problem.open_rows())
-        res = verify_milp(verifier.network, sub_prop, layer_bounds=problem.pre_activation or None,
+        # A chain network is encoded layer by layer, any other graph node by node
+        # (vnnx.graph_milp); the pre-activation bounds are keyed alike by its bound engine.
+        view = verifier.network if verifier.network is not None else verifier.graph()
+        res = verify_milp(view, sub_prop, layer_bounds=problem.pre_activation or None,
                           time_limit=deadline.left(), backend=verifier.milp_backend)
         if res.status == "sat" and res.x is not None:
             cex = verifier.witness(problem.prop, res.x)

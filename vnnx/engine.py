@@ -1,0 +1,265 @@
+"""One bound engine over the :mod:`vnnx.graph`: IBP, CROWN and α-CROWN, with a deadline.
+
+* **IBP**: every operator's ``interval`` rule, in topological order.
+* **CROWN** (Zhang et al., NeurIPS 2018): the bounds of every node read by a nonlinear operator
+  (ReLU, MaxPool, Sigmoid, ...) are refined in topological order by a backward pass from that node
+  to the input (each operator's ``backward``), for the entries that operator's relaxation depends
+  on (``needs_tight_input``: the unstable ReLUs, every Sigmoid input); then the spec rows get
+  one backward pass from the output. Sums over residual branches are exact: a node's
+  coefficients are the sum of what its consumers pass back.
+* **α-CROWN** (Xu et al., ICLR 2021): the spec rows' lower ReLU slopes are optimised (Adam,
+  projected onto [0, 1]) with the intermediate bounds of CROWN fixed; every step's bound is
+  sound, the best per row is kept, and the loop stops at ``deadline``.
+
+Everything runs in float64 torch on ``device``. The returned bounds are sound for every input
+in the box up to float64 round-off, which ``vnnx.verify.REFUTE_MARGIN`` absorbs.
+
+Example::
+
+    engine = GraphEngine(from_onnx(model))
+    res = engine.compute(x_lo, x_hi, "crown", C)      # res.lower, res.upper: (rows,)
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Mapping, Optional
+
+import numpy as np
+import torch
+
+from vnnx.errors import VnnxError
+from vnnx.graph import Graph
+
+METHODS = ("ibp", "crown", "alpha-crown")
+# The coefficient tensors of one backward pass hold at most about this many float64 entries
+# (256 MiB); intermediate refinements are chunked over their rows to stay below it.
+MAX_BACKWARD_ENTRIES = 2 ** 25
+
+
+class GraphEngine:
+    """Bounds of one graph, queried for many boxes and specs. Same interface as
+    :class:`vnnx.bounds.BoundComputer` (``compute``, ``lower_bounds_batch``,
+    ``alpha_iterations``), so that the verify stages use either.
+
+    ``intersect_interval``: refined bounds are intersected with the interval ones (both are
+    sound; off, CROWN's bounds equal auto_LiRPA's, which the cross-check tests use).
+    ``max_entries``: the memory cap of one backward pass (:data:`MAX_BACKWARD_ENTRIES`).
+    ``device``: 'cpu' or 'cuda'; float64 everywhere. ``relaxations``: operator kind -> a
+    plugin's backward step ``fn(op, A, bounds, alpha)`` used instead of the operator's own
+    (CAPM's MaxPool chain)."""
+
+    def __init__(self, graph: Graph, alpha_iterations: int = 20, alpha_lr: float = 0.1,
+                 device: str = "cpu", max_entries: int = MAX_BACKWARD_ENTRIES,
+                 intersect_interval: bool = True, relaxations: Optional[Mapping[str, Callable]] = None) -> None:
+        self.graph = graph
+        self.relaxations = dict(relaxations or {})
+        # The float64 torch module on flattened inputs (input splitting's gradients), as
+        # BoundComputer.module.
+        self.module = graph.to_torch(torch.float64)
+        self.intersect_interval = bool(intersect_interval)
+        self.network = graph
+        self.alpha_iterations = int(alpha_iterations)
+        self.alpha_lr = float(alpha_lr)
+        self.device = torch.device(device)
+        self.max_entries = int(max_entries)
+        # Nodes whose interval bounds are already exact per entry need no refinement.
+        self._tight = set(graph.nonlinear_inputs()) - exact_interval_nodes(graph)
+        self._ancestor_size = {}
+        for k in self._tight | {graph.output}:
+            self._ancestor_size[k] = max(int(np.prod(graph.nodes[i].shape)) for i in graph.ancestors(k))
+
+    # ------------------------------------------------------------------ public interface
+    def compute(self, x_lower: np.ndarray, x_upper: np.ndarray, method: str = "crown",
+                C: Optional[np.ndarray] = None, deadline: Optional[float] = None):
+        """Bounds on ``C @ y`` over the box (each (n_inputs,)); ``C``: (rows, n_outputs), identity
+        when None. Returns a :class:`vnnx.bounds.BoundsResult` whose ``pre_activation`` maps each
+        node read by a nonlinear operator to its flattened (lower, upper)."""
+        from vnnx.bounds import BoundsResult
+
+        if method not in METHODS:
+            raise VnnxError(f"unknown bound method {method!r}; choose one of {', '.join(METHODS)}")
+        start = time.monotonic()
+        lo, hi = self._box(np.asarray(x_lower).reshape(1, -1), np.asarray(x_upper).reshape(1, -1))
+        C = np.eye(self.graph.n_outputs) if C is None else np.asarray(C, dtype=np.float64)
+        c = self._spec(C, 1)
+        bounds = self.intermediate(lo, hi, method, deadline)
+        both = torch.cat([c, -c], dim=1)
+        with torch.no_grad():
+            lower = self._final(both, bounds, method, deadline)[0]
+        rows = C.shape[0]
+        pre = {k: (bounds[k][0].reshape(-1).cpu().numpy(), bounds[k][1].reshape(-1).cpu().numpy())
+               for k in sorted(self._tight)}
+        return BoundsResult(lower[:rows].cpu().numpy(), -lower[rows:].cpu().numpy(), pre, method,
+                            time.monotonic() - start)
+
+    def lower_bounds_batch(self, x_lower: np.ndarray, x_upper: np.ndarray, C: np.ndarray,
+                           method: str = "crown") -> np.ndarray:
+        """Lower bounds of ``C @ y`` over each of B boxes: (B, n_inputs) each -> (B, rows)."""
+        if method not in ("ibp", "crown"):
+            raise VnnxError(f"batched bounds support ibp and crown, not {method!r}")
+        lo, hi = self._box(np.asarray(x_lower), np.asarray(x_upper))
+        c = self._spec(np.asarray(C, dtype=np.float64), lo.shape[0])
+        bounds = self.intermediate(lo, hi, method)
+        with torch.no_grad():
+            return self._final(c, bounds, method, None).cpu().numpy()
+
+    # ------------------------------------------------------------------ the passes
+    def intermediate(self, lo: torch.Tensor, hi: torch.Tensor, method: str = "crown",
+                     deadline: Optional[float] = None) -> list:
+        """Bounds ``(lo, hi)`` of every node, each (B, *shape): interval rules, and with CROWN
+        the nodes read by nonlinear operators refined. Past ``deadline`` refinement stops (the
+        interval bounds that remain are sound, only looser)."""
+        g = self.graph
+        B = lo.shape[0]
+        bounds: list = [None] * len(g.nodes)
+        bounds[0] = (lo.reshape((B,) + g.input_shape), hi.reshape((B,) + g.input_shape))
+        with torch.no_grad():
+            for k in range(1, len(g.nodes)):
+                node = g.nodes[k]
+                bounds[k] = node.op.interval(*(bounds[i] for i in node.inputs))
+                if method == "ibp" or k not in self._tight:
+                    continue
+                if deadline is not None and time.monotonic() >= deadline:
+                    continue
+                need = None
+                for j in g.consumers(k):
+                    m = g.nodes[j].op.needs_tight_input(*bounds[k])
+                    if m is not None:
+                        need = m if need is None else need | m
+                if need is None:
+                    continue
+                idx = torch.nonzero(need.reshape(B, -1).any(0)).reshape(-1)
+                if idx.numel():
+                    bounds[k] = self._refine(k, idx, bounds)
+        return bounds
+
+    def _refine(self, k: int, idx: torch.Tensor, bounds: list):
+        g = self.graph
+        lo, hi = bounds[k]
+        B = lo.shape[0]
+        shape = g.nodes[k].shape
+        size = int(np.prod(shape))
+        chunk = max(1, self.max_entries // (2 * B * self._ancestor_size[k]))
+        lo_f, hi_f = lo.reshape(B, -1).clone(), hi.reshape(B, -1).clone()
+        for s in range(0, idx.numel(), chunk):
+            part = idx[s:s + chunk]
+            r = part.numel()
+            A = lo.new_zeros((B, r, size))
+            A[:, torch.arange(r), part] = 1.0
+            A = torch.cat([A, -A], dim=1).reshape((B, 2 * r) + tuple(shape))
+            lower = self.backward(k, A, bounds)
+            new_lo, new_hi = lower[:, :r], -lower[:, r:]
+            old_lo, old_hi = lo_f[:, part], hi_f[:, part]
+            a, b = torch.maximum(old_lo, new_lo), torch.minimum(old_hi, new_hi)
+            # Both bounds are sound, so they cross only by round-off: keep a span covering both.
+            if not self.intersect_interval:
+                a, b = new_lo, new_hi
+            lo_f[:, part], hi_f[:, part] = torch.minimum(a, b), torch.maximum(a, b)
+        return lo_f.reshape(lo.shape), hi_f.reshape(hi.shape)
+
+    def backward(self, start: int, A: torch.Tensor, bounds: list,
+                 alphas: Optional[dict] = None, interval_at_nonlinear: bool = False) -> torch.Tensor:
+        """The lower bound (B, K) of ``A · node[start]`` (A: (B, K, *shape)) by one backward
+        pass to the input; ``alphas``: optimisable lower slopes per activation node. With
+        ``interval_at_nonlinear`` the pass stops at nonlinear nodes and uses their interval
+        bounds (IBP with the linear tail folded into the spec, as auto_LiRPA does)."""
+        g = self.graph
+        acc = {start: A}
+        bias = A.new_zeros(A.shape[:2])
+        for j in range(start, 0, -1):
+            Aj = acc.pop(j, None)
+            if Aj is None:
+                continue
+            node = g.nodes[j]
+            if interval_at_nonlinear and not node.op.linear:
+                bias = bias + _concretize(Aj, *bounds[j])
+                continue
+            step = self.relaxations.get(node.op.kind)
+            ins = [bounds[i] for i in node.inputs]
+            alpha = None if alphas is None else alphas.get(j)
+            coeffs, b = node.op.backward(Aj, ins, alpha=alpha) if step is None else step(node.op, Aj, ins, alpha)
+            bias = bias + b
+            for i, c in zip(node.inputs, coeffs):
+                if c is not None:
+                    acc[i] = c if i not in acc else acc[i] + c
+        A0 = acc.get(0)
+        return bias if A0 is None else bias + _concretize(A0, *bounds[0])
+
+    def _final(self, c: torch.Tensor, bounds: list, method: str, deadline: Optional[float]) -> torch.Tensor:
+        out = self.graph.output
+        if method == "ibp":
+            return self.backward(out, c, bounds, interval_at_nonlinear=True)
+        lower = self.backward(out, c, bounds)
+        if method == "alpha-crown":
+            lower = torch.maximum(lower, self._alpha(c, bounds, lower, deadline))
+        return lower
+
+    def _alpha(self, c, bounds, best, deadline):
+        g = self.graph
+        rows = c.shape[1]
+        alphas = {}
+        needed = g.ancestors(g.output)
+        for j, node in enumerate(g.nodes):
+            if node.op is not None and node.op.has_alpha and j in needed:
+                lo, hi = bounds[node.inputs[0]]
+                if bool(node.op.needs_tight_input(lo, hi).any()):
+                    alphas[j] = node.op.alpha_init(lo, hi, rows).requires_grad_(True)
+        if not alphas or self.alpha_iterations <= 0:
+            return best
+        opt = torch.optim.Adam(list(alphas.values()), lr=self.alpha_lr)
+        best = best.clone()
+        for _ in range(self.alpha_iterations):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            with torch.enable_grad():
+                lower = self.backward(g.output, c, bounds, alphas)
+                best = torch.maximum(best, lower.detach())
+                opt.zero_grad()
+                (-lower.sum()).backward()
+            opt.step()
+            for j, a in alphas.items():
+                g.nodes[j].op.alpha_clamp(a)
+        with torch.no_grad():
+            best = torch.maximum(best, self.backward(g.output, c, bounds, alphas))
+        return best
+
+    # ------------------------------------------------------------------ helpers
+    def _box(self, x_lower: np.ndarray, x_upper: np.ndarray):
+        n = self.graph.n_inputs
+        lo = torch.as_tensor(np.asarray(x_lower, dtype=np.float64), device=self.device)
+        hi = torch.as_tensor(np.asarray(x_upper, dtype=np.float64), device=self.device)
+        if lo.ndim != 2 or lo.shape[1] != n or hi.shape != lo.shape:
+            raise VnnxError(f"input boxes must be (B, {n}), got {tuple(lo.shape)} / {tuple(hi.shape)}")
+        if bool((lo > hi).any()):
+            raise VnnxError("input box is empty (some lower bound exceeds its upper bound)")
+        return lo, hi
+
+    def _spec(self, C: np.ndarray, batch: int) -> torch.Tensor:
+        m = self.graph.n_outputs
+        if C.ndim != 2 or C.shape[1] != m:
+            raise VnnxError(f"spec matrix must be (rows, {m}), got {C.shape}")
+        c = torch.as_tensor(C, device=self.device).reshape((1, C.shape[0]) + self.graph.output_shape)
+        return c.expand((batch,) + tuple(c.shape[1:])).contiguous()
+
+
+def _concretize(A: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """min of ``A · x`` over ``lo <= x <= hi``: A (B, K, *shape), lo/hi (B, *shape) -> (B, K)."""
+    mid, rad = ((lo + hi) / 2).unsqueeze(1), ((hi - lo) / 2).unsqueeze(1)
+    return (A * mid).flatten(2).sum(-1) - (A.abs() * rad).flatten(2).sum(-1)
+
+
+def exact_interval_nodes(graph: Graph) -> set[int]:
+    """Nodes whose interval bounds are the exact range of every entry over the input box: a
+    linear operator applied to box-shaped sets (the input, and reshapes or transposes of it),
+    and elementwise activations of such nodes. CROWN cannot tighten them."""
+    box = {0}
+    exact = {0}
+    for k, node in enumerate(graph.nodes[1:], 1):
+        op = node.op
+        if op.linear and all(i in box for i in node.inputs):
+            exact.add(k)
+            if getattr(op, "permutes", False):
+                box.add(k)
+        elif getattr(op, "elementwise", False) and node.inputs[0] in exact:
+            exact.add(k)
+    return exact

@@ -1,0 +1,55 @@
+"""AveragePool (2-D): a fixed nonnegative average over each window."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vnnx.errors import UnsupportedOpError
+from vnnx.ops import onnx_builder
+from vnnx.ops.base import LinearOperator
+
+
+class AveragePool(LinearOperator):
+    """``pads`` (top, left, bottom, right); with ``count_include_pad`` false the divisor of a
+    window is its number of in-range cells (ONNX's default)."""
+
+    kind = "AveragePool"
+
+    def __init__(self, kernel, stride, pads, count_include_pad: bool, ceil_mode: bool) -> None:
+        self.kernel, self.stride, self.pads = tuple(kernel), tuple(stride), tuple(pads)
+        self.count_include_pad, self.ceil_mode = bool(count_include_pad), bool(ceil_mode)
+
+    def forward(self, x):
+        lead = x.shape[:-3]
+        t = x.reshape((-1,) + tuple(x.shape[-3:]))
+        top, left, bottom, right = self.pads
+        if (top, left) == (bottom, right) and top <= self.kernel[0] // 2 and left <= self.kernel[1] // 2:
+            y = F.avg_pool2d(t, self.kernel, self.stride, (top, left), self.ceil_mode, self.count_include_pad)
+        else:   # asymmetric padding: pad explicitly, divide by the window's cell count
+            padded = F.pad(t, (left, right, top, bottom))
+            s = F.avg_pool2d(padded, self.kernel, self.stride, 0, self.ceil_mode) * (self.kernel[0] * self.kernel[1])
+            if self.count_include_pad:
+                n = self.kernel[0] * self.kernel[1]
+            else:
+                ones = F.pad(torch.ones_like(t[:1, :1]), (left, right, top, bottom))
+                n = F.avg_pool2d(ones, self.kernel, self.stride, 0, self.ceil_mode) * (self.kernel[0] * self.kernel[1])
+            y = s / n
+        return y.reshape(tuple(lead) + tuple(y.shape[1:]))
+
+    linear_part = abs_linear_part = forward
+
+    def constant(self, like):
+        return like.new_zeros((1,) + tuple(self.out_shape))
+
+
+@onnx_builder("AveragePool")
+def _avgpool(node, attrs, args, label):
+    kernel = tuple(attrs["kernel_shape"])
+    if len(kernel) != 2:
+        raise UnsupportedOpError(f"{label}: AveragePool node '{node.name}' is {len(kernel)}-D; vnnx handles 2-D")
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise UnsupportedOpError(f"{label}: AveragePool node '{node.name}': auto_pad is not supported")
+    if any(d != 1 for d in attrs.get("dilations", [1, 1])):
+        raise UnsupportedOpError(f"{label}: AveragePool node '{node.name}' with dilations")
+    return AveragePool(kernel, tuple(attrs.get("strides", [1, 1])), tuple(attrs.get("pads", [0, 0, 0, 0])),
+                       attrs.get("count_include_pad", 0), attrs.get("ceil_mode", 0)), [args[0]]

@@ -1,0 +1,185 @@
+"""The operator protocol: what every operator module of :mod:`vnnx.ops` provides.
+
+Tensors: every operator works on a batch of samples, ``x``: ``(B, *shape)`` where ``shape`` is the
+ONNX tensor shape of one sample (the file's leading batch dim of 1 included), in float64 torch.
+
+Bounds are propagated backward as in CROWN (Zhang et al., NeurIPS 2018, §3): a linear form
+``A · y + c`` of an operator's output, ``A``: ``(B, K, *out_shape)`` for K rows, becomes a form
+``sum_i A_i · x_i + c'`` of its inputs that is a *lower bound* of the original for every input in
+the given bounds. An upper bound is the negated lower bound of ``-A``. Linear operators are exact
+(:class:`LinearOperator`); a nonlinear operator uses its linear relaxation, whose lower-bound
+slopes may be optimised (α-CROWN, Xu et al., ICLR 2021) through ``alpha``.
+
+An operator's whole behaviour lives in its module: the ONNX builder (registered with
+:func:`vnnx.ops.onnx_builder`), ``forward``, ``interval``, ``backward`` and, for piecewise-linear
+operators, ``milp``. No code outside ``vnnx/ops`` looks inside an operator.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+Shape = tuple[int, ...]
+Bounds = tuple[torch.Tensor, torch.Tensor]
+
+
+class Operator:
+    """One node's operation. ``in_shapes``: the per-sample shapes of its variable inputs;
+    ``out_shape``: of its output (set by the graph builder from a forward pass).
+
+    Class attributes: ``kind`` (the ONNX-like name shown to users), ``linear`` (affine in its
+    inputs), ``piecewise_linear`` (the MILP can encode it exactly), ``has_alpha`` (its relaxation
+    has optimisable lower slopes)."""
+
+    kind = "operator"
+    linear = False
+    piecewise_linear = True
+    has_alpha = False
+
+    in_shapes: tuple[Shape, ...] = ()
+    out_shape: Shape = ()
+
+    # ------------------------------------------------------------------ evaluation
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        """The operator on ``(B, *in_shape)`` tensors, in their dtype (float64 or float32)."""
+        raise NotImplementedError
+
+    def interval(self, *bounds: Bounds) -> Bounds:
+        """Sound elementwise bounds of the output given bounds ``(lo, hi)`` of each input."""
+        raise NotImplementedError
+
+    def backward(self, A: torch.Tensor, bounds: Sequence[Bounds],
+                 alpha: Optional[torch.Tensor] = None) -> tuple[list[Optional[torch.Tensor]], torch.Tensor]:
+        """CROWN's backward step: ``A``: (B, K, *out_shape) -> (one (B, K, *in_shape) coefficient
+        tensor per input (None for no dependence), bias (B, K)) such that
+        ``A · y >= sum_i A_i · x_i + bias`` whenever each ``x_i`` lies in ``bounds[i]``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ splitting / refinement
+    def needs_tight_input(self, lo: torch.Tensor, hi: torch.Tensor) -> Optional[torch.Tensor]:
+        """For nonlinear operators: which input entries' bounds the relaxation depends on (a bool
+        tensor like ``lo``); the engine refines those with CROWN. None for linear operators."""
+        return None
+
+    def alpha_init(self, lo: torch.Tensor, hi: torch.Tensor, rows: int) -> Optional[torch.Tensor]:
+        """The initial optimisable lower slopes, (B, rows, *in_shape), or None."""
+        return None
+
+    def alpha_clamp(self, alpha: torch.Tensor) -> None:
+        """Project ``alpha`` (in place) back onto the slopes that keep the relaxation sound."""
+
+    # ------------------------------------------------------------------ MILP
+    def milp(self, builder, cols: Sequence, bounds: Sequence, out_bounds) -> "object":
+        """Add this operator's exact encoding to a :class:`vnnx.graph_milp.Builder`; ``cols`` are
+        the inputs' column index arrays (flattened C order), ``bounds`` their float64 numpy
+        ``(lo, hi)``, ``out_bounds`` the output's. Returns the output's column indices."""
+        raise NotImplementedError(f"{self.kind} has no MILP encoding")
+
+    def describe(self) -> str:
+        return self.kind
+
+
+class LinearOperator(Operator):
+    """An affine map ``y = L(x_1, ..., x_n) + c``. Subclasses give ``forward`` and ``linear_part``
+    (``L`` without ``c``) or override ``backward``; interval and bias come from them."""
+
+    linear = True
+
+    def linear_part(self, *xs: torch.Tensor) -> torch.Tensor:
+        """``L(x)``: the operator without its constant term."""
+        raise NotImplementedError
+
+    def abs_linear_part(self, *rs: torch.Tensor) -> torch.Tensor:
+        """``|L|(r)`` for nonnegative ``r`` (radii): the interval rule's half-width."""
+        raise NotImplementedError
+
+    def constant(self, like: torch.Tensor) -> torch.Tensor:
+        """``c = forward(0)``, (1, *out_shape)."""
+        zeros = [torch.zeros((1,) + tuple(s), dtype=like.dtype, device=like.device) for s in self.in_shapes]
+        return self.forward(*zeros)
+
+    def interval(self, *bounds: Bounds) -> Bounds:
+        mids = [(lo + hi) / 2 for lo, hi in bounds]
+        rads = [(hi - lo) / 2 for lo, hi in bounds]
+        mid = self.forward(*mids)
+        rad = self.abs_linear_part(*rads)
+        return mid - rad, mid + rad
+
+    def backward(self, A, bounds, alpha=None):
+        c = self.constant(A)
+        bias = (A * c.unsqueeze(1)).flatten(2).sum(-1)
+        return self.transpose(A), bias
+
+    def transpose(self, A: torch.Tensor) -> list[Optional[torch.Tensor]]:
+        """``A ∘ L`` per input: (B, K, *out_shape) -> [(B, K, *in_shape_i)]. By default the
+        vector-Jacobian product of :meth:`linear_part` (exact for a linear map)."""
+        B, K = A.shape[:2]
+        xs = [torch.zeros((B * K,) + tuple(s), dtype=A.dtype, device=A.device, requires_grad=True)
+              for s in self.in_shapes]
+        with torch.enable_grad():
+            y = self.linear_part(*xs)
+            grads = torch.autograd.grad(y, xs, A.reshape((B * K,) + tuple(self.out_shape)), allow_unused=True,
+                                        create_graph=A.requires_grad)
+        return [None if g is None else g.reshape((B, K) + tuple(s)) for g, s in zip(grads, self.in_shapes)]
+
+    def milp(self, builder, cols, bounds, out_bounds):
+        return builder.linear(self, cols, out_bounds)
+
+    def sparse_matrices(self):
+        """``([W_i], c)``: the operator as ``y = sum_i W_i x_i + c`` on flattened tensors, each
+        ``W_i`` a float64 scipy CSR matrix (n_out, n_in_i), ``c``: (n_out,). By default read off
+        :meth:`transpose` applied to blocks of identity rows."""
+        import numpy as np
+        import scipy.sparse as sp
+
+        n_out = int(np.prod(self.out_shape))
+        sizes = [int(np.prod(s)) for s in self.in_shapes]
+        step = max(1, 2 ** 22 // max(1, max(sizes)))
+        blocks: list[list] = [[] for _ in sizes]
+        for r0 in range(0, n_out, step):
+            r1 = min(n_out, r0 + step)
+            eye = torch.zeros((1, r1 - r0, n_out), dtype=torch.float64)
+            eye[0, torch.arange(r1 - r0), torch.arange(r0, r1)] = 1.0
+            parts = self.transpose(eye.reshape((1, r1 - r0) + tuple(self.out_shape)))
+            for i, (p, n) in enumerate(zip(parts, sizes)):
+                dense = np.zeros((r1 - r0, n)) if p is None else p.reshape(r1 - r0, n).numpy()
+                blocks[i].append(sp.csr_matrix(dense))
+        const = self.constant(torch.zeros(1, dtype=torch.float64)).reshape(-1).numpy()
+        return [sp.vstack(b, format="csr") for b in blocks], const
+
+
+class Activation(Operator):
+    """An elementwise nonlinear function with a linear relaxation per entry:
+    ``lw x + lb <= f(x) <= uw x + ub`` on ``[lo, hi]`` (:meth:`relax`)."""
+
+    elementwise = True
+
+    def relax(self, lo: torch.Tensor, hi: torch.Tensor, alpha: Optional[torch.Tensor] = None):
+        """``(lw, lb, uw, ub)``, each broadcastable to ``alpha``'s (B, K, *shape) when given,
+        else to (B, *shape)."""
+        raise NotImplementedError
+
+    def function(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x):
+        return self.function(x)
+
+    def interval(self, bounds):
+        # Every activation here is monotone nondecreasing.
+        lo, hi = bounds
+        return self.function(lo), self.function(hi)
+
+    def backward(self, A, bounds, alpha=None):
+        lo, hi = bounds[0]
+        lw, lb, uw, ub = self.relax(lo, hi, alpha)
+        if alpha is None:   # (B, *shape) -> (B, 1, *shape)
+            lw, lb, uw, ub = (t.unsqueeze(1) for t in (lw, lb, uw, ub))
+        pos, neg = A.clamp(min=0), A.clamp(max=0)
+        coeff = pos * lw + neg * uw
+        bias = (pos * lb + neg * ub).flatten(2).sum(-1)
+        return [coeff], bias
+
+    def needs_tight_input(self, lo, hi):
+        return torch.ones_like(lo, dtype=torch.bool)

@@ -1,0 +1,140 @@
+"""MaxPool (2-D) with −∞ padding (ONNX semantics): each output is the max of its window's
+in-range cells.
+
+Default relaxation (DeepPoly's, Singh et al., POPL 2019, §4): when one cell's lower bound is at
+least every other cell's upper bound, the output IS that cell; otherwise
+``x_j* <= y <= max_i hi_i`` with ``j*`` the cell of largest lower bound. CAPM's tighter chain
+replaces it when the engine is given it (``vnnx.engine.GraphEngine(relaxations=...)``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vnnx.errors import UnsupportedOpError
+from vnnx.ops import onnx_builder
+from vnnx.ops.base import Operator
+
+
+class MaxPool(Operator):
+    """``pads`` (top, left, bottom, right). :meth:`window_table` gives, per output cell, the
+    flat indices (in the per-sample input) of its window's in-range cells."""
+
+    kind = "MaxPool"
+
+    def __init__(self, kernel, stride, pads, ceil_mode: bool) -> None:
+        self.kernel, self.stride, self.pads, self.ceil_mode = tuple(kernel), tuple(stride), tuple(pads), bool(ceil_mode)
+        self._table = None
+
+    def forward(self, x):
+        lead = x.shape[:-3]
+        t = x.reshape((-1,) + tuple(x.shape[-3:]))
+        flat = t.flatten(1)
+        index, valid = self.window_table()
+        idx = torch.as_tensor(index, device=x.device)
+        vals = flat[:, idx]                                    # (N, P, K)
+        if self._table is None:
+            self.window_table()
+        vals = vals.masked_fill(~torch.as_tensor(valid, device=x.device), float("-inf"))
+        y = vals.max(-1).values
+        return y.reshape(tuple(lead) + self._out_chw)
+
+    def window_table(self):
+        """``index`` (P, K) int64 flat per-sample input indices, ``valid`` (P, K) bool; P output
+        cells in C order over (C, OH, OW), K = kh * kw slots (invalid ones in the padding)."""
+        if self._table is None:
+            shape = self.in_shapes[0][-3:]
+            c, h, w = shape
+            ids = torch.arange(c * h * w, dtype=torch.float64).reshape(1, c, h, w)
+            top, left, bottom, right = self.pads
+            extra_h, extra_w = self._ceil_extra(h, w)
+            padded = F.pad(ids, (left, right + extra_w, top, bottom + extra_h), value=-1.0)
+            cols = F.unfold(padded, self.kernel, stride=self.stride)      # (1, C*kh*kw, L)
+            self._out_chw = (c, (padded.shape[2] - self.kernel[0]) // self.stride[0] + 1,
+                             (padded.shape[3] - self.kernel[1]) // self.stride[1] + 1)
+            k = self.kernel[0] * self.kernel[1]
+            cols = cols.reshape(c, k, -1).permute(0, 2, 1).reshape(-1, k)  # (C*L, K)
+            index = cols.numpy().astype(np.int64)
+            valid = index >= 0
+            if not valid.any(1).all():
+                raise UnsupportedOpError(f"MaxPool {self.kernel}/{self.stride} on {tuple(shape)} has a window "
+                                         "made of padding only")
+            self._table = (np.where(valid, index, 0), valid)
+        return self._table
+
+    def _ceil_extra(self, h, w):
+        if not self.ceil_mode:
+            return 0, 0
+        extra = []
+        for n, k, s, p0, p1 in ((h, self.kernel[0], self.stride[0], self.pads[0], self.pads[2]),
+                                (w, self.kernel[1], self.stride[1], self.pads[1], self.pads[3])):
+            span = n + p0 + p1 - k
+            out = -(-span // s) + 1
+            if (out - 1) * s >= n + p0:
+                out -= 1
+            extra.append(max(0, (out - 1) * s + k - (n + p0 + p1)))
+        return tuple(extra)
+
+    def _gather(self, t):
+        """(B, *in_shape) -> (B, P, K) window values (padding slots repeat cell 0)."""
+        index, _ = self.window_table()
+        return t.reshape(t.shape[0], -1)[:, torch.as_tensor(index, device=t.device)]
+
+    def interval(self, bounds):
+        lo, hi = bounds
+        return self.forward(lo), self.forward(hi)
+
+    def needs_tight_input(self, lo, hi):
+        # A window whose best cell's lower bound is at least every other cell's upper bound is
+        # exactly that cell: its cells' bounds do not shape any relaxation.
+        index, valid = self.window_table()
+        idx = torch.as_tensor(index, device=lo.device)
+        mask = torch.as_tensor(valid, device=lo.device)
+        wl = self._gather(lo).masked_fill(~mask, float("-inf"))
+        wu = self._gather(hi).masked_fill(~mask, float("-inf"))
+        best_lo, arg = wl.max(-1)
+        others_hi = wu.scatter(-1, arg.unsqueeze(-1), float("-inf")).max(-1).values
+        open_ = (best_lo < others_hi).unsqueeze(-1) & mask                  # (B, P, K)
+        count = torch.zeros(lo.shape[0], lo[0].numel(), dtype=torch.int64, device=lo.device)
+        count.scatter_add_(1, idx.reshape(1, -1).expand(lo.shape[0], -1), open_.reshape(lo.shape[0], -1).long())
+        return (count > 0).reshape(lo.shape)
+
+    def backward(self, A, bounds, alpha=None):
+        lo, hi = bounds[0]
+        index, valid = self.window_table()
+        idx = torch.as_tensor(index, device=A.device)
+        mask = torch.as_tensor(valid, device=A.device)
+        wl = self._gather(lo).masked_fill(~mask, float("-inf"))
+        wu = self._gather(hi).masked_fill(~mask, float("-inf"))
+        best_lo, arg = wl.max(-1)                                      # (B, P)
+        others_hi = wu.scatter(-1, arg.unsqueeze(-1), float("-inf")).max(-1).values
+        decided = best_lo >= others_hi                                 # y == x_arg
+        top = wu.max(-1).values                                        # y <= top
+        winner = idx.unsqueeze(0).expand(arg.shape[0], -1, -1).gather(-1, arg.unsqueeze(-1)).squeeze(-1)  # (B, P)
+        B, K = A.shape[:2]
+        a = A.reshape(B, K, -1)
+        pos, neg = a.clamp(min=0), a.clamp(max=0)
+        d = decided.unsqueeze(1)
+        # Lower bound of a*y: a >= 0 uses y >= x_winner; a < 0 uses y <= top unless decided.
+        linear_part = torch.where(d, a, pos)
+        const = torch.where(d, torch.zeros_like(neg), neg) * top.unsqueeze(1)
+        coeff = a.new_zeros((B, K, int(np.prod(self.in_shapes[0]))))
+        coeff.scatter_add_(-1, winner.unsqueeze(1).expand(-1, K, -1), linear_part)
+        return [coeff.reshape((B, K) + tuple(self.in_shapes[0]))], const.sum(-1)
+
+    def milp(self, builder, cols, bounds, out_bounds):
+        return builder.maxpool(self, cols[0], bounds[0], out_bounds)
+
+
+@onnx_builder("MaxPool")
+def _maxpool(node, attrs, args, label):
+    kernel = tuple(attrs["kernel_shape"])
+    if len(kernel) != 2:
+        raise UnsupportedOpError(f"{label}: MaxPool node '{node.name}' is {len(kernel)}-D; vnnx handles 2-D")
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise UnsupportedOpError(f"{label}: MaxPool node '{node.name}': auto_pad is not supported")
+    if any(d != 1 for d in attrs.get("dilations", [1, 1])) or attrs.get("storage_order", 0) or len(node.output) > 1:
+        raise UnsupportedOpError(f"{label}: MaxPool node '{node.name}' with dilations, storage order or indices")
+    return MaxPool(kernel, tuple(attrs.get("strides", [1, 1])), tuple(attrs.get("pads", [0, 0, 0, 0])),
+                   attrs.get("ceil_mode", 0)), [args[0]]

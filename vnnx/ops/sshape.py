@@ -1,0 +1,43 @@
+"""The relaxation shared by S-shaped activations (Sigmoid, Tanh): two parallel lines.
+
+On ``[lo, hi]`` both bounds take the chord's slope ``s``; their intercepts are the exact minimum
+and maximum of ``f(x) - s x`` over the interval, which sit at an end point or where
+``f'(x) = s`` (``f'`` is even and unimodal, so those points have a closed form,
+:meth:`SShaped.tangent_points`). A small slack covers the rounding of ``f``.
+"""
+from __future__ import annotations
+
+import torch
+
+from vnnx.ops.base import Activation
+
+# Each intercept is widened by this, relative to max(1, |f|): float64 evaluations of exp/tanh are
+# accurate to a few ulps.
+SLACK = 1e-12
+
+
+class SShaped(Activation):
+    piecewise_linear = False
+
+    def derivative(self, x):
+        raise NotImplementedError
+
+    def tangent_points(self, s):
+        """The x with ``f'(x) = s``, as (x_neg, x_pos) (NaN where there is none)."""
+        raise NotImplementedError
+
+    def relax(self, lo, hi, alpha=None):
+        f = self.function
+        width = hi - lo
+        narrow = width <= 1e-9
+        mid = (lo + hi) / 2
+        s = torch.where(narrow, self.derivative(mid), (f(hi) - f(lo)) / torch.where(narrow, torch.ones_like(width), width))
+        s = s.clamp(min=0)
+        cand = [lo, hi]
+        for t in self.tangent_points(s):
+            inside = (t > lo) & (t < hi)
+            cand.append(torch.where(inside, t, lo))
+        vals = torch.stack([f(c) - s * c for c in cand])
+        low_b, up_b = vals.min(0).values, vals.max(0).values
+        slack = SLACK * (1 + vals.abs().max(0).values) + SLACK * s * (lo.abs() + hi.abs())
+        return s, low_b - slack, s, up_b + slack
