@@ -307,3 +307,28 @@ def test_verify_with_the_graph_engine_on_a_chain(shared):
     d = shared / "benchmarks" / "test"
     for name, expected in (("test_sat.onnx", "sat"), ("test_unsat.onnx", "unsat")):
         assert _verify(d / name, d / "test_prop.vnnlib", 60, "--engine", "graph") == expected
+
+
+def test_device_flag(files, tmp_path):
+    import torch
+
+    model = load_onnx(files["resnet"])
+    x = np.full(model.n_inputs, 0.5, np.float32)
+    label = int(np.argmax(run_onnxruntime(model, x[None])[0]))
+    spec = robustness_spec(tmp_path / "s.vnnlib", x, label, 10, 0.005)
+    assert _verify(files["resnet"], spec, 60, "--device", "cpu") == "unsat"
+    rc, out, err = _cli("verify", "--onnx", str(files["resnet"]), "--vnnlib", str(spec), "--device", "tpu")
+    assert rc == 2 and "unknown device" in err
+    if not torch.cuda.is_available():
+        rc, out, err = _cli("verify", "--onnx", str(files["resnet"]), "--vnnlib", str(spec), "--device", "cuda")
+        assert rc == 2 and "no CUDA GPU" in err
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bounds_equal_cpu_bounds(files, rng):
+    g = from_onnx(load_onnx(files["resnet"]))
+    centre = rng.uniform(0, 1, g.n_inputs)
+    cpu = GraphEngine(g).compute(centre - 0.02, centre + 0.02, "crown")
+    gpu = GraphEngine(g, device="cuda").compute(centre - 0.02, centre + 0.02, "crown")
+    np.testing.assert_allclose(gpu.lower, cpu.lower, atol=1e-9)
+    np.testing.assert_allclose(gpu.upper, cpu.upper, atol=1e-9)

@@ -60,7 +60,7 @@ _VERIFIERS: dict = {}
 
 def _run_one(onnx_path: str, vnnlib_path: str, budget: float, method: str,
              custom_ops: Optional[Mapping[str, type]], solver: str, witness_tol: float = WITNESS_TOL,
-             threads: Optional[int] = None, relaxations: Optional[Mapping] = None) -> dict:
+             threads: Optional[int] = None, relaxations: Optional[Mapping] = None, engine: str = "auto") -> dict:
     """Verify one instance within ``budget`` seconds; returns its results row. Any exception
     (a bad file, or a bug) becomes the row's verdict ``error`` with its message: one row never
     takes the whole run down."""
@@ -75,10 +75,10 @@ def _run_one(onnx_path: str, vnnlib_path: str, budget: float, method: str,
     t0 = time.monotonic()
     row = {"onnx": str(onnx_path), "vnnlib": str(vnnlib_path), "timeout": budget}
     try:
-        key = (str(onnx_path), solver, witness_tol)
+        key = (str(onnx_path), solver, witness_tol, engine)
         if key not in _VERIFIERS:
             _VERIFIERS[key] = Verifier(load_onnx(onnx_path), custom_ops, milp_backend=solver,
-                                       witness_tol=witness_tol, relaxations=relaxations)
+                                       witness_tol=witness_tol, relaxations=relaxations, engine=engine)
         v = _VERIFIERS[key]
         spec = read_vnnlib(vnnlib_path, v.n_inputs, v.n_outputs)
         left = max(0.0, budget - (time.monotonic() - t0))
@@ -139,7 +139,7 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
                   limit: Optional[int] = None, solver: str = "highs", progress: bool = True,
                   max_timeout: Optional[float] = None, jobs: int = 1,
                   witness_tol: float = WITNESS_TOL, resume: bool = False,
-                  relaxations: Optional[Mapping] = None) -> BenchSummary:
+                  relaxations: Optional[Mapping] = None, engine: str = "auto") -> BenchSummary:
     """Verify every instance in ``instances`` (onnx, vnnlib, timeout rows) and write a CSV
     (onnx, vnnlib, verdict, seconds, decided_by, timeout) plus a ``.summary.json`` beside it.
 
@@ -154,7 +154,7 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
     is recorded as ``error`` and the run goes on. ``jobs > 1`` verifies that many instances at
     once in worker processes, one torch thread each; they die with this process.
     ``custom_ops`` / ``relaxations``: a bound plugin's operators for auto_LiRPA and for the graph
-    engine (:class:`vnnx.verify.Verifier`).
+    engine (:class:`vnnx.verify.Verifier`); ``engine``: 'auto' or 'graph' (the same).
     """
     from vnnx.io.vnnlib import read_instances_csv
 
@@ -198,7 +198,7 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
 
         if jobs == 1:
             for task in tqdm(tasks, desc="instances", disable=not progress):
-                record(_run_one(*task, None, relaxations))
+                record(_run_one(*task, None, relaxations, engine))
         elif tasks:
             import multiprocessing
 
@@ -206,7 +206,7 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
             ctx = multiprocessing.get_context("spawn")
             pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
             try:
-                futures = [pool.submit(_run_one, *task, 1, relaxations) for task in tasks]
+                futures = [pool.submit(_run_one, *task, 1, relaxations, engine) for task in tasks]
                 for fut in tqdm(as_completed(futures), total=len(futures), desc=f"instances ({jobs} jobs)",
                                 disable=not progress):
                     record(fut.result())

@@ -64,6 +64,12 @@ def _bound_plugin(maxpool: str, extra: str) -> dict:
     return {}
 
 
+def _add_device_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu",
+                   help="where the graph engine computes: cpu or cuda (float64 either way; the chain engines "
+                        "run on the CPU); default cpu")
+
+
 def custom_ops_for(maxpool: str) -> dict:
     """auto_LiRPA bound operators for the ``--maxpool`` choice, taken from registered plugins."""
     return _bound_plugin(maxpool, "custom_ops")
@@ -101,7 +107,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     model = load_onnx(args.onnx)
     spec = read_vnnlib(args.vnnlib, model.n_inputs, model.n_outputs)
     verifier = Verifier(model, custom_ops_for(args.maxpool), relaxations=relaxations_for(args.maxpool),
-                        engine=args.engine, milp_backend=args.solver,
+                        engine=args.engine, device=args.device, milp_backend=args.solver,
                         witness_tol=args.witness_tol)
     if args.method == "check":
         # Build everything a run needs (the plain network view, the bound engine), so that any
@@ -132,7 +138,8 @@ def _cmd_bounds(args: argparse.Namespace) -> int:
 
     model = load_onnx(args.onnx)
     spec = read_vnnlib(args.vnnlib, model.n_inputs, model.n_outputs)
-    verifier = Verifier(model, custom_ops_for(args.maxpool), relaxations=relaxations_for(args.maxpool))
+    verifier = Verifier(model, custom_ops_for(args.maxpool), relaxations=relaxations_for(args.maxpool),
+                        device=args.device)
     deadline = None if args.timeout is None else _STARTED + args.timeout
     # --engine auto: auto_LiRPA on chains, the graph engine on other graphs. α-CROWN through
     # auto_LiRPA re-derives every intermediate bound per step and overruns any deadline on MaxPool
@@ -141,7 +148,8 @@ def _cmd_bounds(args: argparse.Namespace) -> int:
     if args.engine == "graph":
         from vnnx.engine import GraphEngine
 
-        bounds_engine, name = GraphEngine(verifier.graph(), relaxations=verifier.relaxations), "graph"
+        bounds_engine = GraphEngine(verifier.graph(), relaxations=verifier.relaxations, device=verifier.device)
+        name = "graph"
     elif args.engine == "lirpa":
         from vnnx.bounds import BoundComputer
 
@@ -191,7 +199,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     summary = run_benchmark(args.instances, out_csv=args.out, timeout_scale=args.timeout_scale,
                             method=args.method, custom_ops=custom_ops_for(args.maxpool),
-                            relaxations=relaxations_for(args.maxpool), limit=args.limit,
+                            relaxations=relaxations_for(args.maxpool), engine=args.engine, limit=args.limit,
                             solver=args.solver, jobs=args.jobs, witness_tol=args.witness_tol,
                             resume=args.resume)
     print(summary.table())
@@ -260,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: the chain engines (auto_LiRPA, ReLU branch and bound) on chains, the graph engine "
                         "on other networks (residual, Concat); graph: the graph engine and graph MILP on every "
                         "network (default auto)")
+    _add_device_flag(p)
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("bounds", help="print bounds on a spec's output constraint rows as JSON")
@@ -273,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=("auto", "graph", "lirpa"), default="auto",
                    help="bound engine: graph (vnnx's own, any DAG), lirpa (auto_LiRPA 0.3, chains only: "
                         "the cross-check), auto (auto_LiRPA on chains, graph otherwise; default)")
+    _add_device_flag(p)
     _add_maxpool_flag(p)
     p.set_defaults(func=_cmd_bounds)
 
@@ -302,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="keep the decided (sat/unsat) rows of an earlier --out CSV and run only the rest "
                         "(error, timeout and unknown rows run again)")
+    p.add_argument("--engine", choices=("auto", "graph"), default="auto", help="as for verify (default auto)")
     _add_maxpool_flag(p)
     p.set_defaults(func=_cmd_bench)
 

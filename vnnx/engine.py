@@ -32,8 +32,9 @@ from vnnx.graph import Graph
 
 METHODS = ("ibp", "crown", "alpha-crown")
 # The coefficient tensors of one backward pass hold at most about this many float64 entries
-# (256 MiB); intermediate refinements are chunked over their rows to stay below it.
-MAX_BACKWARD_ENTRIES = 2 ** 25
+# (2 MiB: small blocks stay in cache; measured fastest on the shared suites, tools/bench_engine.py);
+# intermediate refinements are chunked over their rows to stay below it.
+MAX_BACKWARD_ENTRIES = 2 ** 18
 
 
 class GraphEngine:

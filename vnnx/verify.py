@@ -118,6 +118,19 @@ def check_counterexample(model, prop, x: np.ndarray, tol: float = WITNESS_TOL) -
     return None
 
 
+def check_device(device: str) -> str:
+    """``device`` if torch can compute there ('cpu', 'cuda', 'cuda:N'), else a :class:`VnnxError`."""
+    import torch
+
+    if device == "cpu":
+        return device
+    if not device.startswith("cuda"):
+        raise VnnxError(f"unknown device {device!r}; choose cpu or cuda")
+    if not torch.cuda.is_available():
+        raise VnnxError(f"device {device!r} requested, but torch sees no CUDA GPU on this machine")
+    return device
+
+
 def refuted_clauses(lower: np.ndarray, clauses: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[bool]:
     """Which clauses are proven impossible: some row ``a y <= b`` has
     ``lower(a y) > b + REFUTE_MARGIN``."""
@@ -132,12 +145,14 @@ class Verifier:
     ``relaxations``: the graph engine's operator relaxations from plugins (the same, for
     :class:`vnnx.engine.GraphEngine`). ``engine``: 'auto' (the chain engines on chains, the graph
     engine on other graphs) or 'graph' (the graph engine and graph MILP on every network).
+    ``device``: where the graph engine computes ('cpu' or 'cuda', float64 either way; the chain
+    engines run on the CPU).
     ``witness_tol``: the counterexample tolerance (module docstring); 0 is the strict mode.
     """
 
     def __init__(self, model, custom_ops: Optional[Mapping[str, type]] = None,
                  milp_backend: str = "highs", seed: int = 0, witness_tol: float = WITNESS_TOL,
-                 relaxations: Optional[Mapping] = None, engine: str = "auto") -> None:
+                 relaxations: Optional[Mapping] = None, engine: str = "auto", device: str = "cpu") -> None:
         from vnnx.errors import UnsupportedOpError
         from vnnx.io.onnx import to_network
 
@@ -145,6 +160,7 @@ class Verifier:
             raise VnnxError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.model = model
         self.engine = engine
+        self.device = check_device(device)
         # 'auto': the chain view (and its engines) for chains, the bound graph for everything
         # else (residual networks, Concat, ...), whose engine is vnnx.engine; 'graph': the bound
         # graph for every network.
@@ -199,7 +215,7 @@ class Verifier:
             if self.network is None:
                 from vnnx.engine import GraphEngine
 
-                self._bounds = GraphEngine(self.graph(), relaxations=self.relaxations)
+                self._bounds = GraphEngine(self.graph(), relaxations=self.relaxations, device=self.device)
             else:
                 from vnnx.bounds import BoundComputer
 

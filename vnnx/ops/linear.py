@@ -29,7 +29,12 @@ class Linear(LinearOperator):
         return r @ self.weight.abs().to(r).T
 
     def transpose(self, A):
-        return [A @ self.weight.to(A)]
+        w = self.weight.to(A)
+        return [(A.reshape(-1, w.shape[0]) @ w).reshape(tuple(A.shape[:-1]) + (w.shape[1],))]
+
+    def constant(self, like):
+        c = torch.zeros((1,) + tuple(self.out_shape), dtype=like.dtype, device=like.device)
+        return c if self.bias is None else c + self.bias.to(like)
 
     def sparse_matrices(self):
         import scipy.sparse as sp
