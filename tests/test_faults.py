@@ -133,8 +133,9 @@ def test_signal_during_the_milp_stops_at_once_without_a_result_file(shared, tmp_
     assert not result.exists() and out == ""
 
 
-def _residual_onnx(path):
-    """x -> Gemm -> Relu -> Gemm, plus x: a residual Add that vnnx (chains only) refuses."""
+def _residual_onnx(path, join: str = "Add"):
+    """x -> Gemm -> Relu -> Gemm, joined with x by ``join``: a residual Add (which vnnx verifies
+    through its bound graph) or a Mul of two network tensors (which it refuses: not affine)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -143,16 +144,18 @@ def _residual_onnx(path):
     w1, w2 = (numpy_helper.from_array(rng.normal(size=(3, 3)).astype(np.float32), n) for n in ("w1", "w2"))
     b = numpy_helper.from_array(np.zeros(3, np.float32), "b")
     nodes = [helper.make_node("Gemm", ["x", "w1", "b"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
-             helper.make_node("Gemm", ["r", "w2", "b"], ["g"], transB=1), helper.make_node("Add", ["g", "x"], ["y"])]
+             helper.make_node("Gemm", ["r", "w2", "b"], ["g"], transB=1), helper.make_node(join, ["g", "x"], ["y"])]
     graph = helper.make_graph(nodes, "res", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [w1, w2, b])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
 
 
-def test_prepare_instance_refuses_what_run_instance_would_refuse(tmp_path):
-    """prepare_instance.sh said ok on a residual network that run_instance.sh then refused."""
+@pytest.mark.parametrize("join, refused", [("Mul", True), ("Add", False)])
+def test_prepare_instance_refuses_what_run_instance_would_refuse(tmp_path, join, refused):
+    """prepare_instance.sh once said ok on a (residual) network that run_instance.sh then refused;
+    now both accept the residual Add and both refuse a product of two network tensors."""
     net = tmp_path / "res.onnx"
-    _residual_onnx(net)
+    _residual_onnx(net, join)
     spec = tmp_path / "p.vnnlib"
     spec.write_text("".join(f"(declare-const X_{i} Real)\n" for i in range(3))
                     + "".join(f"(declare-const Y_{i} Real)\n" for i in range(3))
@@ -161,9 +164,9 @@ def test_prepare_instance_refuses_what_run_instance_would_refuse(tmp_path):
     prep = subprocess.run(["bash", str(REPO / "tools" / "vnncomp" / "prepare_instance.sh"), "v1", "test", str(net),
                            str(spec)], capture_output=True, text=True, timeout=120)
     run = _vnnx("verify", "--onnx", net, "--vnnlib", spec, "--timeout", "20")
-    if run.returncode == 0:
-        pytest.skip("residual networks are supported now: pick another operator that stays unsupported")
-    assert prep.returncode != 0 and "vnnx: error" in prep.stderr
+    assert (prep.returncode != 0) == refused and (run.returncode != 0) == refused, (prep.stderr, run.stderr)
+    if refused:
+        assert "vnnx: error" in prep.stderr and "Mul" in prep.stderr
 
 
 def _bench_instances(shared, tmp_path, slow=2):

@@ -23,12 +23,18 @@ from .reluify import reluify_maxpool
 from .sparse_crown import SparseCapmCrown
 from .torch_pool import PaddedMaxPool2d
 
+def _demo(**kwargs):
+    from .demo import demo
+
+    return demo(**kwargs)
+
+
 PLUGIN = Plugin(
     name="capm",
     kind="bound-operator",
     summary="MaxPool bound operator for auto_LiRPA (max as a chain of ReLUs; any kernel/stride/"
             "padding/ceil_mode; IBP, CROWN, α-CROWN) and a MaxPool→Conv/ReLU rewrite",
-    extras={"custom_ops": custom_ops(), "relaxations": {"MaxPool": capm_maxpool_backward}},
+    extras={"custom_ops": custom_ops(), "relaxations": {"MaxPool": capm_maxpool_backward}, "demo": _demo},
 )
 
 __all__ = [

@@ -26,12 +26,19 @@ def _add_commands(subparsers) -> None:
     add_commands(subparsers)
 
 
+def _demo(**kwargs):
+    from .demo import demo
+
+    return demo(**kwargs)
+
+
 PLUGIN = Plugin(
     name="substitute",
     kind="analysis",
     summary="distance to the decision boundary by MILP binary search (radius), and local substitute "
             "networks with con/lin/act ReLU replacement folded into the affine layers (substitute)",
     add_commands=_add_commands,
+    extras={"demo": _demo},
 )
 
 __all__ = ["KINDS", "PLUGIN", "AdvResult", "FoldInfo", "RadiusResult", "Replacement", "SubstituteResult",
