@@ -58,10 +58,11 @@ def test_quick_demo_has_every_section_and_keeps_the_vnn_promise(tmp_path):
     run = subprocess.run([sys.executable, "-m", "vnnx.cli", "demo", "--quick", "--out-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert "[demo] section core" in run.stderr and "[demo] section vnn-lp" in run.stderr
+    for name in ("core", "capm", "relu-stability", "substitute", "vericompress", "vnn-lp"):
+        assert f"[demo] section {name}" in run.stderr, run.stderr[-2000:]
     doc = json.loads((tmp_path / "demo.json").read_text())
     sections = {s["section"]: s for s in doc["sections"]}
-    assert {"core", "VNN LP", "CAPM", "local substitutes"} <= set(sections)
+    assert {"core", "VNN LP", "CAPM", "local substitutes", "ReLU stability", "VeriCompress"} <= set(sections)
     capm = sections["CAPM"]["numbers"]["methods"]
     assert set(capm) == {"IBP", "CROWN + CAPM", "CROWN + auto_LiRPA MaxPool"}
     for s in doc["sections"]:
@@ -77,3 +78,9 @@ def test_quick_demo_has_every_section_and_keeps_the_vnn_promise(tmp_path):
     # The trade-off shipped by tools/make_demo.py: more validation data keeps more accuracy.
     rows = vnn["tradeoff"]["rows"]
     assert rows["1000"]["accuracy"]["vnn"] >= rows["200"]["accuracy"]["vnn"]
+
+
+def test_shipped_files_stay_small():
+    """specs/ (models, data, specs of the main job) stays under 5 MB."""
+    total = sum(p.stat().st_size for p in (REPO / "specs").rglob("*") if p.is_file())
+    assert total < 5 * 2 ** 20, f"specs/ holds {total / 2 ** 20:.1f} MiB"

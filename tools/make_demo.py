@@ -9,6 +9,12 @@ with `vnnx spec`.
 Part ``capm``: a small MNIST CNN with overlapping 3x3/2 MaxPool windows, normally trained
 (``mnist_maxpool_overlap.onnx``).
 
+Part ``relu``: the ReLU-stability control and +RS CNNs (``relu_control.onnx.gz``, ``relu_rs.onnx.gz``),
+trained by ``vnnx train`` on ``specs/configs/relu_stability_small_{control,rs}.yaml``.
+
+Part ``vericompress``: the dense CROWN-IBP backbone and its VeriCompress compact network at 10 %
+of its parameters (``vc_backbone.onnx``, ``vc_compact.onnx``; about 2.5 minutes each).
+
 Part ``plain``: the VNN paper's setting, a *normally* trained 784-50-50-50-10 MLP (trained on test
 images 2000-9999), the 1000 validation images 1000-1999 it was not trained on, and the VNN trade-off
 between validation sizes (200 and 1000 images: accuracy, non-zeros, verified robustness with CROWN
@@ -19,7 +25,8 @@ Data: ../shared/data/mnist (only the official *test* set exists there): training
 1000-9999, evaluation images 0-999 (see vnnx.data.mnist_split). Everything is seeded.
 
 Run:  .venv/bin/python tools/make_demo.py [--mnist-dir DIR] [--parts robust plain]
-(measured 2026-12-01 on the 2-core container: robust about 1 minute, plain about 2.5 minutes)
+(measured 2026-12-01 on the 2-core container, one core: robust about 1 minute, plain 2.5, capm 0.5,
+relu 7.5 (two 32-epoch PGD trainings), vericompress 5)
 """
 from __future__ import annotations
 
@@ -47,7 +54,8 @@ def main() -> None:
     ap.add_argument("--mnist-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--epsilon", type=float, default=0.03, help="PGD training radius")
-    ap.add_argument("--parts", nargs="+", choices=("robust", "plain", "capm"), default=["robust", "plain", "capm"])
+    ap.add_argument("--parts", nargs="+", choices=("robust", "plain", "capm", "relu", "vericompress"),
+                    default=["robust", "plain", "capm", "relu", "vericompress"])
     args = ap.parse_args()
 
     train_set, eval_set = mnist_split(args.mnist_dir)
@@ -57,6 +65,34 @@ def main() -> None:
         build_robust(args, train_set, eval_set)
     if "capm" in args.parts:
         build_capm(train_set, eval_set)
+    if "relu" in args.parts:
+        build_relu()
+    if "vericompress" in args.parts:
+        build_vericompress()
+
+
+def build_vericompress() -> None:
+    """The VeriCompress section's pair: the dense CROWN-IBP backbone (cnn4, 89,606 parameters)
+    and its VeriCompress compact network at 10 % of the parameters, both trained on
+    specs/configs/vericompress_mnist.yaml's schedule (ε 0.1, 10 epochs, 9000 images)."""
+    from vericompress_demo import build  # noqa: F401 - kept beside this script
+
+    build(ROOT / "specs" / "configs" / "vericompress_mnist.yaml", OUT)
+
+
+def build_relu() -> None:
+    """The ReLU-stability section's two CNNs, with `vnnx train` on the shipped configs (the +RS
+    model of docs/relu_stability.md's 32-epoch protocol and its control without the RS loss)."""
+    import subprocess
+    import sys
+
+    # gzipped: ReLU pruning folds the convolutions into dense matrices (2.7 MB as plain ONNX, 90 KB gzipped)
+    for config, name in (("relu_stability_small_rs.yaml", "relu_rs"),
+                         ("relu_stability_small_control.yaml", "relu_control")):
+        subprocess.run([sys.executable, "-m", "vnnx.cli", "train", "--config", str(ROOT / "specs" / "configs" / config),
+                        "--out", str(OUT / f"{name}.onnx.gz")], check=True)
+        for extra in OUT.glob(f"{name}*.pt"):     # the torch checkpoint is not shipped
+            extra.unlink()
 
 
 def build_capm(train_set, eval_set) -> None:

@@ -85,5 +85,5 @@ def demo(demo_dir, out_dir, quick: bool = False) -> Optional[dict]:
     measured = (f"at ε {top}: CAPM {100 * capm[top]['verified']:.0f} % ({capm[top]['seconds_per_image']:.2f} s/image), "
                 f"IBP {100 * ibp[top]['verified']:.0f} %, {lirpa_text}")
     return {"section": "CAPM", "promise": "MaxPool with overlapping windows bounded as a chain of ReLUs: verifies "
-                                          "more than IBP, where auto_LiRPA's own MaxPool is unsound or cannot run",
+                                          "more than IBP, on a network auto_LiRPA's own MaxPool cannot bound",
             "measured": measured, "met": met, "numbers": numbers}

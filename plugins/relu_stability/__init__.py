@@ -25,12 +25,19 @@ from .passes import PassReport, activation_frequency, prune_relus, prune_small_w
 from .report import REPORT_METHODS, format_report_table, friendliness_report
 from .run import apply_passes, evaluate, train_from_config
 
+def _demo(**kwargs):
+    from .demo import demo
+
+    return demo(**kwargs)
+
+
 PLUGIN = Plugin(
     name="relu-stability",
     kind="regularizer",
     summary="ReLU-stability training (Xiao et al. 2019): RS loss, L1, PGD training, small-weight and "
             "ReLU pruning; commands train, report, rs-prune",
     add_commands=add_commands,
+    extras={"demo": _demo},
 )
 
 __all__ = [

@@ -21,12 +21,19 @@ from .schedule import epsilon_schedule, lr_decay
 from .sparsity import DynamicSparsity
 from .structure import Structure, analyse
 
+def _demo(**kwargs):
+    from .demo import demo
+
+    return demo(**kwargs)
+
+
 PLUGIN = Plugin(
     name="vericompress",
     kind="pass",
     summary="VeriCompress (Kaur et al. 2024): budgeted dynamic-sparse CROWN-IBP training from scratch and "
             "compaction to a dense network of <= K parameters; command compress",
     add_commands=add_commands,
+    extras={"demo": _demo},
 )
 
 __all__ = [

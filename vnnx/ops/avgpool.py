@@ -4,9 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vnnx.errors import UnsupportedOpError
 from vnnx.ops import onnx_builder
-from vnnx.ops.base import LinearOperator
+from vnnx.ops.base import LinearOperator, pool_window
 
 
 class AveragePool(LinearOperator):
@@ -44,12 +43,5 @@ class AveragePool(LinearOperator):
 
 @onnx_builder("AveragePool")
 def _avgpool(node, attrs, args, label):
-    kernel = tuple(attrs["kernel_shape"])
-    if len(kernel) != 2:
-        raise UnsupportedOpError(f"{label}: AveragePool node '{node.name}' is {len(kernel)}-D; vnnx handles 2-D")
-    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise UnsupportedOpError(f"{label}: AveragePool node '{node.name}': auto_pad is not supported")
-    if any(d != 1 for d in attrs.get("dilations", [1, 1])):
-        raise UnsupportedOpError(f"{label}: AveragePool node '{node.name}' with dilations")
-    return AveragePool(kernel, tuple(attrs.get("strides", [1, 1])), tuple(attrs.get("pads", [0, 0, 0, 0])),
-                       attrs.get("count_include_pad", 0), attrs.get("ceil_mode", 0)), [args[0]]
+    kernel, strides, pads = pool_window(node, attrs, label)
+    return AveragePool(kernel, strides, pads, attrs.get("count_include_pad", 0), attrs.get("ceil_mode", 0)), [args[0]]

@@ -183,3 +183,18 @@ class Activation(Operator):
 
     def needs_tight_input(self, lo, hi):
         return torch.ones_like(lo, dtype=torch.bool)
+
+
+def pool_window(node, attrs: dict, label: str) -> tuple[tuple, tuple, tuple]:
+    """``(kernel, strides, pads)`` of a 2-D pooling node (MaxPool, AveragePool), refusing what
+    vnnx does not handle (other ranks, auto_pad, dilations) with the node named."""
+    from vnnx.errors import UnsupportedOpError
+
+    kernel = tuple(attrs["kernel_shape"])
+    if len(kernel) != 2:
+        raise UnsupportedOpError(f"{label}: {node.op_type} node '{node.name}' is {len(kernel)}-D; vnnx handles 2-D")
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise UnsupportedOpError(f"{label}: {node.op_type} node '{node.name}': auto_pad is not supported")
+    if any(d != 1 for d in attrs.get("dilations", [1, 1])):
+        raise UnsupportedOpError(f"{label}: {node.op_type} node '{node.name}' with dilations")
+    return kernel, tuple(attrs.get("strides", [1, 1])), tuple(attrs.get("pads", [0, 0, 0, 0]))

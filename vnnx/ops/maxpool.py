@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from vnnx.errors import UnsupportedOpError
 from vnnx.ops import onnx_builder
-from vnnx.ops.base import Operator
+from vnnx.ops.base import Operator, pool_window
 
 
 class MaxPool(Operator):
@@ -129,12 +129,7 @@ class MaxPool(Operator):
 
 @onnx_builder("MaxPool")
 def _maxpool(node, attrs, args, label):
-    kernel = tuple(attrs["kernel_shape"])
-    if len(kernel) != 2:
-        raise UnsupportedOpError(f"{label}: MaxPool node '{node.name}' is {len(kernel)}-D; vnnx handles 2-D")
-    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise UnsupportedOpError(f"{label}: MaxPool node '{node.name}': auto_pad is not supported")
-    if any(d != 1 for d in attrs.get("dilations", [1, 1])) or attrs.get("storage_order", 0) or len(node.output) > 1:
-        raise UnsupportedOpError(f"{label}: MaxPool node '{node.name}' with dilations, storage order or indices")
-    return MaxPool(kernel, tuple(attrs.get("strides", [1, 1])), tuple(attrs.get("pads", [0, 0, 0, 0])),
-                   attrs.get("ceil_mode", 0)), [args[0]]
+    kernel, strides, pads = pool_window(node, attrs, label)
+    if attrs.get("storage_order", 0) or len(node.output) > 1:
+        raise UnsupportedOpError(f"{label}: MaxPool node '{node.name}' with a storage order or indices output")
+    return MaxPool(kernel, strides, pads, attrs.get("ceil_mode", 0)), [args[0]]
