@@ -310,3 +310,40 @@ def test_algorithm1_with_fixed_lines_equals_refolding_each_iteration(how, cnn, m
         np.testing.assert_array_equal(fast.replacements[k].removed, slow.replacements[k].removed)
     x = np.random.default_rng(2).random((100, net.n_inputs))
     np.testing.assert_allclose(fast.network.forward(x), slow.network.forward(x), atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["lin", "act"])
+def test_bracket_contains_the_true_boundary_and_the_clamped_estimate(mlp, adv, kind):
+    """Issue 24: whatever the substitute estimates, the bracket is proven on f itself: its lower
+    end is a radius f is robust at (checked by an independent MILP), its upper end the distance
+    of a real counterexample to f, the true d_bnd (exact MILP search) lies inside, and the
+    reported estimate is the raw one clamped into it."""
+    net, x0 = mlp
+    label = core.anchor_label(net, x0)
+    truth = boundary_distance(net, x0, label, CLIP, timeout=20, rel_tol=1e-3, adv=adv)
+    sub = make_substitute(net, x0, kind, 0.9, label=label, adv=adv)
+    est = boundary_distance(sub.network, x0, label, CLIP, timeout=20, rel_tol=1e-3).d_bnd
+    for check in (False, True):
+        b = core.certify_estimate(net, x0, label, est, sub.d_adv, CLIP, check=check, timeout=20)
+        assert b.lower <= truth.d_bnd + 1e-9 and truth.d_bnd_upper <= b.upper + 1e-6, (b, truth)
+        assert verify_milp(net, robustness_property(x0, b.lower, label, 3, CLIP), time_limit=20).status == "unsat"
+        assert verify_milp(net, robustness_property(x0, b.upper, label, 3, CLIP), time_limit=20).status == "sat"
+        assert b.estimate_raw == est and b.lower <= b.estimate <= b.upper
+        assert (b.check is None) == (not check)
+        if check and b.check is not None:
+            # the decision at the estimate moved one end onto it
+            assert b.check["verdict"] in ("sat", "unsat")
+            assert (b.lower_by == "check") == (b.check["verdict"] == "unsat")
+
+
+def test_cli_radius_reports_the_bracket(files, capsys):
+    assert main(["radius", "--onnx", str(files / "m.onnx"), "--data", str(files / "d.npz"), "--index", "1",
+                 "--timeout", "10", "--rel-tol", "0.05", "--substitute", "lin", "--gamma", "0.9"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    b = r["bracket"]
+    assert {"lower", "lower_by", "upper", "upper_by", "estimate_raw", "estimate", "check"} <= set(b)
+    assert b["estimate_raw"] == r["d_bnd"] and b["lower"] <= b["estimate"] <= b["upper"]
+    assert b["check"] is not None
+    assert main(["radius", "--onnx", str(files / "m.onnx"), "--data", str(files / "d.npz"), "--index", "1",
+                 "--timeout", "10", "--rel-tol", "0.05", "--substitute", "lin", "--gamma", "0.9", "--no-check"]) == 0
+    assert json.loads(capsys.readouterr().out)["bracket"]["check"] is None

@@ -57,7 +57,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="after a solve times out, keep searching below it for a larger verified radius "
                         "and a closer counterexample (the result stays incomplete)")
     p.add_argument("--substitute", choices=KINDS, default=None,
-                   help="estimate d_bnd on a local substitute of this kind instead of the network")
+                   help="estimate d_bnd on a local substitute of this kind instead of the network; the JSON's "
+                        "'bracket' then holds a radius proven on the network itself (lower), the distance of a "
+                        "counterexample to it (upper) and the estimate clamped into them")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="with --substitute: skip the one complete decision on the network at the estimate, which "
+                        "turns the estimate into a proven lower or upper end (default: run it, --timeout seconds)")
     _add_substitute_flags(p, required=False)
     p.add_argument("--report", default=None, help="also write the JSON here")
     p.set_defaults(func=cmd_radius)
@@ -125,6 +130,11 @@ def cmd_radius(args: argparse.Namespace) -> int:
     out.update(res.to_dict())
     if args.substitute == "act":
         out["lemma1"] = act_certificate(network, x0, sub, res, clip=args.clip)
+    if args.substitute:
+        from .core import certify_estimate
+
+        out["bracket"] = certify_estimate(network, x0, sub.label, res.d_bnd, sub.d_adv, clip=args.clip,
+                                          check=args.check, timeout=args.timeout).to_dict()
     _emit(out, args.report)
     return 0
 

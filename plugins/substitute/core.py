@@ -435,3 +435,80 @@ def substitute_collapsed(network: Network, x0: np.ndarray, label: int, clip=(0.0
         return True
     res = verify_milp(network, prop, layer_bounds=bounds.pre_activation, time_limit=timeout)
     return {"unsat": True, "sat": False}.get(res.status)
+
+
+# ------------------------------------------------------------------ certified bracket (issue 24)
+#: CROWN steps of the lower end's search (bisection between 0 and the estimate).
+BRACKET_CROWN_STEPS = 12
+
+
+@dataclass
+class Bracket:
+    """Where f's true d_bnd lies, whatever the substitute says: ``lower`` is a radius proven on f
+    itself (``lower_by``: 'crown' or 'check'), ``upper`` the distance of a counterexample to f
+    (``upper_by``: 'pgd' or 'check'; None when none was found). ``estimate_raw`` is the
+    substitute's d_bnd, ``estimate`` the same clamped into [lower, upper]. ``check``: the one
+    decision on f at the raw estimate (None with ``check=False``)."""
+
+    lower: float
+    lower_by: str
+    upper: Optional[float]
+    upper_by: Optional[str]
+    estimate_raw: Optional[float]
+    estimate: Optional[float]
+    check: Optional[dict]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def crown_radius(network: Network, x0: np.ndarray, label: int, hi: float, clip=(0.0, 1.0),
+                 steps: int = BRACKET_CROWN_STEPS) -> float:
+    """The largest ε in a bisection of [0, ``hi``] (``steps`` CROWN calls) at which CROWN proves
+    ``label`` the argmax on the clipped ε-ball of ``network``: a sound lower bound on d_bnd."""
+    from vnnx.verify import refuted_clauses
+
+    bc = BoundComputer(network)
+    lo, top = 0.0, float(hi)
+    for _ in range(steps):
+        mid = (lo + top) / 2
+        prop = robustness_property(x0, mid, label, network.n_outputs, clip)
+        C = np.concatenate([a for a, _ in prop.clauses])
+        res = bc.compute(prop.x_lower, prop.x_upper, "crown", C)
+        if all(refuted_clauses(res.lower, prop.clauses)):
+            lo = mid
+        else:
+            top = mid
+    return lo
+
+
+def certify_estimate(network: Network, x0: np.ndarray, label: int, estimate: Optional[float],
+                     d_adv: Optional[float], clip=(0.0, 1.0), *, check: bool = True,
+                     timeout: float = 30.0) -> Bracket:
+    """A certified bracket around a substitute's d_bnd ``estimate`` for ``network`` (f) at
+    ``x0``: the lower end from CROWN on f (:func:`crown_radius` up to the estimate or d_adv), the
+    upper end from f's own PGD counterexample (``d_adv``); with ``check``, one complete decision
+    on f at the estimate (``vnnx verify``, ``timeout`` seconds) moves the lower end up to it
+    (unsat) or the upper end down to it (sat, a witness onnxruntime confirmed)."""
+    start = time.monotonic()
+    upper, upper_by = (float(d_adv), "pgd") if d_adv is not None else (None, None)
+    reach = estimate if estimate is not None else (upper if upper is not None else domain_radius(x0, clip))
+    lower, lower_by = crown_radius(network, x0, label, reach, clip), "crown"
+    decision = None
+    if check and estimate is not None and estimate > lower:
+        outcome, seconds = VerifyEngine(network).at(x0, label, float(estimate), clip, timeout)
+        decision = {"epsilon": float(estimate), "verdict": outcome.status, "seconds": round(seconds, 3)}
+        if outcome.status == "unsat":
+            lower, lower_by = float(estimate), "check"
+        elif outcome.status == "sat" and outcome.x is not None:
+            dist = float(np.max(np.abs(outcome.x - x0)))
+            decision["counterexample_distance"] = dist
+            if upper is None or dist < upper:
+                upper, upper_by = dist, "check"
+    clamped = None
+    if estimate is not None:
+        clamped = max(float(estimate), lower)
+        if upper is not None:
+            clamped = min(clamped, upper)
+    return Bracket(lower, lower_by, upper, upper_by, estimate, clamped, decision, time.monotonic() - start)
