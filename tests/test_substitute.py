@@ -347,3 +347,24 @@ def test_cli_radius_reports_the_bracket(files, capsys):
     assert main(["radius", "--onnx", str(files / "m.onnx"), "--data", str(files / "d.npz"), "--index", "1",
                  "--timeout", "10", "--rel-tol", "0.05", "--substitute", "lin", "--gamma", "0.9", "--no-check"]) == 0
     assert json.loads(capsys.readouterr().out)["bracket"]["check"] is None
+
+
+def test_cli_radius_over_a_range_of_anchors_with_truth_and_plot(files, capsys, tmp_path):
+    """--index A:B: one result per anchor, f's own search beside each (--truth), a summary whose
+    every true d_bnd lies inside its certified bracket, and the per-anchor plot."""
+    plot = tmp_path / "brackets.png"
+    assert main(["radius", "--onnx", str(files / "m.onnx"), "--data", str(files / "d.npz"), "--index", "0:2",
+                 "--timeout", "10", "--rel-tol", "0.05", "--substitute", "act", "--gamma", "0.9", "--truth",
+                 "--plot", str(plot)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert [a["index"] for a in r["anchors"]] == [0, 1]
+    s = r["summary"]
+    assert s["anchors"] == 2 and s["compared"] == 2 and s["inside_bracket"] == 2
+    assert s["clamped_mean_abs_rel_error"] <= s["raw_mean_abs_rel_error"] + 1e-12
+    assert plot.stat().st_size > 0
+
+
+def test_cli_index_range_is_refused_where_one_anchor_is_meant(files, capsys):
+    assert main(["substitute", "--onnx", str(files / "m.onnx"), "--data", str(files / "d.npz"), "--index", "0:2",
+                 "--kind", "lin", "--gamma", "0.9", "--out", str(files / "x.onnx")]) == 2
+    assert "single anchor" in capsys.readouterr().err

@@ -351,7 +351,7 @@ _STARTED: Optional[float] = None
 
 # Flags of any command (core or plugin) that name an output file: checked before any work, so
 # that a missing or unwritable location fails at once rather than after a long search.
-OUTPUT_FILE_FLAGS = ("out", "report", "json", "result_file")
+OUTPUT_FILE_FLAGS = ("out", "report", "json", "result_file", "plot")
 
 
 def _check_outputs(args: argparse.Namespace) -> None:

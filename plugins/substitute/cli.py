@@ -25,10 +25,24 @@ def _clip(text: str):
     return lo, hi
 
 
+def _index(text: str):
+    """An anchor index ``i``, or a range ``A:B`` (A included, B excluded)."""
+    try:
+        if ":" in text:
+            a, b = (int(v) for v in text.split(":"))
+            if b <= a:
+                raise ValueError
+            return range(a, b)
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--index wants an integer or a range A:B with A < B, got {text!r}") from None
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", required=True, help="network (.onnx)")
     p.add_argument("--data", required=True, help=".npz with x (N, ...) in model-input space and y (N,)")
-    p.add_argument("--index", type=int, required=True, help="which sample of --data is the anchor x0")
+    p.add_argument("--index", type=_index, required=True,
+                   help="which sample of --data is the anchor x0 (radius also takes a range A:B, every anchor of it)")
     p.add_argument("--clip", type=_clip, default=(0.0, 1.0), help="input domain LO,HI (default 0,1)")
     p.add_argument("--pgd-restarts", type=int, default=10, help="PGD restarts per ε (default 10)")
     p.add_argument("--pgd-steps", type=int, default=50, help="PGD steps per restart (default 50)")
@@ -64,6 +78,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="with --substitute: skip the one complete decision on the network at the estimate, which "
                         "turns the estimate into a proven lower or upper end (default: run it, --timeout seconds)")
     _add_substitute_flags(p, required=False)
+    p.add_argument("--truth", action="store_true",
+                   help="with --index A:B and --substitute: also search f's own d_bnd at every anchor and summarise "
+                        "the estimates' errors, the brackets and the time against f's search")
+    p.add_argument("--plot", default=None, help="with --index A:B and --substitute: PNG of brackets and estimates per anchor")
     p.add_argument("--report", default=None, help="also write the JSON here")
     p.set_defaults(func=cmd_radius)
 
@@ -80,19 +98,22 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_substitute)
 
 
-def _anchor(args):
+def _anchor(args, index=None):
     from vnnx.data import fit_to_input, load_npz
     from vnnx.io.onnx import load_onnx, to_network
 
+    index = args.index if index is None else index
+    if isinstance(index, range):
+        raise ConfigError("--index takes a single anchor here (a range A:B only for radius)")
     data = load_npz(args.data)
-    if not 0 <= args.index < len(data):
-        raise ConfigError(f"--index {args.index} is outside 0..{len(data) - 1} ({args.data} has {len(data)} samples)")
+    if not 0 <= index < len(data):
+        raise ConfigError(f"--index {index} is outside 0..{len(data) - 1} ({args.data} has {len(data)} samples)")
     network = to_network(load_onnx(args.onnx))
-    x0 = fit_to_input(data.x[args.index:args.index + 1], network.n_inputs)[0].astype(np.float64)
+    x0 = fit_to_input(data.x[index:index + 1], network.n_inputs)[0].astype(np.float64)
     lo, hi = args.clip
     if np.any(x0 < lo) or np.any(x0 > hi):
-        raise ConfigError(f"sample {args.index} of {args.data} lies outside the input domain [{lo:g}, {hi:g}]")
-    return network, x0, int(data.y[args.index])
+        raise ConfigError(f"sample {index} of {args.data} lies outside the input domain [{lo:g}, {hi:g}]")
+    return network, x0, int(data.y[index])
 
 
 def _emit(result: dict, path) -> None:
@@ -113,30 +134,108 @@ def _jsonable(o):
 
 
 def cmd_radius(args: argparse.Namespace) -> int:
-    from .core import boundary_distance, make_substitute
+    if isinstance(args.index, range):
+        return _radius_many(args)
+    _emit(_radius_one(args, args.index), args.report)
+    return 0
+
+
+def _radius_one(args, index: int, truth: bool = False) -> dict:
+    from .core import boundary_distance, certify_estimate, make_substitute
     from .lemma import act_certificate
 
-    network, x0, y = _anchor(args)
-    out = {"onnx": args.onnx, "index": args.index, "true_label": y}
+    network, x0, y = _anchor(args, index)
+    out = {"onnx": args.onnx, "index": index, "true_label": y}
     kw = dict(clip=args.clip, pgd_restarts=args.pgd_restarts, pgd_steps=args.pgd_steps)
+    progress = lambda line: print(f"vnnx radius: {line}", file=sys.stderr, flush=True)  # noqa: E731
     target = network
     if args.substitute:
         sub = make_substitute(network, x0, args.substitute, args.gamma, gamma0=args.gamma0, **kw)
         out["substitute"] = sub.summary()
         target = sub.network
-    res = boundary_distance(target, x0, label=sub.label if args.substitute else None, clip=args.clip, timeout=args.timeout, rel_tol=args.rel_tol, narrow=args.narrow,
+    res = boundary_distance(target, x0, label=sub.label if args.substitute else None, clip=args.clip,
+                            timeout=args.timeout, rel_tol=args.rel_tol, narrow=args.narrow,
                             pgd_restarts=args.pgd_restarts, pgd_steps=args.pgd_steps, engine=args.engine,
-                            progress=lambda line: print(f"vnnx radius: {line}", file=sys.stderr, flush=True))
+                            progress=progress)
     out.update(res.to_dict())
     if args.substitute == "act":
         out["lemma1"] = act_certificate(network, x0, sub, res, clip=args.clip)
     if args.substitute:
-        from .core import certify_estimate
-
         out["bracket"] = certify_estimate(network, x0, sub.label, res.d_bnd, sub.d_adv, clip=args.clip,
                                           check=args.check, timeout=args.timeout).to_dict()
+        if truth:
+            f = boundary_distance(network, x0, label=sub.label, clip=args.clip, timeout=args.timeout,
+                                  rel_tol=args.rel_tol, engine=args.engine, pgd_restarts=args.pgd_restarts,
+                                  pgd_steps=args.pgd_steps)
+            out["f"] = {"status": f.status, "d_bnd": f.d_bnd, "seconds": f.seconds}
+    return out
+
+
+def _radius_many(args) -> int:
+    """Every anchor of ``--index A:B``; with ``--truth`` also f's own d_bnd search, and a summary of
+    the estimates' errors, the brackets and the time against f's search (``--plot``: per anchor)."""
+    anchors = []
+    for i in args.index:
+        print(f"vnnx radius: anchor {i}", file=sys.stderr, flush=True)
+        anchors.append(_radius_one(args, i, truth=args.truth and bool(args.substitute)))
+    out = {"onnx": args.onnx, "anchors": anchors, "summary": radius_summary(anchors)}
+    if args.plot and args.substitute:
+        plot_brackets(anchors, args.plot)
     _emit(out, args.report)
     return 0
+
+
+def radius_summary(anchors: list[dict]) -> dict:
+    """Counts, and where f's d_bnd is known (``f`` complete) the raw and clamped estimates' mean
+    absolute relative error, how often the true d_bnd lies in the bracket, the bracket's mean
+    relative width, and the substitute path's total time against f's searches."""
+    s = {"anchors": len(anchors), "complete": sum(a["status"] == "complete" for a in anchors)}
+    known = [a for a in anchors if a.get("f", {}).get("d_bnd") and a.get("bracket", {}).get("estimate_raw") is not None]
+    if known:
+        t = np.array([a["f"]["d_bnd"] for a in known])
+        raw = np.array([a["bracket"]["estimate_raw"] for a in known])
+        clamped = np.array([a["bracket"]["estimate"] for a in known])
+        lo = np.array([a["bracket"]["lower"] for a in known])
+        up = np.array([a["bracket"]["upper"] if a["bracket"]["upper"] is not None else np.inf for a in known])
+        s.update(compared=len(known), raw_mean_abs_rel_error=float(np.mean(np.abs(raw - t) / t)),
+                 clamped_mean_abs_rel_error=float(np.mean(np.abs(clamped - t) / t)),
+                 inside_bracket=int(np.sum((lo <= t * (1 + 1e-6)) & (t <= up * (1 + 1e-6)))),
+                 bracket_mean_rel_width=float(np.mean((up - lo) / t)),
+                 substitute_seconds=float(sum(a["seconds"] + a["bracket"]["seconds"] + a["substitute"]["prune_seconds"]
+                                              for a in known)),
+                 f_search_seconds=float(sum(a["f"]["seconds"] for a in known)))
+    return s
+
+
+def plot_brackets(anchors: list[dict], path) -> None:
+    """Per anchor: the bracket (bar), the raw and clamped estimates and f's d_bnd (when known)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vnnx.util import atomic_path
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(anchors)), 3.8))
+    for k, a in enumerate(anchors):
+        b = a.get("bracket") or {}
+        if b.get("upper") is not None:
+            ax.plot([k, k], [b["lower"], b["upper"]], color="0.7", lw=6, solid_capstyle="butt",
+                    label="certified bracket" if k == 0 else None)
+        if b.get("estimate_raw") is not None:
+            ax.plot(k, b["estimate_raw"], "x", color="tab:red", label="raw estimate" if k == 0 else None)
+            ax.plot(k, b["estimate"], "o", mfc="none", color="tab:blue", label="clamped estimate" if k == 0 else None)
+        if a.get("f", {}).get("d_bnd"):
+            ax.plot(k, a["f"]["d_bnd"], "_", color="k", ms=14, mew=2, label="true d_bnd (f)" if k == 0 else None)
+    ax.set_xticks(range(len(anchors)), [str(a["index"]) for a in anchors], rotation=90)
+    ax.set_xlabel("anchor")
+    ax.set_ylabel("L∞ distance")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
 
 
 def cmd_substitute(args: argparse.Namespace) -> int:
