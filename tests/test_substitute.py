@@ -368,3 +368,24 @@ def test_cli_index_range_is_refused_where_one_anchor_is_meant(files, capsys):
     assert main(["substitute", "--onnx", str(files / "m.onnx"), "--data", str(files / "d.npz"), "--index", "0:2",
                  "--kind", "lin", "--gamma", "0.9", "--out", str(files / "x.onnx")]) == 2
     assert "single anchor" in capsys.readouterr().err
+
+
+def test_cli_radius_range_keeps_going_past_an_anchor_that_fails(files, capsys, monkeypatch):
+    """An anchor whose search cannot start (e.g. PGD finds no adversarial example anywhere) is an
+    error row of the range, not the end of the run."""
+    from vnnx.errors import VnnxError
+    from vnnx_plugins.substitute import cli
+
+    real = cli._radius_one
+
+    def flaky(args, index, truth=False):
+        if index == 0:
+            raise VnnxError("PGD found no adversarial example in the whole input domain")
+        return real(args, index, truth)
+
+    monkeypatch.setattr(cli, "_radius_one", flaky)
+    assert main(["radius", "--onnx", str(files / "m.onnx"), "--data", str(files / "d.npz"), "--index", "0:2",
+                 "--timeout", "10", "--rel-tol", "0.05", "--substitute", "lin", "--gamma", "0.9"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert [a["status"] for a in r["anchors"]][0] == "error" and r["anchors"][1]["status"] == "complete"
+    assert r["summary"]["errors"] == 1 and r["summary"]["complete"] == 1

@@ -174,10 +174,16 @@ def _radius_one(args, index: int, truth: bool = False) -> dict:
 def _radius_many(args) -> int:
     """Every anchor of ``--index A:B``; with ``--truth`` also f's own d_bnd search, and a summary of
     the estimates' errors, the brackets and the time against f's search (``--plot``: per anchor)."""
+    from vnnx.errors import VnnxError
+
     anchors = []
     for i in args.index:
         print(f"vnnx radius: anchor {i}", file=sys.stderr, flush=True)
-        anchors.append(_radius_one(args, i, truth=args.truth and bool(args.substitute)))
+        try:
+            anchors.append(_radius_one(args, i, truth=args.truth and bool(args.substitute)))
+        except VnnxError as exc:   # one anchor that cannot be searched (no adversarial example) is its row
+            print(f"vnnx radius: anchor {i}: {exc}", file=sys.stderr, flush=True)
+            anchors.append({"onnx": args.onnx, "index": i, "status": "error", "error": str(exc)})
     out = {"onnx": args.onnx, "anchors": anchors, "summary": radius_summary(anchors)}
     if args.plot and args.substitute:
         plot_brackets(anchors, args.plot)
@@ -189,7 +195,8 @@ def radius_summary(anchors: list[dict]) -> dict:
     """Counts, and where f's d_bnd is known (``f`` complete) the raw and clamped estimates' mean
     absolute relative error, how often the true d_bnd lies in the bracket, the bracket's mean
     relative width, and the substitute path's total time against f's searches."""
-    s = {"anchors": len(anchors), "complete": sum(a["status"] == "complete" for a in anchors)}
+    s = {"anchors": len(anchors), "complete": sum(a.get("status") == "complete" for a in anchors),
+         "errors": sum(a.get("status") == "error" for a in anchors)}
     known = [a for a in anchors if a.get("f", {}).get("d_bnd") and a.get("bracket", {}).get("estimate_raw") is not None]
     if known:
         t = np.array([a["f"]["d_bnd"] for a in known])
