@@ -138,27 +138,19 @@ def _cmd_bounds(args: argparse.Namespace) -> int:
 
     model = load_onnx(args.onnx)
     spec = read_vnnlib(args.vnnlib, model.n_inputs, model.n_outputs)
+    # --engine graph|lirpa pick the engine; auto: auto_LiRPA on chains, the graph engine on other
+    # graphs (the Verifier's own choice).
     verifier = Verifier(model, custom_ops_for(args.maxpool), relaxations=relaxations_for(args.maxpool),
-                        device=args.device)
+                        engine="graph" if args.engine == "graph" else "auto", device=args.device)
+    if args.engine == "lirpa" and verifier.network is None:
+        raise VnnxError(f"{args.onnx}: auto_LiRPA's engine takes chain networks only; use --engine graph")
+    bounds_engine = verifier.bound_engine()
+    name = "graph" if verifier.network is None else "auto_LiRPA"
     deadline = None if args.timeout is None else _STARTED + args.timeout
-    # --engine auto: auto_LiRPA on chains, the graph engine on other graphs. α-CROWN through
-    # auto_LiRPA re-derives every intermediate bound per step and overruns any deadline on MaxPool
-    # CNNs; there a bound plugin's whole-network engine (CAPM) refines every neuron once and stops
-    # its α steps at the deadline. Its bounds are intersected with CROWN's.
-    if args.engine == "graph":
-        from vnnx.engine import GraphEngine
-
-        bounds_engine = GraphEngine(verifier.graph(), relaxations=verifier.relaxations, device=verifier.device)
-        name = "graph"
-    elif args.engine == "lirpa":
-        from vnnx.bounds import BoundComputer
-
-        if verifier.network is None:
-            raise VnnxError(f"{args.onnx}: auto_LiRPA's engine takes chain networks only; use --engine graph")
-        bounds_engine, name = BoundComputer(verifier.network, verifier.custom_ops), "auto_LiRPA"
-    else:
-        bounds_engine = verifier.bound_engine()
-        name = "graph" if verifier.network is None else "auto_LiRPA"
+    # α-CROWN through auto_LiRPA re-derives every intermediate bound per step and overruns any
+    # deadline on MaxPool CNNs; under --engine auto a bound plugin's whole-network engine (CAPM)
+    # refines every neuron once there and stops its α steps at the deadline. Its bounds are
+    # intersected with CROWN's.
     engine = verifier.network_engine() if args.method == "alpha-crown" and args.engine == "auto" else None
     out = []
     for prop in spec.properties:

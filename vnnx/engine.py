@@ -58,7 +58,6 @@ class GraphEngine:
         # BoundComputer.module.
         self.module = graph.to_torch(torch.float64)
         self.intersect_interval = bool(intersect_interval)
-        self.network = graph
         self.alpha_iterations = int(alpha_iterations)
         self.alpha_lr = float(alpha_lr)
         self.device = torch.device(device)

@@ -253,7 +253,7 @@ def _fold_batchnorm(nodes, node, attrs, args, uses, label) -> Optional[Var]:
     """Fold a BatchNormalization into the Conv / Linear node that feeds it when nothing else
     reads that node's output; returns the folded node's Var, or None."""
     from vnnx.ops.batchnorm import batchnorm_scale_shift
-    from vnnx.ops.conv import Conv, Conv1d
+    from vnnx.ops.conv import Conv
     from vnnx.ops.linear import Linear
 
     x = args[0]
@@ -266,7 +266,7 @@ def _fold_batchnorm(nodes, node, attrs, args, uses, label) -> Optional[Var]:
         return None
     scale, shift = batchnorm_scale_shift(attrs, args, len(x.shape))
     scale, shift = scale.reshape(-1), shift.reshape(-1)
-    if isinstance(prev, Conv1d) or (type(prev) is Linear and len(x.shape) != 2):
+    if type(prev) is Linear and len(x.shape) != 2:
         return None
     w = prev.weight.numpy()
     if w.shape[0] != scale.size:

@@ -50,14 +50,14 @@ class Builder(_Builder):
         self.rows(np.concatenate(r), np.concatenate(c), np.concatenate(v), const, const)
         return out
 
-    def relu(self, cols, bounds, slope: float = 0.0) -> np.ndarray:
+    def relu(self, x, bounds, slope: float = 0.0) -> np.ndarray:
+        """``max(x, slope x)`` of the columns ``x`` (ReLU: slope 0), with ``bounds`` of x."""
         lo, up = bounds
-        z, bins = _relu(self, cols[0] if isinstance(cols, list) else cols, lo, up, self.relax)
+        z, bins = _relu(self, x, lo, up, self.relax)
         self.binaries.append(bins)
         if slope == 0.0:
             return z
         # max(x, s x) = s x + (1 - s) max(x, 0) for 0 <= s <= 1.
-        x = cols[0] if isinstance(cols, list) else cols
         lo_y = np.minimum(lo, slope * lo)
         up_y = np.maximum(up, slope * up)
         y = self.cols(lo_y, up_y)

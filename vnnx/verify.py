@@ -208,6 +208,11 @@ class Verifier:
             self._graph = from_onnx(self.model)
         return self._graph
 
+    def view(self):
+        """The representation the MILP and the torch module are built from: the chain view of a
+        chain network (under engine 'auto'), else the bound graph."""
+        return self.network if self.network is not None else self.graph()
+
     def bound_engine(self):
         """The bound engine (IBP / CROWN / α-CROWN), built on first use: auto_LiRPA on the chain
         view of chain networks, :class:`vnnx.engine.GraphEngine` on other graphs."""
@@ -273,8 +278,7 @@ class Verifier:
         if self._torch is None:
             import torch
 
-            view = self.network if self.network is not None else self.graph()
-            self._torch = view.to_torch(torch.float32).eval()
+            self._torch = self.view().to_torch(torch.float32).eval()
         return self._torch
 
     def verify(self, spec, method: str = "auto", timeout: Optional[float] = None,

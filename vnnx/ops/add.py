@@ -9,6 +9,7 @@ class Add(LinearOperator):
     """``y = x1 + sign * x2``; ``sign`` is +1 (Add) or -1 (Sub)."""
 
     kind = "Add"
+    has_constant = False
 
     def __init__(self, sign: float = 1.0) -> None:
         self.sign = float(sign)
@@ -20,9 +21,6 @@ class Add(LinearOperator):
 
     def abs_linear_part(self, r1, r2):
         return r1 + r2
-
-    def constant(self, like):
-        return like.new_zeros((1,) + tuple(self.out_shape))
 
     def transpose(self, A):
         return [A, self.sign * A]

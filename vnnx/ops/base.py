@@ -85,6 +85,9 @@ class LinearOperator(Operator):
     (``L`` without ``c``) or override ``backward``; interval and bias come from them."""
 
     linear = True
+    #: False for operators without a constant term (reshapes, sums, pooling): their backward
+    #: step then adds no bias, and no zero tensor is multiplied on the hot path.
+    has_constant = True
 
     def linear_part(self, *xs: torch.Tensor) -> torch.Tensor:
         """``L(x)``: the operator without its constant term."""
@@ -94,8 +97,10 @@ class LinearOperator(Operator):
         """``|L|(r)`` for nonnegative ``r`` (radii): the interval rule's half-width."""
         raise NotImplementedError
 
-    def constant(self, like: torch.Tensor) -> torch.Tensor:
-        """``c = forward(0)``, (1, *out_shape)."""
+    def constant(self, like: torch.Tensor) -> Optional[torch.Tensor]:
+        """``c = forward(0)``, (1, *out_shape); None when it is zero (``has_constant`` False)."""
+        if not self.has_constant:
+            return None
         zeros = [torch.zeros((1,) + tuple(s), dtype=like.dtype, device=like.device) for s in self.in_shapes]
         return self.forward(*zeros)
 
@@ -108,7 +113,7 @@ class LinearOperator(Operator):
 
     def backward(self, A, bounds, alpha=None):
         c = self.constant(A)
-        bias = (A * c.unsqueeze(1)).flatten(2).sum(-1)
+        bias = A.new_zeros(A.shape[:2]) if c is None else (A * c.unsqueeze(1)).flatten(2).sum(-1)
         return self.transpose(A), bias
 
     def transpose(self, A: torch.Tensor) -> list[Optional[torch.Tensor]]:
@@ -145,7 +150,8 @@ class LinearOperator(Operator):
             for i, (p, n) in enumerate(zip(parts, sizes)):
                 dense = np.zeros((r1 - r0, n)) if p is None else p.reshape(r1 - r0, n).numpy()
                 blocks[i].append(sp.csr_matrix(dense))
-        const = self.constant(torch.zeros(1, dtype=torch.float64)).reshape(-1).numpy()
+        c = self.constant(torch.zeros(1, dtype=torch.float64))
+        const = np.zeros(n_out) if c is None else c.reshape(-1).numpy()
         return [sp.vstack(b, format="csr") for b in blocks], const
 
 

@@ -39,10 +39,10 @@ class Conv(LinearOperator):
         return self._conv(r, self.weight.abs().to(r), None)
 
     def constant(self, like):
+        if self.bias is None:
+            return None
         c = torch.zeros((1,) + tuple(self.out_shape), dtype=like.dtype, device=like.device)
-        if self.bias is not None:
-            c = c + self.bias.to(like).reshape(-1, 1, 1)
-        return c
+        return c + self.bias.to(like).reshape(-1, 1, 1)
 
     def transpose(self, A):
         # The transposed convolution (conv2d's input gradient) on the padded input, then the
@@ -109,10 +109,10 @@ class Conv1d(Conv):
         return y.squeeze(-2)
 
     def constant(self, like):
+        if self.bias is None:
+            return None
         c = torch.zeros((1,) + tuple(self.out_shape), dtype=like.dtype, device=like.device)
-        if self.bias is not None:
-            c = c + self.bias.to(like).reshape(-1, 1)
-        return c
+        return c + self.bias.to(like).reshape(-1, 1)
 
     def transpose(self, A):
         return LinearOperator.transpose(self, A)

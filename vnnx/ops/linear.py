@@ -33,8 +33,9 @@ class Linear(LinearOperator):
         return [(A.reshape(-1, w.shape[0]) @ w).reshape(tuple(A.shape[:-1]) + (w.shape[1],))]
 
     def constant(self, like):
-        c = torch.zeros((1,) + tuple(self.out_shape), dtype=like.dtype, device=like.device)
-        return c if self.bias is None else c + self.bias.to(like)
+        if self.bias is None:
+            return None
+        return torch.zeros((1,) + tuple(self.out_shape), dtype=like.dtype, device=like.device) + self.bias.to(like)
 
     def sparse_matrices(self):
         import scipy.sparse as sp
@@ -81,6 +82,7 @@ class LeftLinear(LinearOperator):
     MatMul with the constant on the left, e.g. on column vectors)."""
 
     kind = "Linear"
+    has_constant = False
 
     def __init__(self, weight: np.ndarray) -> None:
         self.weight = torch.as_tensor(np.asarray(weight, dtype=np.float64))
@@ -95,9 +97,6 @@ class LeftLinear(LinearOperator):
 
     def transpose(self, A):
         return [torch.matmul(self.weight.to(A).T, A)]
-
-    def constant(self, like):
-        return like.new_zeros((1,) + tuple(self.out_shape))
 
     def describe(self):
         return f"Linear {self.weight.shape[1]}->{self.weight.shape[0]} (left)"

@@ -85,31 +85,31 @@ class MaxPool(Operator):
         lo, hi = bounds
         return self.forward(lo), self.forward(hi)
 
-    def needs_tight_input(self, lo, hi):
-        # A window whose best cell's lower bound is at least every other cell's upper bound is
-        # exactly that cell: its cells' bounds do not shape any relaxation.
-        index, valid = self.window_table()
-        idx = torch.as_tensor(index, device=lo.device)
-        mask = torch.as_tensor(valid, device=lo.device)
+    def _windows(self, lo, hi):
+        """Per window, from the cells' bounds: the upper bounds ``wu`` (B, P, K; −∞ in padding),
+        the slot ``arg`` (B, P) of the largest lower bound, and ``decided`` (B, P): that cell's lower
+        bound is at least every other cell's upper bound, so the window's max IS that cell."""
+        mask = torch.as_tensor(self.window_table()[1], device=lo.device)
         wl = self._gather(lo).masked_fill(~mask, float("-inf"))
         wu = self._gather(hi).masked_fill(~mask, float("-inf"))
         best_lo, arg = wl.max(-1)
         others_hi = wu.scatter(-1, arg.unsqueeze(-1), float("-inf")).max(-1).values
-        open_ = (best_lo < others_hi).unsqueeze(-1) & mask                  # (B, P, K)
+        return wu, arg, best_lo >= others_hi
+
+    def needs_tight_input(self, lo, hi):
+        # A decided window's cells' bounds do not shape any relaxation.
+        index, valid = self.window_table()
+        idx = torch.as_tensor(index, device=lo.device)
+        _, _, decided = self._windows(lo, hi)
+        open_ = (~decided).unsqueeze(-1) & torch.as_tensor(valid, device=lo.device)   # (B, P, K)
         count = torch.zeros(lo.shape[0], lo[0].numel(), dtype=torch.int64, device=lo.device)
         count.scatter_add_(1, idx.reshape(1, -1).expand(lo.shape[0], -1), open_.reshape(lo.shape[0], -1).long())
         return (count > 0).reshape(lo.shape)
 
     def backward(self, A, bounds, alpha=None):
         lo, hi = bounds[0]
-        index, valid = self.window_table()
-        idx = torch.as_tensor(index, device=A.device)
-        mask = torch.as_tensor(valid, device=A.device)
-        wl = self._gather(lo).masked_fill(~mask, float("-inf"))
-        wu = self._gather(hi).masked_fill(~mask, float("-inf"))
-        best_lo, arg = wl.max(-1)                                      # (B, P)
-        others_hi = wu.scatter(-1, arg.unsqueeze(-1), float("-inf")).max(-1).values
-        decided = best_lo >= others_hi                                 # y == x_arg
+        idx = torch.as_tensor(self.window_table()[0], device=A.device)
+        wu, arg, decided = self._windows(lo, hi)                       # decided: y == x_arg
         top = wu.max(-1).values                                        # y <= top
         winner = idx.unsqueeze(0).expand(arg.shape[0], -1, -1).gather(-1, arg.unsqueeze(-1)).squeeze(-1)  # (B, P)
         B, K = A.shape[:2]

@@ -33,9 +33,8 @@ class Relu(Activation):
         stable_slope = torch.where(dead, torch.full_like(lo, s), torch.ones_like(lo))
         chord = torch.where(unstable, (hi - s * lo) / width, stable_slope)
         up_b = torch.where(unstable, -(1 - s) * hi * lo / width, torch.zeros_like(lo))
-        default = torch.where(hi >= -lo, torch.ones_like(lo), torch.full_like(lo, s))
         if alpha is None:
-            low_w = torch.where(unstable, default, chord)
+            low_w = torch.where(unstable, self.default_slope(lo, hi), chord)
             return low_w, torch.zeros_like(lo), chord, up_b
         u, c, b = unstable.unsqueeze(1), chord.unsqueeze(1), up_b.unsqueeze(1)
         low_w = torch.where(u, alpha, c)
@@ -44,8 +43,13 @@ class Relu(Activation):
     def needs_tight_input(self, lo, hi):
         return (lo < 0) & (hi > 0)
 
+    def default_slope(self, lo, hi):
+        """CROWN's adaptive lower slope of an unstable entry: 1 when ``hi >= -lo``, else the
+        negative side's slope."""
+        return torch.where(hi >= -lo, torch.ones_like(lo), torch.full_like(lo, self.negative_slope()))
+
     def alpha_init(self, lo, hi, rows):
-        default = torch.where(hi >= -lo, torch.ones_like(lo), torch.full_like(lo, self.negative_slope()))
+        default = self.default_slope(lo, hi)
         return default.unsqueeze(1).expand((lo.shape[0], rows) + tuple(lo.shape[1:])).clone()
 
     def alpha_clamp(self, alpha):

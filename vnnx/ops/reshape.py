@@ -12,6 +12,7 @@ from vnnx.ops.base import LinearOperator
 
 class Reshape(LinearOperator):
     kind = "Reshape"
+    has_constant = False
     #: each output entry is one input entry (a box stays a box)
     permutes = True
 
@@ -22,9 +23,6 @@ class Reshape(LinearOperator):
         return x.reshape((x.shape[0],) + self.shape)
 
     linear_part = abs_linear_part = forward
-
-    def constant(self, like):
-        return like.new_zeros((1,) + self.shape)
 
     def transpose(self, A):
         return [A.reshape(tuple(A.shape[:2]) + tuple(self.in_shapes[0]))]

@@ -10,6 +10,7 @@ class Transpose(LinearOperator):
     """``perm`` over the per-sample axes (ONNX's, batch dim of 1 included)."""
 
     kind = "Transpose"
+    has_constant = False
     #: each output entry is one input entry (a box stays a box)
     permutes = True
 
@@ -20,9 +21,6 @@ class Transpose(LinearOperator):
         return x.permute((0,) + tuple(p + 1 for p in self.perm))
 
     linear_part = abs_linear_part = forward
-
-    def constant(self, like):
-        return like.new_zeros((1,) + tuple(self.out_shape))
 
     def index_map(self):
         """The flat input index of each flat output entry (MILP columns are reused)."""

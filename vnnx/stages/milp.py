@@ -13,8 +13,7 @@ class MilpStage(Stage):
     name = "milp"
 
     def applies(self, verifier) -> Optional[str]:
-        view = verifier.network if verifier.network is not None else verifier.graph()
-        if not view.is_piecewise_linear:
+        if not verifier.view().is_piecewise_linear:
             return "network has non-piecewise-linear layers"
         return None
 
@@ -27,8 +26,7 @@ class MilpStage(Stage):
         sub_prop = replace(problem.prop, clauses=problem.open_rows())
         # A chain network is encoded layer by layer, any other graph node by node
         # (vnnx.graph_milp); the pre-activation bounds are keyed alike by its bound engine.
-        view = verifier.network if verifier.network is not None else verifier.graph()
-        res = verify_milp(view, sub_prop, layer_bounds=problem.pre_activation or None,
+        res = verify_milp(verifier.view(), sub_prop, layer_bounds=problem.pre_activation or None,
                           time_limit=deadline.left(), backend=verifier.milp_backend)
         if res.status == "sat" and res.x is not None:
             cex = verifier.witness(problem.prop, res.x)
