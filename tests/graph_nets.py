@@ -128,3 +128,28 @@ def robustness_spec(path: Path, center: np.ndarray, label: int, n_outputs: int, 
     lines.append(f"(assert (or {others}))")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def residual_mlp_file(path: Path, seed: int = 0, n_in: int = 4, width: int = 12, n_out: int = 3) -> Path:
+    """A small residual MLP: ``h = relu(W1 x); h = relu(W3 relu(W2 h) + h); y = W4 h`` (two
+    ReLU layers read by the skip), exported by torch."""
+    import torch
+    from torch import nn
+
+    from vnnx.io.onnx import export_onnx
+
+    torch.manual_seed(seed)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(n_in, width), nn.Linear(width, width)
+            self.l3, self.l4 = nn.Linear(width, width), nn.Linear(width, n_out)
+
+        def forward(self, x):
+            h = torch.relu(self.l1(x))
+            h = torch.relu(self.l3(torch.relu(self.l2(h))) + h)
+            return self.l4(h)
+
+    export_onnx(Net().eval(), (1, n_in), path)
+    return path

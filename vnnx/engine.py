@@ -105,10 +105,12 @@ class GraphEngine:
 
     # ------------------------------------------------------------------ the passes
     def intermediate(self, lo: torch.Tensor, hi: torch.Tensor, method: str = "crown",
-                     deadline: Optional[float] = None) -> list:
+                     deadline: Optional[float] = None, optimise: bool = False) -> list:
         """Bounds ``(lo, hi)`` of every node, each (B, *shape): interval rules, and with CROWN
-        the nodes read by nonlinear operators refined. Past ``deadline`` refinement stops (the
-        interval bounds that remain are sound, only looser)."""
+        the nodes read by nonlinear operators refined. ``optimise``: each refinement also
+        optimises the lower slopes of the activations before it (α-CROWN's intermediate bounds,
+        as auto_LiRPA computes them; ``alpha_iterations`` steps per chunk of rows). Past
+        ``deadline`` refinement stops (the interval bounds that remain are sound, only looser)."""
         g = self.graph
         B = lo.shape[0]
         bounds: list = [None] * len(g.nodes)
@@ -130,10 +132,11 @@ class GraphEngine:
                     continue
                 idx = torch.nonzero(need.reshape(B, -1).any(0)).reshape(-1)
                 if idx.numel():
-                    bounds[k] = self._refine(k, idx, bounds)
+                    bounds[k] = self._refine(k, idx, bounds, optimise, deadline)
         return bounds
 
-    def _refine(self, k: int, idx: torch.Tensor, bounds: list):
+    def _refine(self, k: int, idx: torch.Tensor, bounds: list, optimise: bool = False,
+                deadline: Optional[float] = None):
         g = self.graph
         lo, hi = bounds[k]
         B = lo.shape[0]
@@ -148,6 +151,8 @@ class GraphEngine:
             A[:, torch.arange(r), part] = 1.0
             A = torch.cat([A, -A], dim=1).reshape((B, 2 * r) + tuple(shape))
             lower = self.backward(k, A, bounds)
+            if optimise:
+                lower = torch.maximum(lower, self._alpha(k, A, bounds, lower, deadline))
             new_lo, new_hi = lower[:, :r], -lower[:, r:]
             old_lo, old_hi = lo_f[:, part], hi_f[:, part]
             a, b = torch.maximum(old_lo, new_lo), torch.minimum(old_hi, new_hi)
@@ -158,18 +163,28 @@ class GraphEngine:
         return lo_f.reshape(lo.shape), hi_f.reshape(hi.shape)
 
     def backward(self, start: int, A: torch.Tensor, bounds: list,
-                 alphas: Optional[dict] = None, interval_at_nonlinear: bool = False) -> torch.Tensor:
+                 alphas: Optional[dict] = None, interval_at_nonlinear: bool = False,
+                 extra: Optional[dict] = None, info: Optional[dict] = None) -> torch.Tensor:
         """The lower bound (B, K) of ``A · node[start]`` (A: (B, K, *shape)) by one backward
         pass to the input; ``alphas``: optimisable lower slopes per activation node. With
         ``interval_at_nonlinear`` the pass stops at nonlinear nodes and uses their interval
-        bounds (IBP with the linear tail folded into the spec, as auto_LiRPA does)."""
+        bounds (IBP with the linear tail folded into the spec, as auto_LiRPA does).
+
+        ``extra``: coefficients ``{node: (B, K, *shape)}`` added to the objective, i.e. the pass
+        bounds ``A · node[start] + Σ extra[k] · node[k]`` (β-CROWN's split multipliers,
+        :mod:`vnnx.graph_bab`). ``info``: filled with the coefficients reaching each node
+        (``info[k]``, those on its output) and on the input (``info['input']``)."""
         g = self.graph
         acc = {start: A}
         bias = A.new_zeros(A.shape[:2])
         for j in range(start, 0, -1):
             Aj = acc.pop(j, None)
+            if extra is not None and j in extra:
+                Aj = extra[j] if Aj is None else Aj + extra[j]
             if Aj is None:
                 continue
+            if info is not None:
+                info[j] = Aj
             node = g.nodes[j]
             if interval_at_nonlinear and not node.op.linear:
                 bias = bias + _concretize(Aj, *bounds[j])
@@ -183,6 +198,10 @@ class GraphEngine:
                 if c is not None:
                     acc[i] = c if i not in acc else acc[i] + c
         A0 = acc.get(0)
+        if extra is not None and 0 in extra:
+            A0 = extra[0] if A0 is None else A0 + extra[0]
+        if info is not None:
+            info["input"] = A0
         return bias if A0 is None else bias + _concretize(A0, *bounds[0])
 
     def _final(self, c: torch.Tensor, bounds: list, method: str, deadline: Optional[float]) -> torch.Tensor:
@@ -191,14 +210,16 @@ class GraphEngine:
             return self.backward(out, c, bounds, interval_at_nonlinear=True)
         lower = self.backward(out, c, bounds)
         if method == "alpha-crown":
-            lower = torch.maximum(lower, self._alpha(c, bounds, lower, deadline))
+            lower = torch.maximum(lower, self._alpha(out, c, bounds, lower, deadline))
         return lower
 
-    def _alpha(self, c, bounds, best, deadline):
+    def _alpha(self, start, c, bounds, best, deadline):
+        """The best lower bounds of ``c · node[start]`` over Adam steps on the lower slopes of
+        the activations before ``start`` (every step's bound is sound)."""
         g = self.graph
         rows = c.shape[1]
         alphas = {}
-        needed = g.ancestors(g.output)
+        needed = g.ancestors(start)
         for j, node in enumerate(g.nodes):
             if node.op is not None and node.op.has_alpha and j in needed:
                 lo, hi = bounds[node.inputs[0]]
@@ -212,7 +233,7 @@ class GraphEngine:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             with torch.enable_grad():
-                lower = self.backward(g.output, c, bounds, alphas)
+                lower = self.backward(start, c, bounds, alphas)
                 best = torch.maximum(best, lower.detach())
                 opt.zero_grad()
                 (-lower.sum()).backward()
@@ -220,7 +241,7 @@ class GraphEngine:
             for j, a in alphas.items():
                 g.nodes[j].op.alpha_clamp(a)
         with torch.no_grad():
-            best = torch.maximum(best, self.backward(g.output, c, bounds, alphas))
+            best = torch.maximum(best, self.backward(start, c, bounds, alphas))
         return best
 
     # ------------------------------------------------------------------ helpers

@@ -30,12 +30,14 @@ class Operator:
 
     Class attributes: ``kind`` (the ONNX-like name shown to users), ``linear`` (affine in its
     inputs), ``piecewise_linear`` (the MILP can encode it exactly), ``has_alpha`` (its relaxation
-    has optimisable lower slopes)."""
+    has optimisable lower slopes), ``splittable`` (the branch and bound splits its input at 0,
+    where each side makes the operator linear: :mod:`vnnx.graph_bab`)."""
 
     kind = "operator"
     linear = False
     piecewise_linear = True
     has_alpha = False
+    splittable = False
 
     in_shapes: tuple[Shape, ...] = ()
     out_shape: Shape = ()

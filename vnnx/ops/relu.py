@@ -16,6 +16,7 @@ from vnnx.ops.base import Activation
 class Relu(Activation):
     kind = "Relu"
     has_alpha = True
+    splittable = True
     #: the lower slopes' range
     alpha_range = (0.0, 1.0)
 

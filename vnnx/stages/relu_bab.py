@@ -1,5 +1,6 @@
-"""ReLU-splitting branch and bound (:mod:`vnnx.bab`) on each open clause, for networks that are
-chains of Dense/Conv/ReLU layers."""
+"""ReLU-splitting branch and bound on each open clause: :mod:`vnnx.bab` on chains of
+Dense/Conv/ReLU layers under the chain engines, :mod:`vnnx.graph_bab` on the bound graph (every
+network the graph engine bounds: residual nets, MaxPool, ...)."""
 from __future__ import annotations
 
 import time
@@ -28,14 +29,30 @@ class ReluBabStage(Stage):
         self.optional = optional
 
     def applies(self, verifier) -> Optional[str]:
+        if verifier.network is None:
+            from vnnx.graph_bab import split_nodes
+
+            return None if split_nodes(verifier.graph()) else "network has no ReLU to split"
         if verifier.relu_chain() is None:
             return "network is not a chain of affine layers and ReLUs"
         return None
 
-    def run(self, verifier, problem: Problem, deadline) -> Optional[Outcome]:
-        from vnnx.bab import ReluBab
+    @staticmethod
+    def _searcher(verifier, prop, clause, check):
         from vnnx.verify import REFUTE_MARGIN
 
+        a, b = clause
+        kw = dict(margin=REFUTE_MARGIN, batch=RELU_BAB_BATCH, iterations=RELU_BAB_ITERATIONS,
+                  max_domains=RELU_BAB_MAX_DOMAINS, check=check)
+        if verifier.network is None:
+            from vnnx.graph_bab import GraphBab
+
+            return GraphBab(verifier.bound_engine(), prop.x_lower, prop.x_upper, a, b, **kw)
+        from vnnx.bab import ReluBab
+
+        return ReluBab(verifier.relu_chain(), prop.x_lower, prop.x_upper, a, b, **kw)
+
+    def run(self, verifier, problem: Problem, deadline) -> Optional[Outcome]:
         prop, found = problem.prop, {}
 
         def check(x):
@@ -49,10 +66,7 @@ class ReluBabStage(Stage):
             if deadline.expired():
                 return Outcome("timeout")
             t0 = time.monotonic()
-            a, b = problem.clauses[i]
-            babs[i] = ReluBab(verifier.relu_chain(), prop.x_lower, prop.x_upper, a, b, margin=REFUTE_MARGIN,
-                              batch=RELU_BAB_BATCH, iterations=RELU_BAB_ITERATIONS,
-                              max_domains=RELU_BAB_MAX_DOMAINS, check=check)
+            babs[i] = self._searcher(verifier, prop, problem.clauses[i], check)
             left = deadline.left()
             problem.margins[i] = babs[i].probe(problem.pre_activation,
                                                None if left is None else time.monotonic() + left)

@@ -1,0 +1,409 @@
+"""Activation-splitting branch and bound with β-CROWN bounds on the bound graph.
+
+The graph counterpart of :mod:`vnnx.bab` (same search, same interface): any ONNX graph the
+engine bounds (residual sums, Concat, MaxPool, ...) whose operators include a splittable one
+(``Operator.splittable``: ReLU and LeakyReLU, whose input split at 0 makes them linear).
+
+A domain is a set of splits ``z >= 0`` / ``z <= 0`` on entries of the nodes those operators
+read. Its bound is one backward pass of :class:`vnnx.engine.GraphEngine` with
+
+* the split entries' bounds clamped to their side (the relaxation is then exact there);
+* optimisable lower slopes α per activation (α-CROWN, Xu et al. 2021);
+* Lagrange multipliers β >= 0 for the split constraints (β-CROWN, Wang et al. 2021): the pass
+  bounds ``c·y - Σ β_j s_j z_j``, which is ``<= c·y`` on every input of the domain because
+  ``s_j z_j >= 0`` there (``s_j = +1`` active, -1 inactive). Every α in range and β >= 0 gives a
+  sound bound; the optimiser (Adam, projected) only changes how tight it is.
+
+Intermediate bounds of a child are its parent's (the root's CROWN bounds) with the new split
+clamped. A domain with no unstable unsplit entry left is decided by the graph MILP over the
+box with the domain's bounds (every split operator is then linear; MaxPool keeps its exact
+encoding); it needs a piecewise-linear graph, else the domain stays open.
+
+Branching: BaBSR-like, the unsplit unstable entry whose upper-line intercept costs the bound most
+(|negative coefficient on the activation's output| x ``u(-l)/(u-l)``, summed over rows).
+
+Only a fully closed tree is reported as 'unsat'; a point is reported as a counterexample only
+after the caller's check (onnxruntime on the original model) accepts it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from vnnx.bab import BabResult, infeasible, intersect_interval
+from vnnx.errors import VnnxError
+
+
+def split_nodes(graph) -> dict[int, list[int]]:
+    """``{node k: [splittable operator nodes reading k]}``: the nodes whose entries can be split."""
+    out: dict[int, list[int]] = {}
+    for j, node in enumerate(graph.nodes[1:], 1):
+        if getattr(node.op, "splittable", False):
+            out.setdefault(node.inputs[0], []).append(j)
+    return out
+
+
+class _Domains:
+    """A batch of domains: dicts of tensors with the domain index leading."""
+
+    FIELDS = ("lo", "hi", "splits", "alphas", "betas")
+
+    def __init__(self, lo, hi, splits, alphas, betas, bound):
+        self.lo, self.hi, self.splits, self.alphas, self.betas, self.bound = lo, hi, splits, alphas, betas, bound
+
+    def __len__(self) -> int:
+        return self.bound.shape[0]
+
+    def take(self, idx) -> "_Domains":
+        return _Domains(*({k: t[idx] for k, t in getattr(self, f).items()} for f in self.FIELDS), self.bound[idx])
+
+    def clone(self) -> "_Domains":
+        return _Domains(*({k: t.clone() for k, t in getattr(self, f).items()} for f in self.FIELDS),
+                        self.bound.clone())
+
+    @staticmethod
+    def cat(parts) -> Optional["_Domains"]:
+        parts = [p for p in parts if p is not None and len(p)]
+        if not parts:
+            return None
+        return _Domains(*({k: torch.cat([getattr(p, f)[k] for p in parts]) for k in getattr(parts[0], f)}
+                          for f in _Domains.FIELDS), torch.cat([p.bound for p in parts]))
+
+
+class GraphBab:
+    """Branch and bound for ``min_x c_r·y(x) - d_r > margin for some row r`` over an input box,
+    on ``engine``'s graph. Same interface as :class:`vnnx.bab.ReluBab` (``probe``, ``run``,
+    ``counterexample``).
+
+    ``check``: called with candidate points (n_in,) whose output violates the clause; returns
+    True when the caller accepts the point as a counterexample. ``leaf_time``: seconds the MILP
+    may take on one fully split domain."""
+
+    def __init__(self, engine, x_lower: np.ndarray, x_upper: np.ndarray, A: np.ndarray, b: np.ndarray,
+                 *, margin: float = 1e-7, batch: int = 256, iterations: int = 20, lr_alpha: float = 0.1,
+                 lr_beta: float = 0.05, max_domains: int = 200_000,
+                 check: Optional[Callable[[np.ndarray], bool]] = None, leaf_time: float = 10.0) -> None:
+        g = engine.graph
+        self.engine, self.graph = engine, g
+        self.split_at = split_nodes(g)
+        if not self.split_at:
+            raise VnnxError("the network has no ReLU to split; the branch and bound needs one")
+        self.split_keys = sorted(self.split_at)
+        # The nodes whose bounds a backward pass reads: every input of a nonlinear operator.
+        # (node 0, the input box, too: input splits shrink it, and the pass concretises on it).
+        self.keep = sorted(set(g.nonlinear_inputs()) | set(self.split_keys) | {0})
+        dev = engine.device
+        self.x_lo = torch.as_tensor(np.asarray(x_lower, dtype=np.float64).reshape(1, -1), device=dev)
+        self.x_up = torch.as_tensor(np.asarray(x_upper, dtype=np.float64).reshape(1, -1), device=dev)
+        self.A = torch.as_tensor(np.atleast_2d(np.asarray(A, dtype=np.float64)), device=dev)
+        self.b = torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(-1), device=dev)
+        if self.A.shape[1] != g.n_outputs:
+            raise VnnxError(f"clause has {self.A.shape[1]} output columns, the network {g.n_outputs}")
+        self.k = self.A.shape[0]
+        self.c = self.A.reshape((1, self.k) + g.output_shape)
+        self.alpha_nodes = [j for j in sorted(g.ancestors(g.output)) if j and g.nodes[j].op.has_alpha]
+        self.margin = margin
+        self.batch = batch
+        self.iterations = iterations
+        self.lr_alpha, self.lr_beta = lr_alpha, lr_beta
+        self.max_domains = max_domains
+        self.check = check
+        self.leaf_time = leaf_time
+        self._tried = 0
+        self._probed = None
+        self._deadline: Optional[float] = None
+
+    # ----------------------------------------------------------------- bounds
+    def _bounds_list(self, dom: _Domains) -> list:
+        out: list = [None] * len(self.graph.nodes)
+        for k in self.keep:
+            out[k] = (dom.lo[k], dom.hi[k])
+        return out
+
+    def _optimise(self, dom: _Domains, iterations: int):
+        """Optimise α and β of ``dom`` for its final bound; updates it in place. Returns the
+        coefficients on each splittable operator's output at the best point (for branching) and
+        the input-box corners that minimise the bound (counterexample candidates, (D, k, n_in))."""
+        g = self.graph
+        D = len(dom)
+        c = self.c.expand((D,) + tuple(self.c.shape[1:]))
+        bounds = self._bounds_list(dom)
+        alphas = {j: a.clone().requires_grad_(True) for j, a in dom.alphas.items()}
+        betas = {k: b.clone().requires_grad_(True) for k, b in dom.betas.items()}
+        signs = {k: s.unsqueeze(1).to(self.A.dtype) for k, s in dom.splits.items()}
+        opt = None
+        if iterations > 0:
+            opt = torch.optim.Adam([{"params": list(alphas.values()), "lr": self.lr_alpha},
+                                    {"params": list(betas.values()), "lr": self.lr_beta}], maximize=True)
+        best = torch.full((D, self.k), -np.inf, dtype=self.A.dtype, device=self.A.device)
+        best_alpha = {j: a.detach().clone() for j, a in dom.alphas.items()}
+        best_beta = {k: b.detach().clone() for k, b in dom.betas.items()}
+        best_seen: Optional[dict] = None
+        best_in = None
+        relu_nodes = [j for js in self.split_at.values() for j in js]
+        for it in range(max(1, iterations + 1)):
+            with torch.enable_grad():
+                info: dict = {}
+                extra = {k: -betas[k] * signs[k] for k in self.split_keys}
+                lower = self.engine.backward(g.output, c, bounds, alphas, extra=extra, info=info) - self.b
+                with torch.no_grad():
+                    better = lower > best
+                    row_better = better.any(-1)
+                    best = torch.where(better, lower, best)
+                    for store, params in ((best_alpha, alphas), (best_beta, betas)):
+                        for key, p in params.items():
+                            m = better.reshape(better.shape + (1,) * (p.dim() - 2))
+                            store[key] = torch.where(m, p.detach(), store[key])
+                    seen = {j: _detach(info.get(j), D, self.k, g.nodes[j].shape, lower) for j in relu_nodes}
+                    x_in = _detach(info.get("input"), D, self.k, g.input_shape, lower)
+                    if best_seen is None:
+                        best_seen, best_in = seen, x_in
+                    else:
+                        for j in relu_nodes:
+                            m = row_better.reshape((D,) + (1,) * (seen[j].dim() - 1))
+                            best_seen[j] = torch.where(m, seen[j], best_seen[j])
+                        best_in = torch.where(row_better.reshape((D,) + (1,) * (x_in.dim() - 1)), x_in, best_in)
+                if it == iterations or opt is None or (
+                        self._deadline is not None and time.monotonic() > self._deadline):
+                    break
+                opt.zero_grad()
+                lower.sum().backward()
+                opt.step()
+            with torch.no_grad():
+                for j, a in alphas.items():
+                    g.nodes[j].op.alpha_clamp(a)
+                for b in betas.values():
+                    b.clamp_(min=0)
+        dom.alphas, dom.betas = best_alpha, best_beta
+        dom.bound = torch.maximum(dom.bound, best.max(-1).values)
+        flat = best_in.reshape(D, self.k, -1)
+        corners = torch.where(flat > 0, dom.lo[0].reshape(D, 1, -1), dom.hi[0].reshape(D, 1, -1))
+        return best_seen, corners
+
+    # --------------------------------------------------------------- branching
+    def _scores(self, dom: _Domains, seen: dict) -> torch.Tensor:
+        """(D, total entries) score per unsplit unstable entry (-1 elsewhere), split nodes in
+        ``split_keys`` order, flattened."""
+        parts = []
+        for k in self.split_keys:
+            lo, hi, sp = dom.lo[k], dom.hi[k], dom.splits[k]
+            unstable = (lo < 0) & (hi > 0) & (sp == 0)
+            icpt = torch.where(unstable, hi * (-lo) / (hi - lo).clamp(min=1e-300), torch.zeros_like(lo))
+            lam = sum(seen[j].clamp(max=0).abs().sum(1) for j in self.split_at[k])
+            sc = lam * icpt + 1e-9 * (hi - lo)
+            parts.append(torch.where(unstable, sc, torch.full_like(sc, -1.0)).reshape(len(dom), -1))
+        return torch.cat(parts, 1)
+
+    def _branch(self, dom: _Domains, seen: dict, n_splits: int):
+        """Children of every domain in ``dom``: ``2 ** n_splits`` each, split on the best-scored
+        entries. Returns the children and a mask of parents with nothing left to split."""
+        flat = self._scores(dom, seen)
+        sizes = [int(np.prod(self.graph.nodes[k].shape)) for k in self.split_keys]
+        offsets = np.cumsum([0] + sizes)
+        n_unstable = (flat >= 0).sum(1)
+        exhausted = n_unstable == 0
+        live = torch.nonzero(~exhausted).flatten()
+        if live.numel() == 0:
+            return None, exhausted
+        children = dom.take(live)
+        flat = flat[live]
+        k = int(min(n_splits, int(n_unstable[live].min())))
+        top = flat.topk(k, dim=1).indices          # (D', k)
+        for t in range(k):
+            parts = []
+            for sign in (1, -1):
+                c = children.clone()
+                p = top[:, t].repeat(len(c) // top.shape[0])
+                rows = torch.arange(len(c), device=p.device)
+                for n, key in enumerate(self.split_keys):
+                    sel = (p >= int(offsets[n])) & (p < int(offsets[n + 1]))
+                    if not bool(sel.any()):
+                        continue
+                    r, e = rows[sel], p[sel] - int(offsets[n])
+                    sp, lo, hi = (x.reshape(len(c), -1) for x in (c.splits[key], c.lo[key], c.hi[key]))
+                    sp[r, e] = sign
+                    if sign > 0:
+                        lo[r, e] = lo[r, e].clamp(min=0)
+                    else:
+                        hi[r, e] = hi[r, e].clamp(max=0)
+                parts.append(c)
+            children = _Domains.cat(parts)
+        return children, exhausted
+
+    # ---------------------------------------------------------------- driver
+    def _root(self, layer_bounds: Optional[dict], deadline: Optional[float]) -> _Domains:
+        bounds = self.engine.intermediate(self.x_lo, self.x_up, "crown", deadline, optimise=True)
+        lo, hi = {}, {}
+        for k in self.keep:
+            lo[k], hi[k] = bounds[k]
+            given = (layer_bounds or {}).get(k)
+            if given is not None and np.asarray(given[0]).size == lo[k].numel():
+                gl, gh = (torch.as_tensor(np.asarray(v, dtype=np.float64), device=lo[k].device).reshape(lo[k].shape)
+                          for v in given)
+                lo[k], hi[k] = intersect_interval(lo[k], hi[k], gl, gh)
+        g = self.graph
+        splits = {k: torch.zeros(lo[k].shape, dtype=torch.int8, device=lo[k].device) for k in self.split_keys}
+        alphas = {}
+        for j in self.alpha_nodes:
+            i = g.nodes[j].inputs[0]
+            alphas[j] = g.nodes[j].op.alpha_init(lo[i], hi[i], self.k)
+        betas = {k: torch.zeros((1, self.k) + tuple(lo[k].shape[1:]), dtype=lo[k].dtype, device=lo[k].device)
+                 for k in self.split_keys}
+        return _Domains(lo, hi, splits, alphas, betas,
+                        torch.full((1,), -np.inf, dtype=self.A.dtype, device=self.A.device))
+
+    def _try_points(self, points: torch.Tensor) -> Optional[np.ndarray]:
+        """Offer the points whose outputs violate the clause (every row ``<= 0``) to the check."""
+        if self.check is None or points.numel() == 0:
+            return None
+        pts = points.detach().cpu().numpy().reshape(-1, self.graph.n_inputs)
+        y = self.graph.forward(pts)
+        val = (y @ self.A.cpu().numpy().T - self.b.cpu().numpy()).max(-1)
+        for i in np.nonzero(val <= 0)[0][:8]:
+            self._tried += 1
+            x = pts[i].copy()
+            if self.check(x):
+                return x
+        return None
+
+    def _solve_leaf(self, dom: _Domains, d: int):
+        """A domain with every unstable splittable entry split: the graph MILP over the domain's
+        input box and node bounds decides it (the bounds are sound for the domain's inputs, so
+        an infeasible or positive minimum closes it; a minimising point is a candidate
+        counterexample, in the box). Returns ('closed' | 'open', point)."""
+        from vnnx.milp import encode
+        from vnnx.solvers import open_session
+
+        if not self.graph.is_piecewise_linear:
+            return "open", None
+        given = {k: (dom.lo[k][d].reshape(-1).cpu().numpy(), dom.hi[k][d].reshape(-1).cpu().numpy())
+                 for k in self.keep if k}
+        x_lo, x_up = dom.lo[0][d].reshape(-1).cpu().numpy(), dom.hi[0][d].reshape(-1).cpu().numpy()
+        A, b = self.A.cpu().numpy(), self.b.cpu().numpy()
+        try:
+            enc = encode(self.graph, x_lo, x_up, given)
+            session = open_session(enc.problem)
+        except VnnxError:
+            return "open", None
+        point = None
+        for r in range(self.k):
+            left = self.leaf_time
+            if self._deadline is not None:
+                left = min(left, max(0.1, self._deadline - time.monotonic()))
+            session.set_objective(enc.objective(A[r]))
+            sol = session.solve(left)
+            if sol.status == "infeasible":
+                return "closed", None
+            # The proven bound is exact up to HiGHS's tolerances; demand a clear margin.
+            if sol.bound is not None and sol.bound - b[r] > max(self.margin, 1e-6):
+                return "closed", None
+            if sol.x is not None:
+                point = np.clip(sol.x[enc.input_cols], x_lo, x_up)
+        return "open", point
+
+    def probe(self, layer_bounds: Optional[dict] = None, deadline: Optional[float] = None) -> float:
+        """Bound the root (α/β optimised) and try the box corners that minimise it as
+        counterexamples. Returns the root's lower bound (> margin: the clause is refuted);
+        ``run`` continues from here. ``layer_bounds``: sound bounds ``{node: (lower, upper)}``
+        (flattened) to intersect with the root's CROWN bounds."""
+        self._deadline = deadline
+        with torch.no_grad():
+            root = self._root(layer_bounds, deadline)
+        seen, corners = self._optimise(root, self.iterations)
+        x = self._try_points(corners)
+        self._probed = (root, seen, x)
+        return float(root.bound[0])
+
+    @property
+    def counterexample(self) -> Optional[np.ndarray]:
+        """The counterexample the probe found, if any."""
+        return None if self._probed is None else self._probed[2]
+
+    def run(self, layer_bounds: Optional[dict] = None, deadline: Optional[float] = None,
+            progress: Optional[Callable[[dict], None]] = None) -> BabResult:
+        """``deadline``: ``time.monotonic()`` value. See :meth:`probe` for ``layer_bounds``."""
+        t0 = time.monotonic()
+        self._deadline = deadline
+        res = BabResult("unknown")
+        if self._probed is None:
+            self.probe(layer_bounds, deadline)
+        root, seen, x = self._probed
+        res.domains = 1
+        if x is not None:
+            return BabResult("sat", x, 1, 1, time.monotonic() - t0)
+        open_ = root if float(root.bound[0]) <= self.margin else None
+        pending_seen = seen
+        while open_ is not None and len(open_):
+            if deadline is not None and time.monotonic() > deadline:
+                res.status = "timeout"
+                break
+            if len(open_) > self.max_domains:
+                res.status = "unknown"
+                res.message = f"more than {self.max_domains} open domains"
+                break
+            # The worst domains first (their bounds are the furthest from closing).
+            order = torch.argsort(open_.bound)
+            half = max(1, self.batch // 2)
+            take, rest = order[:half], order[half:]
+            batch = open_.take(take)
+            keep = open_.take(rest) if rest.numel() else None
+            if pending_seen is None or len(open_) != 1:
+                with torch.no_grad():
+                    batch_seen, _ = self._optimise(batch, 0)
+            else:
+                batch_seen = pending_seen
+            n_splits = max(1, min(3, int(np.log2(max(1, self.batch // max(1, len(batch)))))))
+            with torch.no_grad():
+                children, exhausted = self._branch(batch, batch_seen, n_splits)
+            leaves_open = []
+            for d in torch.nonzero(exhausted).flatten().tolist():
+                status, point = self._solve_leaf(batch, d)
+                if status == "open":
+                    if point is not None:
+                        x = self._try_points(torch.as_tensor(point).view(1, -1))
+                        if x is not None:
+                            res.status, res.x = "sat", x
+                            break
+                    leaves_open.append(d)
+            if res.status == "sat":
+                break
+            if leaves_open:
+                res.message = "a fully split domain could not be closed"
+                res.status = "unknown"
+                break
+            if children is None:
+                open_, pending_seen = keep, None
+                continue
+            empty = torch.zeros(len(children), dtype=torch.bool, device=children.bound.device)
+            for k in self.split_keys:
+                empty |= infeasible(children.lo[k].reshape(len(children), -1), children.hi[k].reshape(len(children), -1))
+            _, corners = self._optimise(children, self.iterations)
+            res.domains += len(children)
+            x = self._try_points(corners)
+            if x is not None:
+                res.status, res.x = "sat", x
+                break
+            alive = (children.bound <= self.margin) & ~empty
+            survivors = children.take(torch.nonzero(alive).flatten())
+            open_ = _Domains.cat([keep, survivors])
+            pending_seen = None
+            res.max_open = max(res.max_open, len(open_) if open_ is not None else 0)
+            if progress is not None:
+                progress({"domains": res.domains, "open": len(open_) if open_ is not None else 0,
+                          "worst": float(open_.bound.min()) if open_ is not None else None,
+                          "seconds": time.monotonic() - t0})
+        else:
+            res.status = "unsat"
+        res.seconds = time.monotonic() - t0
+        return res
+
+
+def _detach(t: Optional[torch.Tensor], D: int, k: int, shape, like: torch.Tensor) -> torch.Tensor:
+    """``t`` detached and expanded to (D, k, *shape); zeros when the pass never reached it."""
+    full = (D, k) + tuple(shape)
+    if t is None:
+        return like.new_zeros(full)
+    return t.detach().expand(full).clone()
