@@ -389,3 +389,42 @@ def test_cli_radius_range_keeps_going_past_an_anchor_that_fails(files, capsys, m
     r = json.loads(capsys.readouterr().out)
     assert [a["status"] for a in r["anchors"]][0] == "error" and r["anchors"][1]["status"] == "complete"
     assert r["summary"]["errors"] == 1 and r["summary"]["complete"] == 1
+
+
+def test_stable_first_ranking_replaces_only_stable_relus_exactly(mlp, adv):
+    """With one round (gamma0 = 1) and γ no larger than the share of ReLUs CROWN proves stable on
+    the d_adv ball, 'stable-first' replaces only those, so the substitute equals f on the whole
+    ball (sampled); the paper's width ranking picks no more stable ones."""
+    net, x0 = mlp
+    lo, hi = np.clip(x0 - adv.d_adv, *CLIP), np.clip(x0 + adv.d_adv, *CLIP)
+    pre = core._crown_pre_activation(net, lo, hi)
+    cands = candidate_layers(net)
+    stable = sum(int(((pre[k][0] >= 0) | (pre[k][1] <= 0)).sum()) for k in cands)
+    total = sum(layer_size(net.layers[k]) for k in cands)
+    assert 2 <= stable < total
+    gamma = (stable - 1) / total
+    subs = {r: make_substitute(net, x0, "lin", gamma, gamma0=1.0, clip=CLIP, adv=adv, ranking=r)
+            for r in ("stable-first", "width")}
+    first = subs["stable-first"]
+    assert first.summary()["relus_removed"] == stable - 1 == first.stable_removed
+    assert subs["width"].stable_removed <= first.stable_removed
+    x = np.random.default_rng(3).uniform(lo, hi, size=(4000, net.n_inputs))
+    np.testing.assert_allclose(first.network.forward(x), net.forward(x), atol=1e-9)
+    with pytest.raises(Exception, match="ranking"):
+        make_substitute(net, x0, "lin", 0.5, clip=CLIP, adv=adv, ranking="bogus")
+
+
+def test_cli_radius_refine_lowers_gamma_and_intersects_the_brackets(files, capsys):
+    """--refine 0: every attempt is 'off', so γ drops by the step down to 0 (the substitute is f
+    itself there); the reported bracket is the intersection of every attempt's."""
+    assert main(["radius", "--onnx", str(files / "m.onnx"), "--data", str(files / "d.npz"), "--index", "1",
+                 "--timeout", "10", "--rel-tol", "0.05", "--substitute", "lin", "--gamma", "1.0",
+                 "--refine", "0", "--gamma-step", "0.5", "--ranking", "stable-first"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    att = r["refinements"]
+    assert [a["gamma"] for a in att] == [1.0, 0.5, 0.0]
+    b = r["bracket"]
+    assert b["lower"] == max(a["lower"] for a in att)
+    assert b["upper"] == min(a["upper"] for a in att if a["upper"] is not None)
+    assert b["lower"] <= b["estimate"] <= b["upper"]
+    assert r["substitute"]["gamma"] == 0.0 and r["substitute"]["ranking"] == "stable-first"

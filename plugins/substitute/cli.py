@@ -10,7 +10,7 @@ import numpy as np
 
 from vnnx.errors import ConfigError
 
-from .core import KINDS
+from .core import KINDS, RANKINGS
 
 
 def _clip(text: str):
@@ -53,6 +53,9 @@ def _add_substitute_flags(p: argparse.ArgumentParser, required: bool) -> None:
                    required=required, help="fraction of the ReLUs to replace, in [0, 1]")
     p.add_argument("--gamma0", type=float, default=0.5,
                    help="fraction of the remaining ReLUs replaced per bound recomputation (default 0.5)")
+    p.add_argument("--ranking", choices=RANKINGS, default="width",
+                   help="which ReLUs go first: width = narrowest CROWN bounds at d_adv (the paper's, default); "
+                        "stable-first = those CROWN proves stable on that ball first, then by width")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -78,6 +81,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="with --substitute: skip the one complete decision on the network at the estimate, which "
                         "turns the estimate into a proven lower or upper end (default: run it, --timeout seconds)")
     _add_substitute_flags(p, required=False)
+    p.add_argument("--refine", type=float, default=None, metavar="TOL",
+                   help="with --substitute: when the bracket shows the raw estimate off by more than TOL "
+                        "(relative to it), lower gamma by --gamma-step and estimate again, while --refine-budget "
+                        "lasts; the bracket is the intersection of every attempt's (each end is a fact about f)")
+    p.add_argument("--gamma-step", type=float, default=0.1, help="with --refine: how much gamma drops per attempt")
+    p.add_argument("--refine-budget", type=float, default=120.0,
+                   help="with --refine: seconds for the further attempts at one anchor (default 120)")
     p.add_argument("--truth", action="store_true",
                    help="with --index A:B and --substitute: also search f's own d_bnd at every anchor and summarise "
                         "the estimates' errors, the brackets and the time against f's search")
@@ -141,34 +151,86 @@ def cmd_radius(args: argparse.Namespace) -> int:
 
 
 def _radius_one(args, index: int, truth: bool = False) -> dict:
-    from .core import boundary_distance, certify_estimate, make_substitute
+    from .core import boundary_distance, estimate_error
     from .lemma import act_certificate
 
     network, x0, y = _anchor(args, index)
     out = {"onnx": args.onnx, "index": index, "true_label": y}
-    kw = dict(clip=args.clip, pgd_restarts=args.pgd_restarts, pgd_steps=args.pgd_steps)
     progress = lambda line: print(f"vnnx radius: {line}", file=sys.stderr, flush=True)  # noqa: E731
-    target = network
-    if args.substitute:
-        sub = make_substitute(network, x0, args.substitute, args.gamma, gamma0=args.gamma0, **kw)
-        out["substitute"] = sub.summary()
-        target = sub.network
-    res = boundary_distance(target, x0, label=sub.label if args.substitute else None, clip=args.clip,
-                            timeout=args.timeout, rel_tol=args.rel_tol, narrow=args.narrow,
-                            pgd_restarts=args.pgd_restarts, pgd_steps=args.pgd_steps, engine=args.engine,
-                            progress=progress)
+    if not args.substitute:
+        res = boundary_distance(network, x0, clip=args.clip, timeout=args.timeout, rel_tol=args.rel_tol,
+                                narrow=args.narrow, pgd_restarts=args.pgd_restarts, pgd_steps=args.pgd_steps,
+                                engine=args.engine, progress=progress)
+        out.update(res.to_dict())
+        return out
+    start = time.monotonic()
+    gamma, attempts, adv = args.gamma, [], None
+    while True:
+        sub, res, bracket = _estimate(args, network, x0, gamma, adv, progress)
+        adv = (sub.d_adv, sub.x_adv)
+        attempts.append({"gamma": gamma, "estimate_raw": bracket.estimate_raw,
+                         "lower": bracket.lower, "upper": bracket.upper, "check": bracket.check})
+        off = estimate_error(_intersect(bracket, attempts))
+        attempts[-1]["off"] = off
+        if getattr(args, "refine", None) is None or off is None or off <= args.refine:
+            break
+        if time.monotonic() - start > args.refine_budget or gamma - args.gamma_step < -1e-9:
+            break
+        gamma = round(gamma - args.gamma_step, 10)
+        progress(f"anchor {index}: estimate off by {off:.1%} > {args.refine:.1%}; gamma -> {gamma:g}")
+    out["substitute"] = sub.summary()
     out.update(res.to_dict())
     if args.substitute == "act":
         out["lemma1"] = act_certificate(network, x0, sub, res, clip=args.clip)
-    if args.substitute:
-        out["bracket"] = certify_estimate(network, x0, sub.label, res.d_bnd, sub.d_adv, clip=args.clip,
-                                          check=args.check, timeout=args.timeout).to_dict()
-        if truth:
-            f = boundary_distance(network, x0, label=sub.label, clip=args.clip, timeout=args.timeout,
-                                  rel_tol=args.rel_tol, engine=args.engine, pgd_restarts=args.pgd_restarts,
-                                  pgd_steps=args.pgd_steps)
-            out["f"] = {"status": f.status, "d_bnd": f.d_bnd, "seconds": f.seconds}
+    out["bracket"] = _intersect(bracket, attempts).to_dict()
+    if len(attempts) > 1 or getattr(args, "refine", None) is not None:
+        out["refinements"] = attempts
+    if truth:
+        f = boundary_distance(network, x0, label=sub.label, clip=args.clip, timeout=args.timeout,
+                              rel_tol=args.rel_tol, engine=args.engine, pgd_restarts=args.pgd_restarts,
+                              pgd_steps=args.pgd_steps)
+        out["f"] = {"status": f.status, "d_bnd": f.d_bnd, "seconds": f.seconds}
     return out
+
+
+def _estimate(args, network, x0, gamma, adv, progress):
+    """One substitute at ``gamma`` (reusing f's PGD result ``adv`` = (d_adv, x_adv) when given),
+    its d_bnd search and the bracket on f."""
+    from .core import AdvResult, boundary_distance, certify_estimate, make_substitute
+
+    kw = dict(clip=args.clip, pgd_restarts=args.pgd_restarts, pgd_steps=args.pgd_steps, ranking=args.ranking)
+    if adv is not None:
+        kw["adv"] = AdvResult(adv[0], adv[1], 0.0, 0)
+    sub = make_substitute(network, x0, args.substitute, gamma, gamma0=args.gamma0, **kw)
+    res = boundary_distance(sub.network, x0, label=sub.label, clip=args.clip, timeout=args.timeout,
+                            rel_tol=args.rel_tol, narrow=args.narrow, pgd_restarts=args.pgd_restarts,
+                            pgd_steps=args.pgd_steps, engine=args.engine, progress=progress)
+    bracket = certify_estimate(network, x0, sub.label, res.d_bnd, sub.d_adv, clip=args.clip,
+                               check=args.check, timeout=args.timeout)
+    return sub, res, bracket
+
+
+def _intersect(last, attempts):
+    """``last`` (a Bracket) narrowed to the intersection of every attempt's ends; its estimate is
+    ``last``'s raw one clamped into it."""
+    import dataclasses
+
+    lowers = [(a["lower"], a) for a in attempts if a["lower"] is not None]
+    uppers = [(a["upper"], a) for a in attempts if a["upper"] is not None]
+    lower = max(v for v, _ in lowers) if lowers else last.lower
+    upper = min(v for v, _ in uppers) if uppers else last.upper
+    if lower == last.lower and upper == last.upper:
+        return last
+    est = last.estimate_raw
+    clamped = None if est is None else min(max(est, lower), upper if upper is not None else np.inf)
+    lower_by = last.lower_by if lower == last.lower else f"{_by(attempts, 'lower', lower)} (gamma attempt)"
+    upper_by = last.upper_by if upper == last.upper else f"{_by(attempts, 'upper', upper)} (gamma attempt)"
+    return dataclasses.replace(last, lower=lower, lower_by=lower_by, upper=upper, upper_by=upper_by, estimate=clamped)
+
+
+def _by(attempts, end, value):
+    a = next(a for a in attempts if a[end] == value)
+    return f"gamma {a['gamma']:g}"
 
 
 def _radius_many(args) -> int:
@@ -253,7 +315,7 @@ def cmd_substitute(args: argparse.Namespace) -> int:
     start = time.monotonic()
     network, x0, y = _anchor(args)
     sub = make_substitute(network, x0, args.kind, args.gamma, gamma0=args.gamma0, clip=args.clip,
-                          pgd_restarts=args.pgd_restarts, pgd_steps=args.pgd_steps)
+                          pgd_restarts=args.pgd_restarts, pgd_steps=args.pgd_steps, ranking=args.ranking)
     network_to_onnx(sub.network, args.out)
     out = {"onnx": args.onnx, "index": args.index, "true_label": y, "out": args.out, **sub.summary(),
            "collapsed": substitute_collapsed(sub.network, x0, sub.label, args.clip),

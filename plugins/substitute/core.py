@@ -23,6 +23,7 @@ from vnnx.sparse_crown import SparseCrown
 from .fold import FoldInfo, Replacement, build_substitute, candidate_layers, layer_size
 
 KINDS = ("con", "lin", "act")
+RANKINGS = ("width", "stable-first")
 
 
 def _box(x0: np.ndarray, eps: float, clip) -> tuple[np.ndarray, np.ndarray]:
@@ -290,6 +291,8 @@ class SubstituteResult:
     iterations: int
     prune_seconds: float
     pgd_seconds: float
+    ranking: str = "width"
+    stable_removed: int = 0     # replaced ReLUs that CROWN proved stable on the ball when chosen
 
     def summary(self) -> dict:
         i = self.info
@@ -298,6 +301,7 @@ class SubstituteResult:
                 "relus_total": i.relus_total, "relus_removed": removed, "relus_kept": i.relus_kept,
                 "neurons_deleted": i.deleted, "linear_passthrough": i.linear_passthrough,
                 "layers_merged": i.layers_merged, "layers": len(self.network.layers),
+                "ranking": self.ranking, "stable_removed": self.stable_removed,
                 "iterations": self.iterations, "prune_seconds": self.prune_seconds,
                 "pgd_seconds": self.pgd_seconds}
 
@@ -331,10 +335,17 @@ def _crown_pre_activation(network: Network, lo: np.ndarray, hi: np.ndarray,
 
 def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *, gamma0: float = 0.5,
                     clip=(0.0, 1.0), label: Optional[int] = None, adv: Optional[AdvResult] = None,
-                    pgd_restarts: int = 10, pgd_steps: int = 50, fixed_lines: bool = False) -> SubstituteResult:
+                    pgd_restarts: int = 10, pgd_steps: int = 50, fixed_lines: bool = False,
+                    ranking: str = "width") -> SubstituteResult:
     """Algorithm 1: PGD gives d_adv and x_adv; CROWN pre-activation bounds at ε = d_adv; remove
     the fraction ``gamma0`` of the remaining ReLUs with the smallest width u − l, recompute the
     bounds on the partial substitute, until ``gamma`` of the (replaceable) ReLUs are gone.
+
+    ``ranking``: 'width' (the paper's) or 'stable-first': the ReLUs whose CROWN bounds on the
+    ball (the same bounds as the widths) are one-signed (l >= 0 or u <= 0) go first, narrowest
+    first, then the unstable ones by width. In the first round those bounds are f's, and there a
+    stable ReLU's replacement is exact on the ball for every kind (x0 and x_adv lie in it, so
+    each piece agrees with the ReLU); later rounds bound the partial substitute.
 
     Each partial substitute is folded (sparse matrices) and bounded. ``fixed_lines=True``
     bounds f itself instead, with the replaced neurons on fixed lines (``SparseCrown``'s
@@ -347,6 +358,8 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
         raise ConfigError(f"--gamma must be in [0, 1], got {gamma}")
     if not 0.0 < gamma0 <= 1.0:
         raise ConfigError(f"--gamma0 must be in (0, 1], got {gamma0}")
+    if ranking not in RANKINGS:
+        raise ConfigError(f"unknown ranking {ranking!r}; choose one of {', '.join(RANKINGS)}")
     if not network.is_piecewise_linear:
         raise ConfigError("substitutes need a piecewise-linear network (Dense, Conv, ReLU, MaxPool)")
     x0 = np.asarray(x0, np.float64).ravel()
@@ -380,10 +393,10 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
         except UnsupportedOpError:
             pass
     sub, info = (network, None) if engine is not None else build_substitute(network, {}, domain, matrix_cache)
-    n_removed, iterations = 0, 0
+    n_removed, iterations, n_stable = 0, 0, 0
     while n_removed < target:
         iterations += 1
-        ids, widths = [], []
+        ids, widths, stable = [], [], []
         if engine is not None:
             pre = engine.pre_activation_bounds(lo, hi, {k: (r.removed, r.slope, r.intercept)
                                                         for k, r in reps.items() if r.removed.any()})
@@ -393,6 +406,7 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
                 sel = np.flatnonzero(~reps[k].removed)
                 ids += [(k, int(i)) for i in sel]
                 widths.append(pre[k][1][sel] - pre[k][0][sel])
+                stable.append((pre[k][0][sel] >= 0) | (pre[k][1][sel] <= 0))
         else:
             pre = _crown_pre_activation(sub, lo, hi, matrix_cache)
             for new_k, (orig_k, idx, nonlinear) in info.neuron_map.items():
@@ -402,14 +416,18 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
                 sel = np.flatnonzero(nonlinear)
                 ids += [(orig_k, int(idx[j])) for j in sel]
                 widths.append(u[sel] - l[sel])
+                stable.append((l[sel] >= 0) | (u[sel] <= 0))
         if not ids:
             break
         widths = np.concatenate(widths)
+        stable = np.concatenate(stable)
         remaining = len(ids)
         n_now = min(max(1, math.ceil(gamma0 * remaining)), target - n_removed, remaining)
-        for j in np.argsort(widths, kind="stable")[:n_now]:
+        order = np.lexsort((widths, ~stable)) if ranking == "stable-first" else np.argsort(widths, kind="stable")
+        for j in order[:n_now]:
             k, i = ids[j]
             reps[k].removed[i] = True
+            n_stable += int(stable[j])
         n_removed += n_now
         if engine is None:
             sub, info = build_substitute(network, {k: r for k, r in reps.items() if r.removed.any()}, domain,
@@ -419,7 +437,7 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
                                      matrix_cache)
     return SubstituteResult(sub, kind, float(gamma), label, float(adv.d_adv), adv.x_adv,
                             {k: r for k, r in reps.items() if r.removed.any()}, info, iterations,
-                            time.monotonic() - start, adv.seconds)
+                            time.monotonic() - start, adv.seconds, ranking, n_stable)
 
 
 def substitute_collapsed(network: Network, x0: np.ndarray, label: int, clip=(0.0, 1.0),
@@ -461,6 +479,16 @@ class Bracket:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def estimate_error(bracket: Bracket) -> Optional[float]:
+    """How far f's true d_bnd can lie from the raw estimate, given the bracket, relative to the
+    estimate: ``max(|estimate - lower|, |upper - estimate|) / estimate`` (None without an
+    estimate or an upper end). The bracket proves it; the true error is at most this."""
+    e = bracket.estimate_raw
+    if e is None or e <= 0 or bracket.upper is None:
+        return None
+    return max(abs(e - bracket.lower), abs(bracket.upper - e)) / e
 
 
 def crown_radius(network: Network, x0: np.ndarray, label: int, hi: float, clip=(0.0, 1.0),
