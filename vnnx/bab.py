@@ -228,7 +228,133 @@ class _Domains:
                         torch.cat([p.bound for p in parts]))
 
 
-class ReluBab:
+def pick_splits(scores: torch.Tensor, n_splits: int):
+    """The entries to split per domain from ``scores`` (D, entries; < 0: nothing to split there):
+    ``(live, exhausted, top)``: the domains with something left, the mask of those without, and
+    the ``k <= n_splits`` best-scored entries of each live domain (D', k), None when none is live."""
+    n_unstable = (scores >= 0).sum(1)
+    exhausted = n_unstable == 0
+    live = torch.nonzero(~exhausted).flatten()
+    if live.numel() == 0:
+        return live, exhausted, None
+    k = int(min(n_splits, int(n_unstable[live].min())))
+    return live, exhausted, scores[live].topk(k, dim=1).indices
+
+
+class BabSearch:
+    """The search loop of a branch and bound over activation splits, shared by :class:`ReluBab`
+    (chains) and :class:`vnnx.graph_bab.GraphBab` (graphs). A subclass sets ``iterations``,
+    ``batch``, ``margin``, ``max_domains`` and gives:
+
+    * ``_root(layer_bounds, deadline)``: the root domain batch (length 1);
+    * ``_optimise(dom, iterations)``: bound ``dom`` in place (α/β steps), return (what branching
+      reads, the input points that minimise the bound);
+    * ``_branch(dom, seen, n_splits)``: (children or None, mask of parents with nothing to split);
+    * ``_empty(children)``: mask of children whose splits contradict their bounds;
+    * ``_solve_leaf(dom, d)``: ('closed' | 'open', candidate point) for a fully split domain;
+    * ``_try_points(points)``: a counterexample the caller's check accepts, or None.
+
+    Domain batches have ``bound`` (D,), ``take(idx)`` and a static ``cat(parts)``."""
+
+    _probed = None
+    _deadline: Optional[float] = None
+
+    def probe(self, layer_bounds: Optional[dict] = None, deadline: Optional[float] = None) -> float:
+        """Bound the root (α/β optimised) and try the box corners that minimise it as
+        counterexamples. Returns the root's lower bound (> margin: the clause is refuted);
+        ``run`` continues from here. ``layer_bounds``: sound bounds to intersect with the root's
+        (chains: {network layer index: (lower, upper)}; graphs: {node: (lower, upper)})."""
+        self._deadline = deadline
+        with torch.no_grad():
+            root = self._root(layer_bounds, deadline)
+        seen, corners = self._optimise(root, self.iterations)
+        x = self._try_points(corners)
+        self._probed = (root, seen, x)
+        return float(root.bound[0])
+
+    @property
+    def counterexample(self) -> Optional[np.ndarray]:
+        """The counterexample the probe found, if any."""
+        return None if self._probed is None else self._probed[2]
+
+    def run(self, layer_bounds: Optional[dict] = None, deadline: Optional[float] = None,
+            progress: Optional[Callable[[dict], None]] = None) -> BabResult:
+        """``deadline``: ``time.monotonic()`` value. See :meth:`probe` for ``layer_bounds``."""
+        t0 = time.monotonic()
+        self._deadline = deadline
+        res = BabResult("unknown")
+        if self._probed is None:
+            self.probe(layer_bounds, deadline)
+        root, seen, x = self._probed
+        res.domains = 1
+        if x is not None:
+            return BabResult("sat", x, 1, 1, time.monotonic() - t0)
+        open_ = root if float(root.bound[0]) <= self.margin else None
+        pending_seen = seen   # the root's, valid while the root is the only open domain
+        while open_ is not None and len(open_):
+            if deadline is not None and time.monotonic() > deadline:
+                res.status = "timeout"
+                break
+            if len(open_) > self.max_domains:
+                res.status = "unknown"
+                res.message = f"more than {self.max_domains} open domains"
+                break
+            # The worst domains first (their bounds are the furthest from closing).
+            order = torch.argsort(open_.bound)
+            half = max(1, self.batch // 2)
+            take, rest = order[:half], order[half:]
+            batch = open_.take(take)
+            keep = open_.take(rest) if rest.numel() else None
+            if pending_seen is None or len(open_) != 1:
+                with torch.no_grad():
+                    batch_seen, _ = self._optimise(batch, 0)
+            else:
+                batch_seen = pending_seen
+            n_splits = max(1, min(3, int(np.log2(max(1, self.batch // max(1, len(batch)))))))
+            with torch.no_grad():
+                children, exhausted = self._branch(batch, batch_seen, n_splits)
+            leaves_open = []
+            for d in torch.nonzero(exhausted).flatten().tolist():
+                status, point = self._solve_leaf(batch, d)
+                if status == "open":
+                    if point is not None:
+                        x = self._try_points(torch.as_tensor(point).view(1, -1))
+                        if x is not None:
+                            res.status, res.x = "sat", x
+                            break
+                    leaves_open.append(d)
+            if res.status == "sat":
+                break
+            if leaves_open:
+                res.message = "a fully split domain could not be closed"
+                res.status = "unknown"
+                break
+            if children is None:
+                open_, pending_seen = keep, None
+                continue
+            empty = self._empty(children)
+            _, corners = self._optimise(children, self.iterations)
+            res.domains += len(children)
+            x = self._try_points(corners)
+            if x is not None:
+                res.status, res.x = "sat", x
+                break
+            alive = (children.bound <= self.margin) & ~empty
+            survivors = children.take(torch.nonzero(alive).flatten())
+            open_ = type(children).cat([keep, survivors])
+            pending_seen = None
+            res.max_open = max(res.max_open, len(open_) if open_ is not None else 0)
+            if progress is not None:
+                progress({"domains": res.domains, "open": len(open_) if open_ is not None else 0,
+                          "worst": float(open_.bound.min()) if open_ is not None else None,
+                          "seconds": time.monotonic() - t0})
+        else:
+            res.status = "unsat"
+        res.seconds = time.monotonic() - t0
+        return res
+
+
+class ReluBab(BabSearch):
     """Branch and bound for ``min_x c_r·y(x) - d_r > margin for some row r`` over an input box.
 
     ``check``: called with candidate points (n_in,) whose output violates the clause; returns
@@ -409,21 +535,17 @@ class ReluBab:
 
     def _branch(self, dom: _Domains, seen, n_splits: int):
         """Children of every domain in ``dom``: ``2 ** n_splits`` each, split on the best-scored
-        neurons. Returns the children and a mask of parents with nothing left to split."""
+        neurons (with ``rebound_intermediate``, their later layers' bounds recomputed). Returns
+        the children and a mask of parents with nothing left to split."""
         scores = self._scores(dom, seen)
         flat = torch.cat(scores, 1)
         sizes = [s.shape[1] for s in scores]
         offsets = np.cumsum([0] + sizes)
-        D = len(dom)
-        n_unstable = (flat >= 0).sum(1)
-        exhausted = n_unstable == 0
-        live = torch.nonzero(~exhausted).flatten()
-        if live.numel() == 0:
-            return None, None, exhausted
+        live, exhausted, top = pick_splits(flat, n_splits)
+        if top is None:
+            return None, exhausted
         dom = dom.take(live)
-        flat = flat[live]
-        k = int(min(n_splits, int(n_unstable[live].min())))
-        top = flat.topk(k, dim=1).indices          # (D', k)
+        k = top.shape[1]
         layer_of = torch.as_tensor(np.searchsorted(offsets, top.numpy(), side="right") - 1)
         # Bounds of the layers after the first one split change; the split layer's own bounds
         # were set by the split itself.
@@ -450,10 +572,18 @@ class ReluBab:
                             c.ubs[i][r, j] = c.ubs[i][r, j].clamp(max=0)
                 parts.append(c)
             children = _Domains.cat(parts)
-        return children, first.repeat(2 ** k), exhausted
+        if self.rebound_intermediate:
+            self._intermediate(children.lbs, children.ubs, children.splits, first.repeat(2 ** k))
+        return children, exhausted
+
+    def _empty(self, children: _Domains) -> torch.Tensor:
+        empty = torch.zeros(len(children), dtype=torch.bool)
+        for lo, up in zip(children.lbs, children.ubs):
+            empty |= infeasible(lo, up)
+        return empty
 
     # ---------------------------------------------------------------- driver
-    def _root(self, layer_bounds):
+    def _root(self, layer_bounds, deadline=None):
         n = self.chain.n_hidden
         lo0 = self.chain.weights[0].clamp(min=0) @ self.x_lo + self.chain.weights[0].clamp(max=0) @ self.x_up
         hi0 = self.chain.weights[0].clamp(min=0) @ self.x_up + self.chain.weights[0].clamp(max=0) @ self.x_lo
@@ -481,6 +611,7 @@ class ReluBab:
         """Offer the points whose outputs violate the clause (every row ``<= 0``) to the check."""
         if self.check is None or points.numel() == 0:
             return None
+        points = points.reshape(-1, self.x_lo.numel())
         with torch.no_grad():
             y = self.chain.forward(points)
             val = (y @ self.A.T - self.b).max(-1).values
@@ -536,103 +667,3 @@ class ReluBab:
                 return "closed", None
             point = res.x
         return "open", point
-
-    def probe(self, layer_bounds: Optional[dict] = None, deadline: Optional[float] = None) -> float:
-        """Bound the root (α/β optimised) and try the box corners that minimise it as
-        counterexamples. Returns the root's lower bound (> margin: the clause is refuted);
-        ``run`` continues from here."""
-        self._deadline = deadline
-        with torch.no_grad():
-            root = self._root(layer_bounds)
-        seen, corners = self._optimise(root, self.iterations)
-        x = self._try_points(corners.reshape(-1, corners.shape[-1]))
-        self._probed = (root, seen, x)
-        return float(root.bound[0])
-
-    @property
-    def counterexample(self) -> Optional[np.ndarray]:
-        """The counterexample the probe found, if any."""
-        return None if self._probed is None else self._probed[2]
-
-    def run(self, layer_bounds: Optional[dict] = None, deadline: Optional[float] = None,
-            progress: Optional[Callable[[dict], None]] = None) -> BabResult:
-        """``layer_bounds``: sound pre-activation bounds at the root ({network layer index:
-        (lower, upper)}, e.g. from α-CROWN). ``deadline``: ``time.monotonic()`` value."""
-        t0 = time.monotonic()
-        self._deadline = deadline
-        res = BabResult("unknown")
-        if self._probed is None:
-            self.probe(layer_bounds)
-        root, seen, x = self._probed
-        res.domains = 1
-        if x is not None:
-            return BabResult("sat", x, 1, 1, time.monotonic() - t0)
-        open_ = root if float(root.bound[0]) <= self.margin else None
-        pending_seen = seen
-        while open_ is not None and len(open_):
-            if deadline is not None and time.monotonic() > deadline:
-                res.status = "timeout"
-                break
-            if len(open_) > self.max_domains:
-                res.status = "unknown"
-                res.message = f"more than {self.max_domains} open domains"
-                break
-            # The worst domains first (their bounds are the furthest from closing).
-            order = torch.argsort(open_.bound)
-            take = order[: max(1, self.batch // 2)]
-            rest = order[max(1, self.batch // 2):]
-            batch = open_.take(take)
-            keep = open_.take(rest) if rest.numel() else None
-            if pending_seen is None or len(pending_seen[0]) != len(open_):
-                with torch.no_grad():
-                    batch_seen, _ = self._optimise(batch, 0)
-            else:
-                batch_seen = [s[take] for s in pending_seen]
-            n_splits = max(1, min(3, int(np.log2(max(1, self.batch // max(1, len(batch)))))))
-            with torch.no_grad():
-                children, first, exhausted = self._branch(batch, batch_seen, n_splits)
-            leaves_open = []
-            for d in torch.nonzero(exhausted).flatten().tolist():
-                status, point = self._solve_leaf(batch, d)
-                if status == "open":
-                    if point is not None:
-                        x = self._try_points(torch.as_tensor(point).view(1, -1))
-                        if x is not None:
-                            res.status, res.x = "sat", x
-                            break
-                    leaves_open.append(d)
-            if res.status == "sat":
-                break
-            if leaves_open:
-                res.message = "a fully split domain could not be closed"
-                res.status = "unknown"
-                break
-            if children is None:
-                open_, pending_seen = keep, None
-                continue
-            if self.rebound_intermediate:
-                with torch.no_grad():
-                    self._intermediate(children.lbs, children.ubs, children.splits, first)
-            empty = torch.zeros(len(children), dtype=torch.bool)
-            for lo, up in zip(children.lbs, children.ubs):
-                empty |= infeasible(lo, up)
-            seen_c, corners = self._optimise(children, self.iterations)
-            res.domains += len(children)
-            x = self._try_points(corners.reshape(-1, corners.shape[-1]))
-            if x is not None:
-                res.status, res.x = "sat", x
-                break
-            alive = (children.bound <= self.margin) & ~empty
-            idx = torch.nonzero(alive).flatten()
-            survivors = children.take(idx)
-            open_ = _Domains.cat([keep, survivors])
-            pending_seen = None
-            res.max_open = max(res.max_open, len(open_) if open_ is not None else 0)
-            if progress is not None:
-                progress({"domains": res.domains, "open": len(open_) if open_ is not None else 0,
-                          "worst": float(open_.bound.min()) if open_ is not None else None,
-                          "seconds": time.monotonic() - t0})
-        else:
-            res.status = "unsat"
-        res.seconds = time.monotonic() - t0
-        return res

@@ -33,7 +33,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from vnnx.bab import BabResult, infeasible, intersect_interval
+from vnnx.bab import BabSearch, infeasible, intersect_interval, pick_splits
 from vnnx.errors import VnnxError
 
 
@@ -73,7 +73,7 @@ class _Domains:
                           for f in _Domains.FIELDS), torch.cat([p.bound for p in parts]))
 
 
-class GraphBab:
+class GraphBab(BabSearch):
     """Branch and bound for ``min_x c_r·y(x) - d_r > margin for some row r`` over an input box,
     on ``engine``'s graph. Same interface as :class:`vnnx.bab.ReluBab` (``probe``, ``run``,
     ``counterexample``).
@@ -113,8 +113,6 @@ class GraphBab:
         self.check = check
         self.leaf_time = leaf_time
         self._tried = 0
-        self._probed = None
-        self._deadline: Optional[float] = None
 
     # ----------------------------------------------------------------- bounds
     def _bounds_list(self, dom: _Domains) -> list:
@@ -203,16 +201,11 @@ class GraphBab:
         flat = self._scores(dom, seen)
         sizes = [int(np.prod(self.graph.nodes[k].shape)) for k in self.split_keys]
         offsets = np.cumsum([0] + sizes)
-        n_unstable = (flat >= 0).sum(1)
-        exhausted = n_unstable == 0
-        live = torch.nonzero(~exhausted).flatten()
-        if live.numel() == 0:
+        live, exhausted, top = pick_splits(flat, n_splits)
+        if top is None:
             return None, exhausted
         children = dom.take(live)
-        flat = flat[live]
-        k = int(min(n_splits, int(n_unstable[live].min())))
-        top = flat.topk(k, dim=1).indices          # (D', k)
-        for t in range(k):
+        for t in range(top.shape[1]):
             parts = []
             for sign in (1, -1):
                 c = children.clone()
@@ -304,101 +297,12 @@ class GraphBab:
                 point = np.clip(sol.x[enc.input_cols], x_lo, x_up)
         return "open", point
 
-    def probe(self, layer_bounds: Optional[dict] = None, deadline: Optional[float] = None) -> float:
-        """Bound the root (α/β optimised) and try the box corners that minimise it as
-        counterexamples. Returns the root's lower bound (> margin: the clause is refuted);
-        ``run`` continues from here. ``layer_bounds``: sound bounds ``{node: (lower, upper)}``
-        (flattened) to intersect with the root's CROWN bounds."""
-        self._deadline = deadline
-        with torch.no_grad():
-            root = self._root(layer_bounds, deadline)
-        seen, corners = self._optimise(root, self.iterations)
-        x = self._try_points(corners)
-        self._probed = (root, seen, x)
-        return float(root.bound[0])
-
-    @property
-    def counterexample(self) -> Optional[np.ndarray]:
-        """The counterexample the probe found, if any."""
-        return None if self._probed is None else self._probed[2]
-
-    def run(self, layer_bounds: Optional[dict] = None, deadline: Optional[float] = None,
-            progress: Optional[Callable[[dict], None]] = None) -> BabResult:
-        """``deadline``: ``time.monotonic()`` value. See :meth:`probe` for ``layer_bounds``."""
-        t0 = time.monotonic()
-        self._deadline = deadline
-        res = BabResult("unknown")
-        if self._probed is None:
-            self.probe(layer_bounds, deadline)
-        root, seen, x = self._probed
-        res.domains = 1
-        if x is not None:
-            return BabResult("sat", x, 1, 1, time.monotonic() - t0)
-        open_ = root if float(root.bound[0]) <= self.margin else None
-        pending_seen = seen
-        while open_ is not None and len(open_):
-            if deadline is not None and time.monotonic() > deadline:
-                res.status = "timeout"
-                break
-            if len(open_) > self.max_domains:
-                res.status = "unknown"
-                res.message = f"more than {self.max_domains} open domains"
-                break
-            # The worst domains first (their bounds are the furthest from closing).
-            order = torch.argsort(open_.bound)
-            half = max(1, self.batch // 2)
-            take, rest = order[:half], order[half:]
-            batch = open_.take(take)
-            keep = open_.take(rest) if rest.numel() else None
-            if pending_seen is None or len(open_) != 1:
-                with torch.no_grad():
-                    batch_seen, _ = self._optimise(batch, 0)
-            else:
-                batch_seen = pending_seen
-            n_splits = max(1, min(3, int(np.log2(max(1, self.batch // max(1, len(batch)))))))
-            with torch.no_grad():
-                children, exhausted = self._branch(batch, batch_seen, n_splits)
-            leaves_open = []
-            for d in torch.nonzero(exhausted).flatten().tolist():
-                status, point = self._solve_leaf(batch, d)
-                if status == "open":
-                    if point is not None:
-                        x = self._try_points(torch.as_tensor(point).view(1, -1))
-                        if x is not None:
-                            res.status, res.x = "sat", x
-                            break
-                    leaves_open.append(d)
-            if res.status == "sat":
-                break
-            if leaves_open:
-                res.message = "a fully split domain could not be closed"
-                res.status = "unknown"
-                break
-            if children is None:
-                open_, pending_seen = keep, None
-                continue
-            empty = torch.zeros(len(children), dtype=torch.bool, device=children.bound.device)
-            for k in self.split_keys:
-                empty |= infeasible(children.lo[k].reshape(len(children), -1), children.hi[k].reshape(len(children), -1))
-            _, corners = self._optimise(children, self.iterations)
-            res.domains += len(children)
-            x = self._try_points(corners)
-            if x is not None:
-                res.status, res.x = "sat", x
-                break
-            alive = (children.bound <= self.margin) & ~empty
-            survivors = children.take(torch.nonzero(alive).flatten())
-            open_ = _Domains.cat([keep, survivors])
-            pending_seen = None
-            res.max_open = max(res.max_open, len(open_) if open_ is not None else 0)
-            if progress is not None:
-                progress({"domains": res.domains, "open": len(open_) if open_ is not None else 0,
-                          "worst": float(open_.bound.min()) if open_ is not None else None,
-                          "seconds": time.monotonic() - t0})
-        else:
-            res.status = "unsat"
-        res.seconds = time.monotonic() - t0
-        return res
+    def _empty(self, children: _Domains) -> torch.Tensor:
+        empty = torch.zeros(len(children), dtype=torch.bool, device=children.bound.device)
+        for k in self.split_keys:
+            n = len(children)
+            empty |= infeasible(children.lo[k].reshape(n, -1), children.hi[k].reshape(n, -1))
+        return empty
 
 
 def _detach(t: Optional[torch.Tensor], D: int, k: int, shape, like: torch.Tensor) -> torch.Tensor:
