@@ -369,3 +369,11 @@ def test_config_of_the_paper_deactivation():
         config_from_dict({"deactivation": "magic"})
     with pytest.raises(ConfigError, match="freeze_last"):
         config_from_dict({"epochs": 4, "eps_start": 1, "eps_length": 1, "freeze_last": 4})
+    assert config_from_dict({"unit_counts": [9, 18, 13]}).unit_counts == [9, 18, 13]
+    from vnnx_plugins.vericompress import AuxiliaryNetwork
+    model = _backbones()["cnn4"]
+    aux = AuxiliaryNetwork(model, SHAPE, 8960, counts=[9, 18, 13])
+    aux.deactivate()
+    assert aux.active_parameters() == 8766 and [int(l.sum()) for l in aux.live] == [9, 18, 13]
+    with pytest.raises(ConfigError, match="more than the budget"):
+        AuxiliaryNetwork(model, SHAPE, 8960, counts=[9, 18, 14])

@@ -27,6 +27,8 @@ class CompressConfig:
     arch: dict = setting({}, "keyword arguments of the backbone factory, e.g. {hidden: [256, 256]} for fc")
     budget: Optional[int] = setting(None, "parameter budget K (default: budget_fraction of the backbone)")
     budget_fraction: float = setting(0.1, "K as a fraction of the backbone's parameters when budget is not given")
+    unit_counts: Optional[list] = setting(None, "units kept per hidden layer, e.g. [9, 18, 13] (null: from the ERK "
+                                          "shares, budget.unit_counts); must fit in the budget")
     epsilon: float = setting(0.1, "eps_max, the L-inf radius of training and verification (model-input units)")
     epochs: int = setting(10, "T, the number of training epochs")
     eps_start: int = setting(1, "s: epsilon is 0 before this epoch (the paper's MNIST run: s = T/10)")

@@ -109,12 +109,13 @@ def compress(cfg: CompressConfig, train_data: Dataset) -> tuple[AuxiliaryNetwork
     model = build_backbone(cfg.backbone, **cfg.arch)
     budget = resolve_budget(cfg, model, shape)
     if cfg.deactivation == "shadow":
-        sparsity = DynamicSparsity(model, shape, budget, seed=cfg.seed, start="random", explore=True)
+        sparsity = DynamicSparsity(model, shape, budget, seed=cfg.seed, start="random", explore=True,
+                                   counts=cfg.unit_counts)
         deactivation = sparsity.every(cfg.explore_every, cfg.explore_fraction, cfg.epochs)
         history = _train(cfg, model, train_data, cfg.epochs, [sparsity.after_step], [deactivation])
         sparsity.finalize()
         return sparsity, history
-    aux = AuxiliaryNetwork(model, shape, budget, seed=cfg.seed)
+    aux = AuxiliaryNetwork(model, shape, budget, seed=cfg.seed, counts=cfg.unit_counts)
     hook = aux.hook(cfg.epochs, cfg.frozen_epochs(), cfg.explore_every)
     history = _train(cfg, model, train_data, cfg.epochs, [aux.after_step], [hook])
     aux.finalize()
@@ -143,13 +144,19 @@ def prune_after_training(cfg: CompressConfig, train_data: Dataset, finetune_epoc
     torch.manual_seed(cfg.seed)
     model = build_backbone(cfg.backbone, **cfg.arch)
     budget = resolve_budget(cfg, model, shape)
-    unit_counts(analyse(model, shape), budget)  # budget errors before any training
+    structure = analyse(model, shape)
+    counts = unit_counts(structure, budget)            # budget errors before any training
+    if cfg.unit_counts is not None:
+        counts = list(cfg.unit_counts)
+        if structure.param_count(counts) > budget:
+            raise ConfigError(f"unit counts {counts} need {structure.param_count(counts)} parameters, more than "
+                              f"the budget {budget}")
     f = max(1, cfg.epochs // 3) if finetune_epochs is None else finetune_epochs
     if not 1 <= f < cfg.epochs:
         raise ConfigError(f"fine-tune epochs must lie in [1, {cfg.epochs - 1}], got {f}")
     _train(cfg, model, train_data, cfg.epochs - f)
     dense_copy = copy.deepcopy(model)
-    sparsity = DynamicSparsity(model, shape, budget, start="magnitude", explore=False)
+    sparsity = DynamicSparsity(model, shape, budget, start="magnitude", explore=False, counts=counts)
     ft = dataclasses.replace(cfg, eps_start=0, eps_length=0)   # fine-tune at eps_max throughout
     _train(ft, model, train_data, f, [sparsity.after_step], seed_offset=1)
     sparsity.finalize()
