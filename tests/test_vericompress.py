@@ -363,10 +363,10 @@ def test_worst_case_loss_schedule_and_gradient_clipping():
 
 def test_config_of_the_paper_deactivation():
     cfg = config_from_dict({"epochs": 16, "eps_start": 2, "eps_length": 10})
-    assert cfg.deactivation == "paper" and cfg.frozen_epochs() == 4 and cfg.kappa_end == 0.0
+    assert cfg.frozen_epochs() == 4 and cfg.kappa_end == 0.0 and cfg.grad_clip == 10.0
     assert config_from_dict({"epochs": 16, "eps_start": 2, "eps_length": 10, "freeze_last": 1}).frozen_epochs() == 1
-    with pytest.raises(ConfigError, match="deactivation"):
-        config_from_dict({"deactivation": "magic"})
+    with pytest.raises(ConfigError, match="unknown key"):      # the earlier variant's knob is gone
+        config_from_dict({"explore_fraction": 0.2})
     with pytest.raises(ConfigError, match="freeze_last"):
         config_from_dict({"epochs": 4, "eps_start": 1, "eps_length": 1, "freeze_last": 4})
     assert config_from_dict({"unit_counts": [9, 18, 13]}).unit_counts == [9, 18, 13]

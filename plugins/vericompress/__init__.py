@@ -3,11 +3,12 @@ from Scratch" (Kaur, Xiao, Salekin, AAAI 2024).
 
 * :class:`AuxiliaryNetwork`: the paper's algorithm (Alg. 1): a random ERK start within K, unmasked
   training between deactivations, per-layer own-weight L2 ranking, dormant units zeroed, a frozen
-  mask for the last epochs (``deactivation: paper``, the default);
+  mask for the last epochs; ``vnnx compress`` runs it;
 * :class:`DynamicSparsity`: explicit masks over nodes/filters, a random start with the budget's
   unit counts (:func:`unit_counts`, ERK shares :func:`erk_budgets`), L2-norm deactivation, and
-  exploration (dormant units keep receiving gradients) through the training loop's hooks
-  (``deactivation: shadow``, the earlier vnnx variant; also the baseline's fine-tuning masks);
+  exploration (dormant units keep receiving gradients) through the training loop's hooks: the
+  earlier vnnx variant (measured worse than the paper's algorithm, docs/vericompress.md), now the
+  masks of the baseline's fine-tuning;
 * :func:`crown_ibp_term` and :func:`epsilon_schedule` (T, s, l), :func:`lr_decay`;
 * :func:`compact` / :func:`export_compact`: a physically smaller dense network, checked;
 * :func:`prune_after_training`: the magnitude prune-and-fine-tune baseline;

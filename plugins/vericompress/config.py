@@ -33,16 +33,10 @@ class CompressConfig:
     epochs: int = setting(10, "T, the number of training epochs")
     eps_start: int = setting(1, "s: epsilon is 0 before this epoch (the paper's MNIST run: s = T/10)")
     eps_length: int = setting(6, "l: epsilon ramps from 0 to eps_max over this many epochs (the paper: l = 0.6 T)")
-    deactivation: str = setting("paper", "paper: unmasked auxiliary network, own-weight L2 ranking, dormant units "
-                                "zeroed, no swap cap (Alg. 1); shadow: the earlier vnnx variant (forward pass "
-                                "masked to K, straight-through dormant weights, swaps capped by explore_fraction)")
     explore_every: int = setting(1, "T-exp: deactivate the least important nodes/filters every this many epochs")
-    freeze_last: Optional[int] = setting(None, "paper deactivation: the last this many epochs train the final "
+    freeze_last: Optional[int] = setting(None, "the last this many epochs train the final "
                                          "sub-network with a frozen mask (null: T - s - l, so that exploration "
                                          "lasts until epsilon reaches eps_max)")
-    explore_fraction: Optional[float] = setting(0.2, "shadow deactivation only: most of a layer's live units swapped "
-                                                "per deactivation, annealed linearly to 0 by the last epoch "
-                                                "(null: no limit)")
     batch_size: int = setting(64, "samples per step")
     lr: float = setting(1e-3, "Adam learning rate")
     lr_gamma: float = setting(0.6, "per-epoch learning-rate decay once epsilon has reached eps_max")
@@ -74,11 +68,9 @@ def validate(cfg: CompressConfig, source: str) -> None:
         (0 < cfg.budget_fraction <= 1, "budget_fraction must lie in (0, 1]"),
         (cfg.epsilon >= 0, "epsilon must be >= 0"),
         (cfg.explore_every >= 1, "explore_every must be >= 1"),
-        (cfg.deactivation in ("paper", "shadow"), f"deactivation must be 'paper' or 'shadow', got {cfg.deactivation!r}"),
         (cfg.freeze_last is None or 0 <= cfg.freeze_last < cfg.epochs, "freeze_last must lie in [0, epochs - 1]"),
         (cfg.kappa_end is None or 0 <= cfg.kappa_end <= 1, "kappa_end must lie in [0, 1]"),
         (cfg.grad_clip is None or cfg.grad_clip > 0, "grad_clip must be > 0"),
-        (cfg.explore_fraction is None or 0 <= cfg.explore_fraction <= 1, "explore_fraction must lie in [0, 1]"),
         (cfg.batch_size >= 1 and cfg.lr > 0, "batch_size and lr must be positive"),
         (0 < cfg.lr_gamma <= 1, "lr_gamma must lie in (0, 1]"),
         (cfg.robust_weight >= 0, "robust_weight must be >= 0"),

@@ -97,24 +97,17 @@ def _train(cfg: CompressConfig, model: nn.Module, data: Dataset, epochs: int, st
                  progress=cfg.progress, time_limit=cfg.time_limit)
 
 
-def compress(cfg: CompressConfig, train_data: Dataset) -> tuple[AuxiliaryNetwork | DynamicSparsity, TrainHistory]:
-    """Train a random K-parameter sub-network of the backbone with VeriCompress; the returned
-    auxiliary network (``deactivation: paper``, :class:`AuxiliaryNetwork`) or sparsity
-    (``shadow``, :class:`DynamicSparsity`) is finalised: every entry outside the kept
-    sub-network is zero. With ``paper``, each epoch record of the history gains the
-    deactivation's log (non-zero parameters before it, units that entered the kept set per layer)."""
+def compress(cfg: CompressConfig, train_data: Dataset) -> tuple[AuxiliaryNetwork, TrainHistory]:
+    """Train a random K-parameter sub-network of the backbone with VeriCompress (the paper's
+    Algorithm 1, :class:`AuxiliaryNetwork`); the returned auxiliary network is finalised: every
+    entry outside the kept sub-network is zero. Each epoch record of the history that ended with
+    a deactivation gains its log (non-zero parameters before it, units that entered the kept set
+    per layer)."""
     validate(cfg, "config")
     shape = tuple(train_data.x.shape[1:])
     torch.manual_seed(cfg.seed)
     model = build_backbone(cfg.backbone, **cfg.arch)
     budget = resolve_budget(cfg, model, shape)
-    if cfg.deactivation == "shadow":
-        sparsity = DynamicSparsity(model, shape, budget, seed=cfg.seed, start="random", explore=True,
-                                   counts=cfg.unit_counts)
-        deactivation = sparsity.every(cfg.explore_every, cfg.explore_fraction, cfg.epochs)
-        history = _train(cfg, model, train_data, cfg.epochs, [sparsity.after_step], [deactivation])
-        sparsity.finalize()
-        return sparsity, history
     aux = AuxiliaryNetwork(model, shape, budget, seed=cfg.seed, counts=cfg.unit_counts)
     hook = aux.hook(cfg.epochs, cfg.frozen_epochs(), cfg.explore_every)
     history = _train(cfg, model, train_data, cfg.epochs, [aux.after_step], [hook])
