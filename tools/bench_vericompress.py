@@ -10,7 +10,7 @@ Each job trains with one torch thread; --jobs runs that many runs side by side.
 
 ``--seeds 0 1 2`` repeats every run per seed and adds a table of means; ``--methods`` picks the
 runs (dense, vericompress, prune-finetune); ``--set KEY=VALUE`` overrides a config key (YAML
-value), e.g. ``--set deactivation=shadow`` for an ablation. Each run writes
+value), e.g. ``--set explore_every=4`` for an ablation. Each run writes
 ``runs/<method>_<pct>_s<seed>.json`` in --out-dir as it finishes, and a run whose file exists is
 not repeated, so an interrupted benchmark resumes where it stopped.
 
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=["dense", "vericompress", "prune-finetune"],
                    choices=["dense", "vericompress", "prune-finetune"])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (the value is read as YAML), e.g. deactivation=shadow")
+                   help="override a config key (the value is read as YAML), e.g. explore_every=4")
     p.add_argument("--retime", action="store_true", help="only re-measure the CPU times of an earlier run")
     args = p.parse_args(argv)
     out_dir = Path(args.out_dir)
