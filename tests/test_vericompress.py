@@ -252,3 +252,128 @@ def test_export_refuses_a_compaction_that_changes_outputs(tmp_path, monkeypatch)
     with pytest.raises(VnnxError):
         export_compact(sp, out)
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ the paper's deactivation (issue 23)
+def _dormant_entries(aux, layer_no: int, dormant: torch.Tensor) -> list[torch.Tensor]:
+    """Every parameter of hidden layer ``layer_no``'s ``dormant`` units: rows/filters, biases and
+    the next layer's inputs from them (columns, input channels, Flatten blocks)."""
+    layer, nxt = aux.structure.layers[layer_no], aux.structure.layers[layer_no + 1]
+    w = layer.module.weight.detach()
+    out = [w[dormant], layer.module.bias.detach()[dormant]]
+    wn = nxt.module.weight.detach()
+    cols = wn.transpose(0, 1).reshape(layer.n_units, nxt.spatial, -1)
+    out.append(cols[dormant])
+    return out
+
+
+@pytest.mark.parametrize("name", ["cnn4", "fc"])
+def test_auxiliary_network_trains_unmasked_and_deactivation_zeroes_dormant_units(name):
+    from vnnx_plugins.vericompress import AuxiliaryNetwork
+
+    model = _backbones()[name]
+    k = int(0.1 * count_parameters(model))
+    aux = AuxiliaryNetwork(model, SHAPE, k, seed=0)
+    assert aux.nonzero_parameters() <= k                      # random ERK start within K
+    x, y = _data(64)
+    checked = []
+
+    def check(model, epoch):                                  # runs right after the deactivation hook
+        for l, live in enumerate(aux.live):
+            assert int(live.sum()) == aux.counts[l]
+            for entries in _dormant_entries(aux, l, ~live):
+                assert entries.numel() == 0 or float(entries.abs().max()) == 0.0   # exactly zero
+        assert aux.nonzero_parameters() <= aux.active_parameters() == aux.structure.param_count(aux.counts) <= k
+        small = compact(aux)                                  # right after a deactivation: the compact net
+        assert count_parameters(small) == aux.active_parameters() <= k
+        with torch.no_grad():
+            assert torch.allclose(small(x), model(x), atol=1e-5)
+        checked.append((epoch, aux.frozen))
+
+    # one run of 3 epochs: deactivations after epochs 0 and 1, the last epoch with a frozen mask
+    train(model, x, y, epochs=3, batch_size=16, on_step_end=[aux.after_step],
+          on_epoch_end=[aux.hook(epochs=3, freeze_last=1), check], progress=False)
+    assert checked == [(0, False), (1, True), (2, True)]
+    assert [e["epoch"] for e in aux.log] == [0, 1]
+    for entry in aux.log:                                     # unmasked in between: more than K
+        assert entry["nonzero_before"] > k >= entry["nonzero_after"]
+
+
+@pytest.mark.parametrize("name", ["cnn4", "cnn7", "fc"])
+def test_every_layer_conv_included_can_change_its_active_set(name):
+    from vnnx_plugins.vericompress import AuxiliaryNetwork
+
+    model = _backbones()[name]
+    aux = AuxiliaryNetwork(model, SHAPE, int(0.1 * count_parameters(model)), seed=0)
+    aux.deactivate()
+    # a dormant unit in every hidden layer that has one grows the largest own weights (as training would make it)
+    grown = {}
+    with torch.no_grad():
+        for l, (layer, live) in enumerate(zip(aux.structure.hidden, aux.live)):
+            if not bool(live.all()):
+                u = int(torch.nonzero(~live)[0])
+                layer.module.weight[u] = 10.0
+                grown[l] = u
+    entered = aux.deactivate()
+    assert len(grown) >= 1
+    for l, u in grown.items():                                # no swap cap: every such layer changes
+        assert entered[l] >= 1 and bool(aux.live[l][u]) and int(aux.live[l].sum()) == aux.counts[l]
+    changed = {type(aux.structure.hidden[l].module).__name__ for l in grown}
+    assert changed == {"Linear"} if name == "fc" else {"Conv2d", "Linear"} <= changed
+
+
+def test_deactivation_hook_explores_then_freezes_and_export_fits_the_budget(tmp_path):
+    from vnnx_plugins.vericompress import AuxiliaryNetwork
+
+    model = _backbones()["cnn4"]
+    k = 8960
+    aux = AuxiliaryNetwork(model, SHAPE, k, seed=0)
+    hook = aux.hook(epochs=5, freeze_last=2)
+    for epoch in range(5):
+        hook(model, epoch)
+    assert [e["epoch"] for e in aux.log] == [0, 1, 2] and aux.frozen
+    with pytest.raises(ConfigError, match="freeze_last"):
+        aux.hook(epochs=3, freeze_last=3)
+    aux.finalize()
+    small = export_compact(aux, tmp_path / "vc.onnx")
+    assert count_parameters(small) == aux.active_parameters() == 8951 <= k
+
+
+def test_worst_case_loss_schedule_and_gradient_clipping():
+    from vnnx_plugins.vericompress.losses import kappa
+
+    assert kappa(0.0, 0.1, 0.0) == 1.0 and kappa(0.05, 0.1, 0.0) == pytest.approx(0.5)
+    assert kappa(0.1, 0.1, 0.0) == 0.0 and kappa(0.1, 0.1, 0.5) == pytest.approx(0.5)
+    torch.manual_seed(0)
+    model = build_backbone("cnn4", filters=[4, 8], hidden=16)
+    x, y = _data(8)
+    plain, worst = crown_ibp_term(1.0, 0.1), crown_ibp_term(1.0, 0.1, kappa_end=0.0)
+    assert float(worst(model, x, y, 0.1).detach()) == pytest.approx(float(plain(model, x, y, 0.1).detach()))  # κ = 0
+    assert float(worst(model, x, y, 0.05).detach()) < float(plain(model, x, y, 0.05).detach())  # (1 - κ) = 0.5
+    # gradient clipping reaches the optimiser: a tiny clip norm freezes Adam (update ~ g / (|g| + 1e-8))
+    moved = {}
+    for clip in (None, 1e-12):
+        torch.manual_seed(0)
+        m = build_backbone("fc", hidden=[16])
+        w0 = m[1].weight.detach().clone()
+        train(m, x, y, epochs=1, batch_size=8, grad_clip=clip, progress=False)
+        moved[clip] = float((m[1].weight.detach() - w0).abs().max())
+    assert moved[None] > 1e-4 > 1e-6 > moved[1e-12]
+
+
+def test_config_of_the_paper_deactivation():
+    cfg = config_from_dict({"epochs": 16, "eps_start": 2, "eps_length": 10})
+    assert cfg.frozen_epochs() == 4 and cfg.kappa_end == 0.0 and cfg.grad_clip == 10.0
+    assert config_from_dict({"epochs": 16, "eps_start": 2, "eps_length": 10, "freeze_last": 1}).frozen_epochs() == 1
+    with pytest.raises(ConfigError, match="unknown key"):      # the earlier variant's knob is gone
+        config_from_dict({"explore_fraction": 0.2})
+    with pytest.raises(ConfigError, match="freeze_last"):
+        config_from_dict({"epochs": 4, "eps_start": 1, "eps_length": 1, "freeze_last": 4})
+    assert config_from_dict({"unit_counts": [9, 18, 13]}).unit_counts == [9, 18, 13]
+    from vnnx_plugins.vericompress import AuxiliaryNetwork
+    model = _backbones()["cnn4"]
+    aux = AuxiliaryNetwork(model, SHAPE, 8960, counts=[9, 18, 13])
+    aux.deactivate()
+    assert aux.active_parameters() == 8766 and [int(l.sum()) for l in aux.live] == [9, 18, 13]
+    with pytest.raises(ConfigError, match="more than the budget"):
+        AuxiliaryNetwork(model, SHAPE, 8960, counts=[9, 18, 14])

@@ -70,6 +70,7 @@ def train(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.
           epsilon: Optional[EpsilonSchedule] = None, on_epoch_end: Sequence[EpochHook] = (),
           on_step_end: Sequence[StepHook] = (),
           lr_schedule: Optional[Callable[[int], float]] = None, weight_decay: float = 0.0,
+          clean_weight: Optional[Callable[[float], float]] = None, grad_clip: Optional[float] = None,
           progress: bool = True, time_limit: Optional[float] = None,
           x_val: Optional[np.ndarray] = None, y_val: Optional[np.ndarray] = None) -> TrainHistory:
     """Train ``model`` in place with Adam on cross-entropy plus ``loss_terms``.
@@ -78,7 +79,10 @@ def train(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.
     replaces each batch by its perturbed version at the scheduled ε before the loss. ``lr_schedule``
     maps an epoch to a multiplier of ``lr``. Stops early (after a full step) at ``time_limit``
     seconds. ``on_step_end`` hooks run after every optimiser step (e.g. re-applying sparsity
-    masks while keeping the dense weights they hide). Returns per-epoch loss, accuracy (clean,
+    masks while keeping the dense weights they hide). ``clean_weight`` maps the step's ε to the
+    weight of the clean cross-entropy (default 1; CROWN-IBP's κ, which goes to 0 so that the loss
+    becomes the worst-case loss alone). ``grad_clip``: clip the gradients' global L2 norm to this
+    before each step (default: no clipping). Returns per-epoch loss, accuracy (clean,
     on the training batches) and ε.
     """
     if epochs < 1 or batch_size < 1 or lr <= 0:
@@ -117,10 +121,14 @@ def train(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.
                     xb_in = xb
                 logits = model(xb_in)
                 loss = nn.functional.cross_entropy(logits, yb)
+                if clean_weight is not None:
+                    loss = clean_weight(eps) * loss
                 for term in loss_terms:
                     loss = loss + term(model, xb, yb, eps)
                 opt.zero_grad()
                 loss.backward()
+                if grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 opt.step()
                 for step_hook in on_step_end:
                     step_hook(model)

@@ -1,9 +1,14 @@
 """VeriCompress: "A Tool to Streamline the Synthesis of Verified Robust Compressed Neural Networks
 from Scratch" (Kaur, Xiao, Salekin, AAAI 2024).
 
+* :class:`AuxiliaryNetwork`: the paper's algorithm (Alg. 1): a random ERK start within K, unmasked
+  training between deactivations, per-layer own-weight L2 ranking, dormant units zeroed, a frozen
+  mask for the last epochs; ``vnnx compress`` runs it;
 * :class:`DynamicSparsity`: explicit masks over nodes/filters, a random start with the budget's
   unit counts (:func:`unit_counts`, ERK shares :func:`erk_budgets`), L2-norm deactivation, and
-  exploration (dormant units keep receiving gradients) through the training loop's hooks;
+  exploration (dormant units keep receiving gradients) through the training loop's hooks: the
+  earlier vnnx variant (measured worse than the paper's algorithm, docs/vericompress.md), now the
+  masks of the baseline's fine-tuning;
 * :func:`crown_ibp_term` and :func:`epsilon_schedule` (T, s, l), :func:`lr_decay`;
 * :func:`compact` / :func:`export_compact`: a physically smaller dense network, checked;
 * :func:`prune_after_training`: the magnitude prune-and-fine-tune baseline;
@@ -13,6 +18,7 @@ from vnnx.registry import Plugin
 
 from .budget import budget_from_fraction, check_budget, erk_budgets, unit_counts
 from .cli import add_commands
+from .deactivation import AuxiliaryNetwork
 from .compact import compact, count_parameters, export_compact, masked_network
 from .config import CompressConfig, config_from_dict, load_config
 from .losses import crown_ibp_term, margin_lower_bounds
@@ -37,7 +43,7 @@ PLUGIN = Plugin(
 )
 
 __all__ = [
-    "BACKBONES", "CompressConfig", "DynamicSparsity", "PLUGIN", "Structure", "analyse", "budget_from_fraction",
+    "AuxiliaryNetwork", "BACKBONES", "CompressConfig", "DynamicSparsity", "PLUGIN", "Structure", "analyse", "budget_from_fraction",
     "build_backbone", "check_budget", "compact", "compress", "config_from_dict", "count_parameters",
     "crown_ibp_term", "epsilon_schedule", "erk_budgets", "export_compact", "load_config", "lr_decay",
     "margin_lower_bounds", "masked_network", "prune_after_training", "unit_counts", "verified_accuracy",

@@ -27,21 +27,34 @@ class CompressConfig:
     arch: dict = setting({}, "keyword arguments of the backbone factory, e.g. {hidden: [256, 256]} for fc")
     budget: Optional[int] = setting(None, "parameter budget K (default: budget_fraction of the backbone)")
     budget_fraction: float = setting(0.1, "K as a fraction of the backbone's parameters when budget is not given")
+    unit_counts: Optional[list] = setting(None, "units kept per hidden layer, e.g. [9, 18, 13] (null: from the ERK "
+                                          "shares, budget.unit_counts); must fit in the budget")
     epsilon: float = setting(0.1, "eps_max, the L-inf radius of training and verification (model-input units)")
     epochs: int = setting(10, "T, the number of training epochs")
-    eps_start: int = setting(1, "s: epsilon is 0 before this epoch")
-    eps_length: int = setting(5, "l: epsilon ramps from 0 to eps_max over this many epochs")
+    eps_start: int = setting(1, "s: epsilon is 0 before this epoch (the paper's MNIST run: s = T/10)")
+    eps_length: int = setting(6, "l: epsilon ramps from 0 to eps_max over this many epochs (the paper: l = 0.6 T)")
     explore_every: int = setting(1, "T-exp: deactivate the least important nodes/filters every this many epochs")
-    explore_fraction: Optional[float] = setting(0.2, "most of a layer's live units swapped per deactivation, annealed "
-                                                "linearly to 0 by the last epoch (null: no limit)")
+    freeze_last: Optional[int] = setting(None, "the last this many epochs train the final "
+                                         "sub-network with a frozen mask (null: T - s - l, so that exploration "
+                                         "lasts until epsilon reaches eps_max)")
     batch_size: int = setting(64, "samples per step")
     lr: float = setting(1e-3, "Adam learning rate")
     lr_gamma: float = setting(0.6, "per-epoch learning-rate decay once epsilon has reached eps_max")
-    robust_weight: float = setting(1.0, "weight of the CROWN-IBP robust cross-entropy (the clean one has weight 1)")
+    robust_weight: float = setting(1.0, "weight of the CROWN-IBP robust cross-entropy")
+    kappa_end: Optional[float] = setting(0.0, "CROWN-IBP's kappa at eps_max: the loss is kappa * clean CE + (1 - kappa) "
+                                         "* robust CE, kappa linear in epsilon from 1 to kappa_end; 0 gives the "
+                                         "paper's worst-case loss (Eq. 1); null: clean CE with weight 1 throughout")
+    grad_clip: Optional[float] = setting(10.0, "clip the gradients' global L2 norm to this (CROWN-IBP's 10); null: none")
     input_range: list = setting([0.0, 1.0], "domain of every input value, [low, high]")
     timing_runs: int = setting(200, "single-sample onnxruntime runs for the CPU inference time")
     time_limit: Optional[float] = setting(None, "stop training after this many seconds")
     progress: bool = setting(True, "show a tqdm progress bar")
+
+    def frozen_epochs(self) -> int:
+        """The epochs trained with a frozen mask: ``freeze_last``, or ``T - s - l`` (at most T - 1)."""
+        if self.freeze_last is not None:
+            return int(self.freeze_last)
+        return max(0, min(self.epochs - 1, self.epochs - self.eps_start - self.eps_length))
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -55,7 +68,9 @@ def validate(cfg: CompressConfig, source: str) -> None:
         (0 < cfg.budget_fraction <= 1, "budget_fraction must lie in (0, 1]"),
         (cfg.epsilon >= 0, "epsilon must be >= 0"),
         (cfg.explore_every >= 1, "explore_every must be >= 1"),
-        (cfg.explore_fraction is None or 0 <= cfg.explore_fraction <= 1, "explore_fraction must lie in [0, 1]"),
+        (cfg.freeze_last is None or 0 <= cfg.freeze_last < cfg.epochs, "freeze_last must lie in [0, epochs - 1]"),
+        (cfg.kappa_end is None or 0 <= cfg.kappa_end <= 1, "kappa_end must lie in [0, 1]"),
+        (cfg.grad_clip is None or cfg.grad_clip > 0, "grad_clip must be > 0"),
         (cfg.batch_size >= 1 and cfg.lr > 0, "batch_size and lr must be positive"),
         (0 < cfg.lr_gamma <= 1, "lr_gamma must lie in (0, 1]"),
         (cfg.robust_weight >= 0, "robust_weight must be >= 0"),

@@ -5,6 +5,11 @@ For a batch ``x`` with labels ``y`` and radius ε, the margins ``z_y - z_j`` (j 
 bounded over ``{x' : |x' - x|_inf <= ε} ∩ clip`` by ``β · CROWN-IBP + (1 - β) · IBP``, where β goes
 from 1 at ε = 0 to 0 at ε = ε_max as in the paper; the term is ``weight · CE(-lower, y)`` (the
 logit of class y is 0 and of class j is ``-lower_j``). The loop adds the clean cross-entropy.
+
+With ``kappa_end`` (CROWN-IBP's κ schedule, Zhang et al. 2020, Sec. 4): the loss is
+``κ · CE(clean) + (1 - κ) · weight · CE(-lower)``, ``κ = 1 - (1 - κ_end) · ε/ε_max``, so that at
+ε = ε_max with κ_end = 0 it is the worst-case loss alone (VeriCompress, Eq. 1). :func:`kappa`
+gives the loop's clean weight, the term scales itself by ``1 - κ``.
 """
 from __future__ import annotations
 
@@ -58,15 +63,27 @@ def margin_lower_bounds(bounded, x: torch.Tensor, y: torch.Tensor, epsilon: floa
     return lower
 
 
+def kappa(eps: float, epsilon_max: float, kappa_end: float) -> float:
+    """CROWN-IBP's κ, the weight of the clean loss: 1 at ε = 0, linear in ε to ``kappa_end`` at
+    ε = ``epsilon_max``. Example: ``kappa(0.05, 0.1, 0.0) == 0.5``."""
+    if epsilon_max <= 0:
+        return 1.0
+    return 1.0 - (1.0 - kappa_end) * min(1.0, max(0.0, eps / epsilon_max))
+
+
 def crown_ibp_term(weight: float, epsilon_max: float, *, clip: Optional[tuple[float, float]] = (0.0, 1.0),
-                   n_classes: int = 10) -> LossTerm:
+                   n_classes: int = 10, kappa_end: Optional[float] = None) -> LossTerm:
     """``weight · CE(-lower bounds of the margins)`` at the loop's scheduled ε; zero while ε = 0.
 
-    ``epsilon_max`` sets β = 1 - ε/ε_max, the CROWN-IBP / IBP mix. Example:
+    ``epsilon_max`` sets β = 1 - ε/ε_max, the CROWN-IBP / IBP mix. With ``kappa_end`` the term
+    is scaled by ``1 - kappa(ε)`` (pass ``clean_weight=lambda e: kappa(e, ε_max, κ_end)`` to the
+    loop). Example:
     ``train(model, x, y, loss_terms=[crown_ibp_term(1.0, 0.1)], epsilon=epsilon_schedule(0.1, 10, 1, 5))``.
     """
     if weight < 0 or epsilon_max < 0:
         raise ConfigError(f"CROWN-IBP weight and epsilon must be >= 0 (got {weight}, {epsilon_max})")
+    if kappa_end is not None and not 0 <= kappa_end <= 1:
+        raise ConfigError(f"kappa_end must lie in [0, 1], got {kappa_end}")
     cache = BoundedCache()
 
     def term(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
@@ -81,5 +98,6 @@ def crown_ibp_term(weight: float, epsilon_max: float, *, clip: Optional[tuple[fl
             lower_ci = margin_lower_bounds(bounded, x, y, eps, "CROWN-IBP", clip, n_classes)
             lower = beta * lower_ci + (1 - beta) * lower
         logits = torch.cat([torch.zeros(len(x), 1), -lower], dim=1)
-        return weight * nn.functional.cross_entropy(logits, torch.zeros(len(x), dtype=torch.int64))
+        scale = weight if kappa_end is None else weight * (1.0 - kappa(eps, epsilon_max, kappa_end))
+        return scale * nn.functional.cross_entropy(logits, torch.zeros(len(x), dtype=torch.int64))
     return term

@@ -22,7 +22,8 @@ from vnnx.training import TrainHistory, accuracy, train
 from .budget import unit_counts
 from .compact import count_parameters, layer_widths
 from .config import CompressConfig, validate
-from .losses import BoundedCache, crown_ibp_term, margin_lower_bounds
+from .deactivation import AuxiliaryNetwork
+from .losses import BoundedCache, crown_ibp_term, kappa, margin_lower_bounds
 from .schedule import epsilon_schedule, lr_decay
 from .sparsity import DynamicSparsity
 from .structure import analyse
@@ -81,9 +82,14 @@ def resolve_budget(cfg: CompressConfig, model: nn.Sequential, input_shape) -> in
 
 def _train(cfg: CompressConfig, model: nn.Module, data: Dataset, epochs: int, step_hooks=(), epoch_hooks=(),
            seed_offset: int = 0) -> TrainHistory:
+    clean = None
+    if cfg.kappa_end is not None:
+        eps_max, kappa_end = cfg.epsilon, cfg.kappa_end
+        clean = lambda eps: kappa(eps, eps_max, kappa_end)  # noqa: E731
     return train(model, data.x, data.y, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                 seed=cfg.seed + seed_offset,
-                 loss_terms=[crown_ibp_term(cfg.robust_weight, cfg.epsilon, clip=tuple(cfg.input_range))],
+                 seed=cfg.seed + seed_offset, clean_weight=clean, grad_clip=cfg.grad_clip,
+                 loss_terms=[crown_ibp_term(cfg.robust_weight, cfg.epsilon, clip=tuple(cfg.input_range),
+                                            kappa_end=cfg.kappa_end)],
                  epsilon=epsilon_schedule(cfg.epsilon, epochs, min(cfg.eps_start, epochs),
                                           min(cfg.eps_length, max(0, epochs - cfg.eps_start))),
                  lr_schedule=lr_decay(cfg.eps_start, cfg.eps_length, cfg.lr_gamma),
@@ -91,19 +97,26 @@ def _train(cfg: CompressConfig, model: nn.Module, data: Dataset, epochs: int, st
                  progress=cfg.progress, time_limit=cfg.time_limit)
 
 
-def compress(cfg: CompressConfig, train_data: Dataset) -> tuple[DynamicSparsity, TrainHistory]:
-    """Train a random K-parameter sub-network of the backbone with VeriCompress; the returned
-    sparsity is finalised (every inactive entry is zero)."""
+def compress(cfg: CompressConfig, train_data: Dataset) -> tuple[AuxiliaryNetwork, TrainHistory]:
+    """Train a random K-parameter sub-network of the backbone with VeriCompress (the paper's
+    Algorithm 1, :class:`AuxiliaryNetwork`); the returned auxiliary network is finalised: every
+    entry outside the kept sub-network is zero. Each epoch record of the history that ended with
+    a deactivation gains its log (non-zero parameters before it, units that entered the kept set
+    per layer)."""
     validate(cfg, "config")
     shape = tuple(train_data.x.shape[1:])
     torch.manual_seed(cfg.seed)
     model = build_backbone(cfg.backbone, **cfg.arch)
     budget = resolve_budget(cfg, model, shape)
-    sparsity = DynamicSparsity(model, shape, budget, seed=cfg.seed, start="random", explore=True)
-    deactivation = sparsity.every(cfg.explore_every, cfg.explore_fraction, cfg.epochs)
-    history = _train(cfg, model, train_data, cfg.epochs, [sparsity.after_step], [deactivation])
-    sparsity.finalize()
-    return sparsity, history
+    aux = AuxiliaryNetwork(model, shape, budget, seed=cfg.seed, counts=cfg.unit_counts)
+    hook = aux.hook(cfg.epochs, cfg.frozen_epochs(), cfg.explore_every)
+    history = _train(cfg, model, train_data, cfg.epochs, [aux.after_step], [hook])
+    aux.finalize()
+    by_epoch = {entry["epoch"]: entry for entry in aux.log}
+    for record in history.epochs:
+        if record["epoch"] in by_epoch:
+            record["deactivation"] = by_epoch[record["epoch"]]
+    return aux, history
 
 
 def train_dense(cfg: CompressConfig, train_data: Dataset) -> tuple[nn.Module, TrainHistory]:
@@ -124,13 +137,19 @@ def prune_after_training(cfg: CompressConfig, train_data: Dataset, finetune_epoc
     torch.manual_seed(cfg.seed)
     model = build_backbone(cfg.backbone, **cfg.arch)
     budget = resolve_budget(cfg, model, shape)
-    unit_counts(analyse(model, shape), budget)  # budget errors before any training
+    structure = analyse(model, shape)
+    counts = unit_counts(structure, budget)            # budget errors before any training
+    if cfg.unit_counts is not None:
+        counts = list(cfg.unit_counts)
+        if structure.param_count(counts) > budget:
+            raise ConfigError(f"unit counts {counts} need {structure.param_count(counts)} parameters, more than "
+                              f"the budget {budget}")
     f = max(1, cfg.epochs // 3) if finetune_epochs is None else finetune_epochs
     if not 1 <= f < cfg.epochs:
         raise ConfigError(f"fine-tune epochs must lie in [1, {cfg.epochs - 1}], got {f}")
     _train(cfg, model, train_data, cfg.epochs - f)
     dense_copy = copy.deepcopy(model)
-    sparsity = DynamicSparsity(model, shape, budget, start="magnitude", explore=False)
+    sparsity = DynamicSparsity(model, shape, budget, start="magnitude", explore=False, counts=counts)
     ft = dataclasses.replace(cfg, eps_start=0, eps_length=0)   # fine-tune at eps_max throughout
     _train(ft, model, train_data, f, [sparsity.after_step], seed_offset=1)
     sparsity.finalize()
