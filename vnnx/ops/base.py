@@ -115,7 +115,7 @@ class LinearOperator(Operator):
 
     def backward(self, A, bounds, alpha=None):
         c = self.constant(A)
-        bias = A.new_zeros(A.shape[:2]) if c is None else (A * c.unsqueeze(1)).flatten(2).sum(-1)
+        bias = A.new_zeros(A.shape[:2]) if c is None else rowdot(A, c.unsqueeze(1))
         return self.transpose(A), bias
 
     def transpose(self, A: torch.Tensor) -> list[Optional[torch.Tensor]]:
@@ -165,7 +165,7 @@ class Activation(Operator):
 
     def relax(self, lo: torch.Tensor, hi: torch.Tensor, alpha: Optional[torch.Tensor] = None):
         """``(lw, lb, uw, ub)``, each broadcastable to ``alpha``'s (B, K, *shape) when given,
-        else to (B, *shape)."""
+        else to (B, *shape); ``lb`` may be None for zero intercepts (ReLU)."""
         raise NotImplementedError
 
     def function(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,14 +183,29 @@ class Activation(Operator):
         lo, hi = bounds[0]
         lw, lb, uw, ub = self.relax(lo, hi, alpha)
         if alpha is None:   # (B, *shape) -> (B, 1, *shape)
-            lw, lb, uw, ub = (t.unsqueeze(1) for t in (lw, lb, uw, ub))
-        pos, neg = A.clamp(min=0), A.clamp(max=0)
-        coeff = pos * lw + neg * uw
-        bias = (pos * lb + neg * ub).flatten(2).sum(-1)
+            lw, lb, uw, ub = (None if t is None else t.unsqueeze(1) for t in (lw, lb, uw, ub))
+        # A positive coefficient takes the lower line, a negative one the upper line. Written to
+        # touch the (B, K, *shape) tensors as few times as possible: this step dominates CROWN's
+        # time on batches of boxes (input splitting).
+        coeff = A * torch.where(A >= 0, lw, uw)
+        bias = rowdot(A.clamp(max=0), ub)
+        if lb is not None:
+            bias = bias + rowdot(A.clamp(min=0), lb)
         return [coeff], bias
 
     def needs_tight_input(self, lo, hi):
         return torch.ones_like(lo, dtype=torch.bool)
+
+
+def rowdot(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``Σ A * v`` over everything after the first two axes: A (B, K, *shape), v broadcastable
+    to it; a batched matrix product when v is one vector per sample (B or 1, 1, *shape)."""
+    B, K = A.shape[:2]
+    if v.shape[1] == 1 and v.shape[0] == 1:     # one vector for every sample: one matrix-vector product
+        return (A.reshape(B * K, -1) @ v.reshape(-1)).reshape(B, K)
+    if v.shape[1] == 1 and v.shape[0] == B:
+        return torch.bmm(A.reshape(B, K, -1), v.reshape(B, -1, 1)).squeeze(-1)
+    return (A * v).flatten(2).sum(-1)
 
 
 def pool_window(node, attrs: dict, label: str) -> tuple[tuple, tuple, tuple]:

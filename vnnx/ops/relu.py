@@ -36,10 +36,10 @@ class Relu(Activation):
         up_b = torch.where(unstable, -(1 - s) * hi * lo / width, torch.zeros_like(lo))
         if alpha is None:
             low_w = torch.where(unstable, self.default_slope(lo, hi), chord)
-            return low_w, torch.zeros_like(lo), chord, up_b
+            return low_w, None, chord, up_b
         u, c, b = unstable.unsqueeze(1), chord.unsqueeze(1), up_b.unsqueeze(1)
         low_w = torch.where(u, alpha, c)
-        return low_w, torch.zeros_like(low_w), c, b
+        return low_w, None, c, b
 
     def needs_tight_input(self, lo, hi):
         return (lo < 0) & (hi > 0)
