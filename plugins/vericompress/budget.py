@@ -68,6 +68,16 @@ def erk_budgets(structure: Structure, budget: float) -> list[float]:
     return [sizes[i] if i in dense else eps * raw[i] * sizes[i] for i in range(len(sizes))]
 
 
+def budget_counts(structure: Structure, budget: int, counts=None) -> list[int]:
+    """``counts`` (hidden units per layer), or :func:`unit_counts` when None, checked to fit
+    ``budget`` parameters as a compact network."""
+    counts = list(counts) if counts is not None else unit_counts(structure, budget)
+    if structure.param_count(counts) > budget:
+        raise ConfigError(f"unit counts {counts} need {structure.param_count(counts)} "
+                          f"parameters, more than the budget {budget}")
+    return counts
+
+
 def unit_counts(structure: Structure, budget: int) -> list[int]:
     """Units to keep in each hidden layer so the compact network has ``<= budget`` parameters,
     following the ERK shares, and maximal: adding a unit to any layer would exceed the budget.

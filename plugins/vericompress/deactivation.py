@@ -37,7 +37,7 @@ from torch import nn
 
 from vnnx.errors import ConfigError
 
-from .budget import erk_budgets, unit_counts
+from .budget import budget_counts, erk_budgets
 from .structure import Structure, analyse
 
 
@@ -60,10 +60,7 @@ class AuxiliaryNetwork:
         self.model = model
         self.structure: Structure = analyse(model, input_shape)
         self.budget = int(budget)
-        self.counts = list(counts) if counts is not None else unit_counts(self.structure, self.budget)
-        if self.structure.param_count(self.counts) > self.budget:
-            raise ConfigError(f"unit counts {self.counts} need {self.structure.param_count(self.counts)} "
-                              f"parameters, more than the budget {self.budget}")
+        self.counts = budget_counts(self.structure, self.budget, counts)
         self.live = [torch.ones(l.n_units, dtype=torch.bool) for l in self.structure.hidden]
         self.selected = False        # whether a deactivation has chosen the live units yet
         self.frozen = False

@@ -27,7 +27,7 @@ from torch import nn
 
 from vnnx.errors import ConfigError
 
-from .budget import unit_counts
+from .budget import budget_counts
 from .structure import PrunableLayer, Structure, analyse
 
 
@@ -58,10 +58,7 @@ class DynamicSparsity:
         self.model = model
         self.structure: Structure = analyse(model, input_shape)
         self.budget = int(budget)
-        self.counts = list(counts) if counts is not None else unit_counts(self.structure, self.budget)
-        if self.structure.param_count(self.counts) > self.budget:
-            raise ConfigError(f"unit counts {self.counts} need {self.structure.param_count(self.counts)} "
-                              f"parameters, more than the budget {self.budget}")
+        self.counts = budget_counts(self.structure, self.budget, counts)
         self.explore = explore
         self.dense = {name: p.detach().clone() for name, p in self._params()}
         if start == "random":
