@@ -258,6 +258,21 @@ class BabSearch:
 
     _probed = None
     _deadline: Optional[float] = None
+    check: Optional[Callable[[np.ndarray], bool]] = None
+
+    def _offer(self, points: np.ndarray, value: np.ndarray) -> Optional[np.ndarray]:
+        """The first of at most 8 ``points`` whose clause ``value`` (largest row of ``A y - b``)
+        is ``<= 0`` that the caller's check accepts, or None."""
+        for i in np.nonzero(value <= 0)[0][:8]:
+            x = points[i].copy()
+            if self.check(x):
+                return x
+        return None
+
+    @staticmethod
+    def _where_rows(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        """``new`` where ``mask`` (its leading axes: domains, or domains x rows), else ``old``."""
+        return torch.where(mask.reshape(mask.shape + (1,) * (new.dim() - mask.dim())), new, old)
 
     def probe(self, layer_bounds: Optional[dict] = None, deadline: Optional[float] = None) -> float:
         """Bound the root (α/β optimised) and try the box corners that minimise it as
@@ -382,7 +397,6 @@ class ReluBab(BabSearch):
         self.k = self.A.shape[0]
         self._x_mid = (self.x_lo + self.x_up) / 2
         self._x_rad = (self.x_up - self.x_lo) / 2
-        self._tried = 0
         self._probed = None
         self._deadline: Optional[float] = None   # time.monotonic() value, set by run()
 
@@ -489,15 +503,14 @@ class ReluBab(BabSearch):
                     row_better = better.any(-1)
                     best = torch.where(better, bound, best)
                     for i in range(n):
-                        best_alpha[i] = torch.where(better.unsqueeze(-1), alphas[i], best_alpha[i])
-                        best_beta[i] = torch.where(better.unsqueeze(-1), betas[i], best_beta[i])
+                        best_alpha[i] = self._where_rows(better, alphas[i], best_alpha[i])
+                        best_beta[i] = self._where_rows(better, betas[i], best_beta[i])
                     if best_seen is None:
                         best_seen = [s.detach().clone() for s in seen]
                         best_lamx = lam_x.detach().clone()
                     else:
-                        m = row_better.view(D, 1, 1)
-                        best_seen = [torch.where(m, s.detach(), bs) for s, bs in zip(seen, best_seen)]
-                        best_lamx = torch.where(m, lam_x.detach(), best_lamx)
+                        best_seen = [self._where_rows(row_better, s.detach(), bs) for s, bs in zip(seen, best_seen)]
+                        best_lamx = self._where_rows(row_better, lam_x.detach(), best_lamx)
                 # Every iteration's bound is sound, so stopping early at the deadline only costs
                 # tightness (a batch of 20 steps took 2-3 s on a 1,500-ReLU MLP under load).
                 if it == iterations or opt is None or (
@@ -615,12 +628,7 @@ class ReluBab(BabSearch):
         with torch.no_grad():
             y = self.chain.forward(points)
             val = (y @ self.A.T - self.b).max(-1).values
-        for i in torch.nonzero(val <= 0).flatten()[:8].tolist():
-            self._tried += 1
-            x = points[i].numpy().copy()
-            if self.check(x):
-                return x
-        return None
+        return self._offer(points.numpy(), val.numpy())
 
     def _solve_leaf(self, dom: _Domains, d: int):
         """Exact LP for a domain whose unstable ReLUs are all split: every ReLU is linear there.

@@ -112,7 +112,6 @@ class GraphBab(BabSearch):
         self.max_domains = max_domains
         self.check = check
         self.leaf_time = leaf_time
-        self._tried = 0
 
     # ----------------------------------------------------------------- bounds
     def _bounds_list(self, dom: _Domains) -> list:
@@ -153,17 +152,15 @@ class GraphBab(BabSearch):
                     best = torch.where(better, lower, best)
                     for store, params in ((best_alpha, alphas), (best_beta, betas)):
                         for key, p in params.items():
-                            m = better.reshape(better.shape + (1,) * (p.dim() - 2))
-                            store[key] = torch.where(m, p.detach(), store[key])
+                            store[key] = self._where_rows(better, p.detach(), store[key])
                     seen = {j: _detach(info.get(j), D, self.k, g.nodes[j].shape, lower) for j in relu_nodes}
                     x_in = _detach(info.get("input"), D, self.k, g.input_shape, lower)
                     if best_seen is None:
                         best_seen, best_in = seen, x_in
                     else:
                         for j in relu_nodes:
-                            m = row_better.reshape((D,) + (1,) * (seen[j].dim() - 1))
-                            best_seen[j] = torch.where(m, seen[j], best_seen[j])
-                        best_in = torch.where(row_better.reshape((D,) + (1,) * (x_in.dim() - 1)), x_in, best_in)
+                            best_seen[j] = self._where_rows(row_better, seen[j], best_seen[j])
+                        best_in = self._where_rows(row_better, x_in, best_in)
                 if it == iterations or opt is None or (
                         self._deadline is not None and time.monotonic() > self._deadline):
                     break
@@ -255,12 +252,7 @@ class GraphBab(BabSearch):
         pts = points.detach().cpu().numpy().reshape(-1, self.graph.n_inputs)
         y = self.graph.forward(pts)
         val = (y @ self.A.cpu().numpy().T - self.b.cpu().numpy()).max(-1)
-        for i in np.nonzero(val <= 0)[0][:8]:
-            self._tried += 1
-            x = pts[i].copy()
-            if self.check(x):
-                return x
-        return None
+        return self._offer(pts, val)
 
     def _solve_leaf(self, dom: _Domains, d: int):
         """A domain with every unstable splittable entry split: the graph MILP over the domain's
@@ -306,8 +298,9 @@ class GraphBab(BabSearch):
 
 
 def _detach(t: Optional[torch.Tensor], D: int, k: int, shape, like: torch.Tensor) -> torch.Tensor:
-    """``t`` detached and expanded to (D, k, *shape); zeros when the pass never reached it."""
+    """``t`` detached and expanded to (D, k, *shape) (a view: the pass never writes into the
+    tensors it hands out); zeros when the pass never reached it."""
     full = (D, k) + tuple(shape)
     if t is None:
         return like.new_zeros(full)
-    return t.detach().expand(full).clone()
+    return t.detach().expand(full)
