@@ -334,3 +334,34 @@ def test_cuda_bounds_equal_cpu_bounds(files, rng):
     gpu = GraphEngine(g, device="cuda").compute(centre - 0.02, centre + 0.02, "crown")
     np.testing.assert_allclose(gpu.lower, cpu.lower, atol=1e-9)
     np.testing.assert_allclose(gpu.upper, cpu.upper, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", ["resnet", "zoo_pwl", "capm_default", "capm_chain"])
+def test_sparse_back_end_gives_the_dense_bounds(files, rng, shared, case):
+    """Refinements of one box start on the sparse back end where the operator is local
+    (convolutions, pooling, residual sums): the bounds equal the dense back end's, and the sparse
+    back end really ran."""
+    relax = {}
+    if case.startswith("capm"):
+        model = load_onnx(shared / "benchmarks" / "capm_overlap_case" / "capm_net.onnx")
+        if case == "capm_chain":
+            from vnnx.cli import relaxations_for
+            relax = relaxations_for("capm")
+    else:
+        model = load_onnx(files[case])
+    g = from_onnx(model)
+    centre = rng.uniform(0.2, 0.8, g.n_inputs)
+    C = rng.normal(size=(4, g.n_outputs))
+    sparse = GraphEngine(g, relaxations=relax)
+    dense = GraphEngine(g, relaxations=relax, sparse=False)
+    for eps in (0.01, 0.05):
+        a = sparse.compute(centre - eps, centre + eps, "crown", C)
+        b = dense.compute(centre - eps, centre + eps, "crown", C)
+        np.testing.assert_allclose(a.lower, b.lower, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(a.upper, b.upper, rtol=1e-9, atol=1e-9)
+        for k in a.pre_activation:
+            np.testing.assert_allclose(a.pre_activation[k][0], b.pre_activation[k][0], rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(a.pre_activation[k][1], b.pre_activation[k][1], rtol=1e-9, atol=1e-9)
+    if case != "zoo_pwl":
+        assert any(sparse._local_nodes.values())
+    assert not any(dense._local_nodes.values())

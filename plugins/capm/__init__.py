@@ -15,7 +15,7 @@ that compute the same max exactly (a cross-check, and a MaxPool-free net for the
 from vnnx.registry import Plugin
 
 from .geometry import PoolSpec
-from .graph_relaxation import capm_maxpool_backward
+from .graph_relaxation import CapmMaxPool
 from .install import custom_ops, install, is_installed, uninstall, use_capm
 from .operator import BoundCapmMaxPool
 from .relaxation import WindowRelaxation, relax_windows
@@ -34,7 +34,7 @@ PLUGIN = Plugin(
     kind="bound-operator",
     summary="MaxPool bound operator for auto_LiRPA (max as a chain of ReLUs; any kernel/stride/"
             "padding/ceil_mode; IBP, CROWN, α-CROWN) and a MaxPool→Conv/ReLU rewrite",
-    extras={"custom_ops": custom_ops(), "relaxations": {"MaxPool": capm_maxpool_backward}, "demo": _demo},
+    extras={"custom_ops": custom_ops(), "relaxations": {"MaxPool": CapmMaxPool()}, "demo": _demo},
 )
 
 __all__ = [

@@ -8,28 +8,61 @@ step parameters: ``Σ w_i x_i <= max <= Σ v_i x_i + b`` per window. The plugin 
 """
 from __future__ import annotations
 
+import numpy as np
+import scipy.sparse as sp
 import torch
+
+from vnnx.ops.base import Relaxation, by_sign, memo, rowdot
 
 from .relaxation import relax_windows
 
 
-def capm_maxpool_backward(op, A: torch.Tensor, bounds, alpha=None):
-    """CROWN's backward step through ``op`` (a :class:`vnnx.ops.maxpool.MaxPool`):
-    ``A`` (B, K, *out_shape) -> ([(B, K, *in_shape)], bias (B, K))."""
-    lo, hi = bounds[0]
+class CapmMaxPool(Relaxation):
+    """CAPM's chain relaxation as the MaxPool operator's backward step, dense and sparse."""
+
+    def backward(self, op, A: torch.Tensor, bounds, alpha=None):
+        lo, hi = bounds[0]
+        slots, w_lo, w_up, b_up = memo(op, "capm", (lo, hi), lambda: _relax(op, lo, hi))
+        B, K = A.shape[:2]
+        P, W = w_lo.shape[-2:]
+        a = A.reshape(B, K, P, 1)
+        coeff = (a * torch.where(a >= 0, w_lo, w_up)).reshape(B, K, P * W)
+        bias = rowdot(A.clamp(max=0).reshape(B, K, P), b_up)
+        out = A.new_zeros((B, K, int(lo[0].numel())))
+        out.scatter_add_(-1, slots.expand(B, K, P * W), coeff)
+        return [out.reshape((B, K) + tuple(lo.shape[1:]))], bias
+
+    def backward_sparse(self, op, A, bounds):
+        lo, hi = bounds[0]
+        lines, const = memo(op, "capm_sparse", (lo, hi), lambda: _sparse(op, lo, hi))
+        A = by_sign(A)
+        return [A @ lines], A @ const
+
+
+def _sparse(op, lo, hi):
+    """The relaxation of one sample as :func:`vnnx.ops.base.by_sign` takes it: the lower weights
+    stacked on the upper ones, (2P, n_in) CSR (a cell twice in a padded window's slots is summed),
+    and the intercepts (2P,): none below, the upper ones above."""
+    slots, w_lo, w_up, b_up = memo(op, "capm", (lo, hi), lambda: _relax(op, lo, hi))
+    P, W = w_lo.shape[-2:]
+    rows = np.repeat(np.arange(2 * P), W)
+    cols = np.tile(slots[0, 0].cpu().numpy(), 2)
+    weights = np.concatenate([w_lo[0, 0].reshape(-1).cpu().numpy(), w_up[0, 0].reshape(-1).cpu().numpy()])
+    lines = sp.csr_matrix((weights, (rows, cols)), shape=(2 * P, int(lo[0].numel())))
+    return lines, np.concatenate([np.zeros(P), b_up[0, 0].cpu().numpy()])
+
+
+def _relax(op, lo, hi):
+    """The windows' chain relaxation on these bounds: the input cell of every (window, slot) in
+    the chain's order (B, 1, P*W), the lower and upper weights (B, 1, P, W) and the upper
+    intercepts (B, 1, P)."""
     index, valid = op.window_table()
-    idx = torch.as_tensor(index, device=A.device)
-    B, K = A.shape[:2]
+    idx = torch.as_tensor(index, device=lo.device)
+    B = lo.shape[0]
     P, W = idx.shape
     cells_lo = lo.reshape(B, -1)[:, idx].reshape(B, 1, P, W)
     cells_hi = hi.reshape(B, -1)[:, idx].reshape(B, 1, P, W)
-    rel = relax_windows(cells_lo, cells_hi, torch.as_tensor(valid, device=A.device))
-    slots = torch.gather(idx.expand(B, 1, P, W), -1, rel.order).reshape(B, P, W)
-    w_lo, w_up = rel.w_lower.reshape(B, 1, P, W), rel.w_upper.reshape(B, 1, P, W)
-    a = A.reshape(B, K, P, 1)
-    pos, neg = a.clamp(min=0), a.clamp(max=0)
-    coeff = (pos * w_lo + neg * w_up).reshape(B, K, P * W)
-    bias = (neg.reshape(B, K, P) * rel.b_upper.reshape(B, 1, P)).sum(-1)
-    out = A.new_zeros((B, K, int(lo[0].numel())))
-    out.scatter_add_(-1, slots.reshape(B, 1, P * W).expand(B, K, P * W), coeff)
-    return [out.reshape((B, K) + tuple(lo.shape[1:]))], bias
+    rel = relax_windows(cells_lo, cells_hi, torch.as_tensor(valid, device=lo.device))
+    slots = torch.gather(idx.expand(B, 1, P, W), -1, rel.order).reshape(B, 1, P * W)
+    return (slots, rel.w_lower.reshape(B, 1, P, W), rel.w_upper.reshape(B, 1, P, W),
+            rel.b_upper.reshape(B, 1, P))

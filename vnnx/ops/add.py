@@ -25,6 +25,13 @@ class Add(LinearOperator):
     def transpose(self, A):
         return [A, self.sign * A]
 
+    def sparse_matrices(self):
+        import numpy as np
+        import scipy.sparse as sp
+
+        n = int(np.prod(self.out_shape))
+        return [sp.identity(n, format="csr"), self.sign * sp.identity(n, format="csr")], np.zeros(n)
+
     def describe(self):
         return "Add" if self.sign > 0 else "Sub"
 

@@ -18,9 +18,15 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 
 Shape = tuple[int, ...]
+#: A linear map whose sparse matrix has more than this share of non-zeros takes the dense step.
+SPARSE_FILL = 0.2
+#: The sparse step reads an operator's matrix off dense probes only up to this many entries.
+SPARSE_PROBE_ENTRIES = 2 ** 24
 Bounds = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -58,6 +64,14 @@ class Operator:
         ``A · y >= sum_i A_i · x_i + bias`` whenever each ``x_i`` lies in ``bounds[i]``."""
         raise NotImplementedError
 
+    def backward_sparse(self, A, bounds: Sequence[Bounds]):
+        """The same step for one sample on a sparse back end: ``A`` a scipy CSR matrix (K,
+        n_out) over the flattened output -> (one CSR matrix (K, n_in_i) or None per input,
+        bias (K,) numpy), or None when this operator has no sparse step (or a dense one is
+        faster): the engine then continues densely. Used where the coefficients are local (a
+        convolution's receptive field), :meth:`vnnx.engine.GraphEngine.backward`."""
+        return None
+
     # ------------------------------------------------------------------ splitting / refinement
     def needs_tight_input(self, lo: torch.Tensor, hi: torch.Tensor) -> Optional[torch.Tensor]:
         """For nonlinear operators: which input entries' bounds the relaxation depends on (a bool
@@ -80,6 +94,19 @@ class Operator:
 
     def describe(self) -> str:
         return self.kind
+
+
+class Relaxation:
+    """A plugin's relaxation of an operator kind, used by the engine instead of the operator's
+    own (``GraphEngine(relaxations={kind: Relaxation})``; CAPM's MaxPool chain). The same two
+    steps as :class:`Operator`, given the operator."""
+
+    def backward(self, op: Operator, A: torch.Tensor, bounds: Sequence[Bounds],
+                 alpha: Optional[torch.Tensor] = None):
+        raise NotImplementedError
+
+    def backward_sparse(self, op: Operator, A, bounds: Sequence[Bounds]):
+        return None
 
 
 class LinearOperator(Operator):
@@ -118,6 +145,23 @@ class LinearOperator(Operator):
         bias = A.new_zeros(A.shape[:2]) if c is None else rowdot(A, c.unsqueeze(1))
         return self.transpose(A), bias
 
+    def backward_sparse(self, A, bounds):
+        if "_sparse" not in self.__dict__:
+            probe = (type(self).sparse_matrices is LinearOperator.sparse_matrices and not hasattr(self, "index_map"))
+            costly = probe and int(np.prod(self.out_shape)) * max(int(np.prod(s)) for s in self.in_shapes) > SPARSE_PROBE_ENTRIES
+            found = None if costly else self.sparse_matrices()
+            # A dense map fills the coefficients in: the dense step is faster from here on.
+            if found is None or any(w.nnz > SPARSE_FILL * w.shape[0] * w.shape[1] for w in found[0]):
+                self._sparse = None
+            else:
+                self._sparse = (found[0], found[1] if self.has_constant and np.any(found[1]) else None)
+        mats = self._sparse
+        if mats is None:
+            return None
+        ws, c = mats
+        bias = np.zeros(A.shape[0]) if c is None else A @ c
+        return [A @ w for w in ws], bias
+
     def transpose(self, A: torch.Tensor) -> list[Optional[torch.Tensor]]:
         """``A ∘ L`` per input: (B, K, *out_shape) -> [(B, K, *in_shape_i)]. By default the
         vector-Jacobian product of :meth:`linear_part` (exact for a linear map)."""
@@ -136,12 +180,16 @@ class LinearOperator(Operator):
     def sparse_matrices(self):
         """``([W_i], c)``: the operator as ``y = sum_i W_i x_i + c`` on flattened tensors, each
         ``W_i`` a float64 scipy CSR matrix (n_out, n_in_i), ``c``: (n_out,). By default read off
-        :meth:`transpose` applied to blocks of identity rows."""
-        import numpy as np
-        import scipy.sparse as sp
-
+        :meth:`transpose` applied to blocks of identity rows (n_out x n_in dense entries: see
+        :meth:`backward_sparse`); a selection of entries (``index_map``, e.g. Reshape, Transpose)
+        is read off directly."""
         n_out = int(np.prod(self.out_shape))
         sizes = [int(np.prod(s)) for s in self.in_shapes]
+        c = self.constant(torch.zeros(1, dtype=torch.float64))
+        const = np.zeros(n_out) if c is None else c.reshape(-1).numpy()
+        if hasattr(self, "index_map"):
+            cols = np.asarray(self.index_map())
+            return [sp.csr_matrix((np.ones(n_out), (np.arange(n_out), cols)), shape=(n_out, sizes[0]))], const
         step = max(1, 2 ** 22 // max(1, max(sizes)))
         blocks: list[list] = [[] for _ in sizes]
         for r0 in range(0, n_out, step):
@@ -152,8 +200,6 @@ class LinearOperator(Operator):
             for i, (p, n) in enumerate(zip(parts, sizes)):
                 dense = np.zeros((r1 - r0, n)) if p is None else p.reshape(r1 - r0, n).numpy()
                 blocks[i].append(sp.csr_matrix(dense))
-        c = self.constant(torch.zeros(1, dtype=torch.float64))
-        const = np.zeros(n_out) if c is None else c.reshape(-1).numpy()
         return [sp.vstack(b, format="csr") for b in blocks], const
 
 
@@ -181,9 +227,11 @@ class Activation(Operator):
 
     def backward(self, A, bounds, alpha=None):
         lo, hi = bounds[0]
-        lw, lb, uw, ub = self.relax(lo, hi, alpha)
-        if alpha is None:   # (B, *shape) -> (B, 1, *shape)
-            lw, lb, uw, ub = (None if t is None else t.unsqueeze(1) for t in (lw, lb, uw, ub))
+        if alpha is None:   # (B, *shape) -> (B, 1, *shape), once per bounds (chunked refinements)
+            lw, lb, uw, ub = memo(self, "relax", (lo, hi), lambda: tuple(
+                None if t is None else t.unsqueeze(1) for t in self.relax(lo, hi)))
+        else:
+            lw, lb, uw, ub = self.relax(lo, hi, alpha)
         # A positive coefficient takes the lower line, a negative one the upper line. Written to
         # touch the (B, K, *shape) tensors as few times as possible: this step dominates CROWN's
         # time on batches of boxes (input splitting).
@@ -193,8 +241,47 @@ class Activation(Operator):
             bias = bias + rowdot(A.clamp(min=0), lb)
         return [coeff], bias
 
+    def backward_sparse(self, A, bounds):
+        lo, hi = bounds[0]
+        lw, lb, uw, ub = memo(self, "relax_np", (lo, hi), lambda: tuple(
+            None if t is None else torch.broadcast_to(t, lo.shape).reshape(-1).cpu().numpy()
+            for t in self.relax(lo, hi)))
+        d, cols = A.data, A.indices
+        neg = d < 0
+        rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+        terms = np.where(neg, d * ub[cols], 0.0 if lb is None else d * lb[cols])
+        out = sp.csr_matrix((d * np.where(neg, uw[cols], lw[cols]), cols, A.indptr), shape=A.shape)
+        return [out], np.bincount(rows, weights=terms, minlength=A.shape[0])
+
     def needs_tight_input(self, lo, hi):
         return torch.ones_like(lo, dtype=torch.bool)
+
+
+def by_sign(A):
+    """A scipy CSR matrix (K, n) as (K, 2n): each positive entry in its column j, each negative
+    one in column n + j. Then ``by_sign(A) @ vstack([L, U])`` applies ``L`` to the positive and
+    ``U`` to the negative coefficients in one product (a relaxation's lower and upper lines)."""
+    A = A.tocsr()
+    n = A.shape[1]
+    return sp.csr_matrix((A.data, np.where(A.data >= 0, A.indices, A.indices + n), A.indptr), shape=(A.shape[0], 2 * n))
+
+
+def memo(op, name: str, tensors: Sequence[torch.Tensor], compute):
+    """``compute()``, reused while ``op`` is asked again with the very same ``tensors``, unmodified
+    (same objects, same in-place version counters). One slot per ``(op, name)``: a backward pass
+    chunked over rows, or repeated over α steps, relaxes each operator once per set of bounds.
+    Nothing is reused for tensors that carry gradients."""
+    if any(t.requires_grad for t in tensors):
+        return compute()
+    slots = op.__dict__.setdefault("_memo", {})
+    key = tuple((id(t), t._version) for t in tensors)
+    hit = slots.get(name)
+    # The slot keeps the tensors alive, so their ids cannot be reused by other tensors meanwhile.
+    if hit is not None and hit[0] == key and all(a is b for a, b in zip(hit[1], tensors)):
+        return hit[2]
+    value = compute()
+    slots[name] = (key, tuple(tensors), value)
+    return value
 
 
 def rowdot(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,13 @@ class ChannelAffine(LinearOperator):
     def constant(self, like):
         return torch.broadcast_to(self.shift.to(like), tuple(self.out_shape)).unsqueeze(0)
 
+    def sparse_matrices(self):
+        import scipy.sparse as sp
+
+        scale = torch.broadcast_to(self.scale, tuple(self.out_shape)).reshape(-1).numpy()
+        shift = torch.broadcast_to(self.shift, tuple(self.out_shape)).reshape(-1).numpy()
+        return [sp.diags(scale, format="csr")], shift.copy()
+
 
 def batchnorm_scale_shift(attrs, args, rank: int):
     """The per-channel (scale, shift) of a BatchNormalization node, shaped (C, 1, ..., 1) to

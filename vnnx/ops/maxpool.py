@@ -9,12 +9,13 @@ replaces it when the engine is given it (``vnnx.engine.GraphEngine(relaxations=.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
 from vnnx.errors import UnsupportedOpError
 from vnnx.ops import onnx_builder
-from vnnx.ops.base import Operator, pool_window
+from vnnx.ops.base import Operator, by_sign, memo, pool_window
 
 
 class MaxPool(Operator):
@@ -122,6 +123,27 @@ class MaxPool(Operator):
         coeff = a.new_zeros((B, K, int(np.prod(self.in_shapes[0]))))
         coeff.scatter_add_(-1, winner.unsqueeze(1).expand(-1, K, -1), linear_part)
         return [coeff.reshape((B, K) + tuple(self.in_shapes[0]))], const.sum(-1)
+
+    def backward_sparse(self, A, bounds):
+        lo, hi = bounds[0]
+        lines, const = memo(self, "sparse", (lo, hi), lambda: self._sparse_relaxation(lo, hi))
+        A = by_sign(A)
+        return [A @ lines], A @ const
+
+    def _sparse_relaxation(self, lo, hi):
+        """For one sample, as :func:`by_sign` takes them: the windows' lower lines (the winner
+        cell) stacked on the upper lines (the winner where decided, else none), (2P, n_in) CSR, and
+        the constants (2P,): none below, the top upper bound above where undecided."""
+        idx = torch.as_tensor(self.window_table()[0], device=lo.device)
+        wu, arg, decided = self._windows(lo, hi)
+        winner = idx.gather(-1, arg[0].unsqueeze(-1)).squeeze(-1).cpu().numpy()
+        decided = decided[0].cpu().numpy()
+        top = wu[0].max(-1).values.cpu().numpy()
+        P, n_in = winner.shape[0], int(np.prod(self.in_shapes[0]))
+        rows = np.arange(P)
+        lines = sp.csr_matrix((np.concatenate([np.ones(P), decided.astype(np.float64)]),
+                               (np.concatenate([rows, rows + P]), np.concatenate([winner, winner]))), shape=(2 * P, n_in))
+        return lines, np.concatenate([np.zeros(P), np.where(decided, 0.0, top)])
 
     def milp(self, builder, cols, bounds, out_bounds):
         return builder.maxpool(self, cols[0], bounds[0], out_bounds)
