@@ -79,6 +79,7 @@ class GraphEngine:
         # Nodes whose interval bounds are already exact per entry need no refinement.
         self._tight = set(graph.nonlinear_inputs()) - exact_interval_nodes(graph)
         self._local_nodes: dict = {}
+        self._sizes: dict = {}
         self._ancestor_size = {}
         for k in self._tight | {graph.output}:
             self._ancestor_size[k] = max(int(np.prod(graph.nodes[i].shape)) for i in graph.ancestors(k))
@@ -208,6 +209,13 @@ class GraphEngine:
             self._local_nodes[k] = done is not None
         return self._local_nodes[k]
 
+    def _size_upto(self, j: int) -> int:
+        """The largest per-sample size among node ``j`` and its ancestors."""
+        if j not in self._sizes:
+            g = self.graph
+            self._sizes[j] = max(int(np.prod(g.nodes[i].shape)) for i in set(g.ancestors(j)) | {j})
+        return self._sizes[j]
+
     def backward(self, start: int, A: torch.Tensor, bounds: list,
                  alphas: Optional[dict] = None, interval_at_nonlinear: bool = False,
                  extra: Optional[dict] = None, info: Optional[dict] = None) -> torch.Tensor:
@@ -220,8 +228,12 @@ class GraphEngine:
         bounds ``A · node[start] + Σ extra[k] · node[k]`` (β-CROWN's split multipliers,
         :mod:`vnnx.graph_bab`). ``info``: filled with the coefficients reaching each node
         (``info[k]``, those on its output) and on the input (``info['input']``)."""
+        return self._pass(start, {start: A}, bounds, alphas, interval_at_nonlinear, extra, info)
+
+    def _pass(self, start: int, acc: dict, bounds: list, alphas=None, interval_at_nonlinear=False,
+              extra=None, info=None) -> torch.Tensor:
+        """:meth:`backward` from the coefficients ``acc`` (node -> block) on nodes ``<= start``."""
         g = self.graph
-        acc = {start: A}
         bias = 0.0
         for j in range(start, 0, -1):
             Aj = acc.pop(j, None)
@@ -242,6 +254,13 @@ class GraphEngine:
                 if Aj.nnz <= SPARSE_DENSE_AT * Aj.shape[0] * Aj.shape[1]:
                     done = node.op.backward_sparse(Aj, ins) if step is None else step.backward_sparse(node.op, Aj, ins)
                 if done is None:
+                    rows = max(1, self.max_entries // self._size_upto(j))
+                    if Aj.shape[0] > rows:
+                        # Filled in: the rest of the pass runs densely, in blocks of rows under the cap.
+                        acc[j] = Aj
+                        parts = [self._pass(j, {i: _rows(a, r0, r0 + rows) for i, a in acc.items()}, bounds)
+                                 for r0 in range(0, Aj.shape[0], rows)]
+                        return bias + torch.cat(parts, dim=1)
                     Aj = _dense(Aj, bounds[j][0])
                 else:
                     done = (done[0], torch.as_tensor(done[1], device=bounds[j][0].device).reshape(1, -1))
@@ -327,6 +346,11 @@ class GraphEngine:
 def _dense(A, like: torch.Tensor) -> torch.Tensor:
     """A sparse (K, n) coefficient matrix of one sample as the dense (1, K, *shape) tensor."""
     return torch.as_tensor(A.toarray(), device=like.device).reshape((1, A.shape[0]) + tuple(like.shape[1:]))
+
+
+def _rows(a, r0: int, r1: int):
+    """Rows ``r0:r1`` of a coefficient block (sparse (K, n), or dense (1, K, *shape))."""
+    return a[r0:r1] if sp.issparse(a) else a[:, r0:r1]
 
 
 def _add(a, b):
