@@ -369,7 +369,9 @@ def _concretize(A, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     A sparse A is one sample's (K, n) matrix."""
     if sp.issparse(A):
         mid, rad = ((lo + hi) / 2).reshape(-1).cpu().numpy(), ((hi - lo) / 2).reshape(-1).cpu().numpy()
-        return torch.as_tensor(A @ mid - abs(A) @ rad, device=lo.device).reshape(1, -1)
+        A = A.tocsr()
+        absA = sp.csr_matrix((np.abs(A.data), A.indices, A.indptr), shape=A.shape)
+        return torch.as_tensor(A @ mid - absA @ rad, device=lo.device).reshape(1, -1)
     mid, rad = ((lo + hi) / 2).unsqueeze(1), ((hi - lo) / 2).unsqueeze(1)
     return rowdot(A, mid) - rowdot(A.abs(), rad)
 
