@@ -83,8 +83,9 @@ def test_dominant_input_is_exact():
 
 
 def _threshold_case(tmp_path, seed: int, pool, relu_before: bool = False):
-    """A small pool CNN as ONNX, its Verifier (CAPM), a box and the exact maximum of y0 − y1;
-    ``spec(t)`` says "unsafe iff y0 − y1 >= t"."""
+    """A small pool CNN as ONNX, its Verifier (CAPM, on the chain engines, where the plugin's
+    whole-network engine runs as a stage), a box and the exact maximum of y0 − y1; ``spec(t)``
+    says "unsafe iff y0 − y1 >= t"."""
     from vnnx.io.onnx import load_onnx, network_to_onnx
     from vnnx.io.vnnlib import Property, Spec
     from vnnx.milp import output_range
@@ -93,7 +94,7 @@ def _threshold_case(tmp_path, seed: int, pool, relu_before: bool = False):
     rng = np.random.default_rng(seed)
     net = pool_cnn(rng, pool, cin=1, hw=(6, 6), cmid=2, relu_before=relu_before)
     network_to_onnx(net, tmp_path / "net.onnx")
-    verifier = Verifier(load_onnx(tmp_path / "net.onnx"), capm.custom_ops())
+    verifier = Verifier(load_onnx(tmp_path / "net.onnx"), capm.custom_ops(), engine="chain")
     lo = rng.uniform(-1, 0.5, net.n_inputs)
     hi = lo + 0.6
     c = np.array([1.0, -1.0, 0.0])
@@ -106,8 +107,8 @@ def _threshold_case(tmp_path, seed: int, pool, relu_before: bool = False):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_verify_pipeline_runs_it_and_agrees_with_the_milp(tmp_path, seed):
-    """`vnnx verify` (auto, CAPM) runs the engine after CROWN on MaxPool nets and feeds its layer
-    bounds to the MILP; just above the exact maximum it must say unsat, just below sat."""
+    """`vnnx verify --engine chain` (CAPM) runs the engine after CROWN on MaxPool nets and feeds its
+    layer bounds to the MILP; just above the exact maximum it must say unsat, just below sat."""
     verifier, y_max, spec = _threshold_case(tmp_path, 40 + seed, POOLS[[1, 4, 7][seed]], relu_before=seed == 0)
     gap = 1e-3 * (1 + abs(y_max))
     verdicts = {name: verifier.verify(spec(t), "auto", timeout=60)
@@ -132,7 +133,7 @@ def test_verify_goes_on_when_the_engine_fails(tmp_path, monkeypatch):
 @pytest.mark.parametrize("case", ["capm_overlap_case", "verivital"])
 def test_bounds_alpha_crown_on_maxpool_cnns_is_timely_tighter_and_sound(shared, case, capsys):
     """`vnnx bounds --method alpha-crown` did not finish in 120 s on these networks (auto_LiRPA's
-    α-CROWN); it now goes through the MaxPool plugin's whole-network engine, within --timeout."""
+    α-CROWN); on the graph engine (the default) it stops at --timeout, tighter than CROWN."""
     import json
     import time
 

@@ -95,8 +95,9 @@ def main() -> None:
     ap.add_argument("--timeout-scale", type=float, default=1.0)
     ap.add_argument("--limit", type=int, default=None, help="first N instances of each suite")
     ap.add_argument("--maxpool", default="capm", choices=("capm", "lirpa"))
-    ap.add_argument("--engine", default="auto", choices=("auto", "graph"),
-                    help="vnnx's engines: auto (chain engines on chains) or graph (the graph engine everywhere)")
+    ap.add_argument("--engine", default="auto", choices=("auto", "graph", "chain"),
+                    help="vnnx's engines: auto or graph (the graph engine everywhere; default) or chain "
+                         "(the earlier chain engines on chains)")
     ap.add_argument("--jobs", type=int, default=1, help="instances at once (worker processes, 1 thread each)")
     ap.add_argument("--shared", default=str(SHARED), help="the VNN-COMP 2021 benchmarks folder")
     ap.add_argument("--out-dir", default=str(ROOT / "out" / "bench"))

@@ -82,9 +82,9 @@ STAGES_PER_CASE = 3
 FAMILY_WEIGHTS = {"mlp": 0.24, "cnn": 0.15, "maxpool": 0.21, "batchnorm": 0.16, "sigmoid": 0.12,
                   "tanh": 0.12, "residual": 0.10}
 DEFAULT_FAMILIES = ("mlp", "cnn", "maxpool", "batchnorm", "sigmoid", "tanh", "residual")
-#: vnnx's engines: 'auto' (chain engines on chains, the graph engine on other graphs) or 'graph'
-#: (the graph engine and graph MILP on every network), as vnnx.verify.ENGINES.
-ENGINES = ("auto", "graph")
+#: vnnx's engines, as vnnx.verify.ENGINES: 'auto' or 'graph' (the graph engine and graph MILP on
+#: every network) or 'chain' (the earlier chain engines on chains, the graph engine elsewhere).
+ENGINES = ("auto", "graph", "chain")
 WEIGHT_SCALES = (0.3, 1.0, 3.0)
 MAX_RELUS = 12
 #: Property shapes and their weights (see make_property).
@@ -1798,8 +1798,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--families", default=",".join(DEFAULT_FAMILIES),
                    help=f"network families, comma-separated, from {','.join(FAMILY_WEIGHTS)} (default: all)")
     p.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="vnnx's engines: auto (chain engines on chains, the graph engine otherwise) or graph "
-                        "(the graph engine and graph MILP on every network); default auto")
+                   help="vnnx's engines: auto or graph (the graph engine, branch and bound and MILP on every "
+                        "network; default) or chain (the earlier chain engines on chains)")
     p.add_argument("--workdir", help="keep ONNX/VNN-LIB files here (default: a temporary folder)")
     p.add_argument("--json", help="also write the summary as JSON to this file")
     p.add_argument("--stop-on-wrong", action="store_true", help="stop at the first wrong verdict")

@@ -133,43 +133,29 @@ def _cmd_bounds(args: argparse.Namespace) -> int:
 
     from vnnx.io.onnx import load_onnx
     from vnnx.io.vnnlib import read_vnnlib
-    from vnnx.stages.bound import NETWORK_ENGINE_ALPHA_ITERATIONS
     from vnnx.verify import Verifier
 
     model = load_onnx(args.onnx)
     spec = read_vnnlib(args.vnnlib, model.n_inputs, model.n_outputs)
-    # --engine graph|lirpa pick the engine; auto: auto_LiRPA on chains, the graph engine on other
-    # graphs (the Verifier's own choice).
+    # auto/graph: the graph engine; lirpa: auto_LiRPA on the chain view.
     verifier = Verifier(model, custom_ops_for(args.maxpool), relaxations=relaxations_for(args.maxpool),
-                        engine="graph" if args.engine == "graph" else "auto", device=args.device)
+                        engine="chain" if args.engine == "lirpa" else "graph", device=args.device)
     if args.engine == "lirpa" and verifier.network is None:
         raise VnnxError(f"{args.onnx}: auto_LiRPA's engine takes chain networks only; use --engine graph")
     bounds_engine = verifier.bound_engine()
     name = "graph" if verifier.network is None else "auto_LiRPA"
     deadline = None if args.timeout is None else _STARTED + args.timeout
-    # α-CROWN through auto_LiRPA re-derives every intermediate bound per step and overruns any
-    # deadline on MaxPool CNNs; under --engine auto a bound plugin's whole-network engine (CAPM)
-    # refines every neuron once there and stops its α steps at the deadline. Its bounds are
-    # intersected with CROWN's.
-    engine = verifier.network_engine() if args.method == "alpha-crown" and args.engine == "auto" else None
     out = []
     for prop in spec.properties:
         t0 = time.monotonic()
         rows = [(a, b) for a, b in prop.clauses if len(b)]
         C = np.vstack([a for a, _ in rows]) if rows else np.eye(model.n_outputs)
         rhs = np.concatenate([b for _, b in rows]) if rows else np.zeros(model.n_outputs)
-        if engine is None:
-            res = bounds_engine.compute(prop.x_lower, prop.x_upper, args.method, C, deadline=deadline)
-            lower, upper = res.lower, res.upper
-        else:
-            res = bounds_engine.compute(prop.x_lower, prop.x_upper, "crown", C, deadline=deadline)
-            both = engine.bound(prop.x_lower, prop.x_upper, np.vstack([C, -C]),
-                                alpha_iterations=NETWORK_ENGINE_ALPHA_ITERATIONS, deadline=deadline)
-            lower = np.maximum(res.lower, both[:len(C)])
-            upper = np.minimum(res.upper, -both[len(C):])
+        res = bounds_engine.compute(prop.x_lower, prop.x_upper, args.method, C, deadline=deadline)
+        lower, upper = res.lower, res.upper
         out.append({"lower": (lower - rhs).tolist(), "upper": (upper - rhs).tolist(),
                     "seconds": round(time.monotonic() - t0, 4)})
-    doc = {"method": args.method, "engine": name if engine is None else "network engine (plugin)",
+    doc = {"method": args.method, "engine": name,
            "quantity": "A_i y - b_i per output constraint row (a row can hold only where the value is <= 0)",
            **(out[0] if len(out) == 1 else {"properties": out})}
     print(json.dumps(doc, indent=None if args.compact else 2))
@@ -256,10 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_witness_flag(p)
     p.add_argument("--maxpool", choices=("capm", "lirpa"), default=None,
                    help="MaxPool bound operator (default capm; see `vnnx bounds --help`)")
-    p.add_argument("--engine", choices=("auto", "graph"), default="auto",
-                   help="auto: the chain engines (auto_LiRPA, ReLU branch and bound) on chains, the graph engine "
-                        "on other networks (residual, Concat); graph: the graph engine and graph MILP on every "
-                        "network (default auto)")
+    p.add_argument("--engine", choices=("auto", "graph", "chain"), default="auto",
+                   help="auto or graph: the bound graph's engine, branch and bound and MILP on every network "
+                        "(default); chain: the earlier chain engines (auto_LiRPA, chain branch and bound) on "
+                        "Dense/Conv/ReLU/MaxPool chains, kept for comparison")
     _add_device_flag(p)
     p.set_defaults(func=_cmd_verify)
 
@@ -272,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(its bound so far is sound); default none")
     p.add_argument("--compact", action="store_true", help="one-line JSON")
     p.add_argument("--engine", choices=("auto", "graph", "lirpa"), default="auto",
-                   help="bound engine: graph (vnnx's own, any DAG), lirpa (auto_LiRPA 0.3, chains only: "
-                        "the cross-check), auto (auto_LiRPA on chains, graph otherwise; default)")
+                   help="bound engine: auto or graph (vnnx's own, any DAG; default), lirpa (auto_LiRPA 0.3, "
+                        "chains only: the cross-check)")
     _add_device_flag(p)
     _add_maxpool_flag(p)
     p.set_defaults(func=_cmd_bounds)
@@ -304,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="keep the decided (sat/unsat) rows of an earlier --out CSV and run only the rest "
                         "(error, timeout and unknown rows run again)")
-    p.add_argument("--engine", choices=("auto", "graph"), default="auto", help="as for verify (default auto)")
+    p.add_argument("--engine", choices=("auto", "graph", "chain"), default="auto", help="as for verify (default auto)")
     _add_maxpool_flag(p)
     p.set_defaults(func=_cmd_bench)
 

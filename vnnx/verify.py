@@ -36,7 +36,7 @@ from vnnx.stages import Problem, clause_margins, intersect_bounds, method_stages
 # input-box branch and bound, 'network-engine' CROWN then a bound plugin's whole-network engine.
 METHODS = ("auto", "pgd", "ibp", "crown", "alpha-crown", "input-split", "network-engine", "bab", "milp")
 VERDICTS = ("sat", "unsat", "unknown", "timeout")
-ENGINES = ("auto", "graph")
+ENGINES = ("auto", "graph", "chain")
 # A bound refutes a row ``a y <= b`` only when ``lower(a y) - b`` exceeds this. The bounds are
 # computed in float64 on float32 weights; the margin absorbs float64 round-off, not modelling error.
 REFUTE_MARGIN = 1e-7
@@ -143,8 +143,10 @@ class Verifier:
 
     ``custom_ops``: auto_LiRPA bound operators from plugins (e.g. CAPM's MaxPool);
     ``relaxations``: the graph engine's operator relaxations from plugins (the same, for
-    :class:`vnnx.engine.GraphEngine`). ``engine``: 'auto' (the chain engines on chains, the graph
-    engine on other graphs) or 'graph' (the graph engine and graph MILP on every network).
+    :class:`vnnx.engine.GraphEngine`). ``engine``: 'auto' or 'graph' (the same: the bound graph,
+    its engine, branch and bound and MILP on every network), or 'chain' (the earlier chain
+    engines, auto_LiRPA and the chain branch and bound, on Dense/Conv/ReLU/MaxPool chains, the
+    graph elsewhere; kept until every consumer has moved to the graph).
     ``device``: where the graph engine computes ('cpu' or 'cuda', float64 either way; the chain
     engines run on the CPU).
     ``witness_tol``: the counterexample tolerance (module docstring); 0 is the strict mode.
@@ -161,12 +163,11 @@ class Verifier:
         self.model = model
         self.engine = engine
         self.device = check_device(device)
-        # 'auto': the chain view (and its engines) for chains, the bound graph for everything
-        # else (residual networks, Concat, ...), whose engine is vnnx.engine; 'graph': the bound
-        # graph for every network.
+        # 'auto'/'graph': the bound graph for every network, whose engine is vnnx.engine; 'chain':
+        # the chain view (and its engines) for chains, the bound graph for everything else.
         self._graph = None
         self.network = None
-        if engine == "graph":
+        if engine != "chain":
             from vnnx.graph import from_onnx
 
             self._graph = from_onnx(model)
@@ -234,6 +235,15 @@ class Verifier:
 
             self._chain = None if self.network is None else relu_chain(self.network)
         return self._chain
+
+    def can_split(self) -> bool:
+        """Whether the ReLU branch and bound runs on this network: a Dense/Conv/ReLU chain under
+        the chain engines, any graph with a splittable operator (ReLU) on the graph."""
+        if self.network is not None:
+            return self.relu_chain() is not None
+        from vnnx.graph_bab import split_nodes
+
+        return bool(split_nodes(self.graph()))
 
     def network_engine(self):
         """The whole-network bound engine a custom MaxPool operator offers, for networks with

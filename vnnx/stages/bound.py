@@ -46,10 +46,10 @@ class BoundStage(Stage):
     def run(self, verifier, problem: Problem, deadline) -> Optional[Outcome]:
         bm, prop = self.method, problem.prop
         left = deadline.left()
-        # (The chain is built only here, when a budgeted α-CROWN is next: a property CROWN proves
-        # never pays for its dense matrices.)
+        # (On chains the chain view is built only here, when a budgeted α-CROWN is next: a
+        # property CROWN proves never pays for its dense matrices.)
         if (self.budgeted and problem.crown_seconds is not None and left is not None
-                and verifier.relu_chain() is not None):
+                and verifier.can_split()):
             estimate = ALPHA_STEP_CROWN_PASSES * verifier.bound_engine().alpha_iterations * problem.crown_seconds
             if estimate > left / 2:
                 problem.log(bm, f"skipped: CROWN took {problem.crown_seconds:.2f} s, so alpha-CROWN would take "

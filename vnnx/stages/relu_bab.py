@@ -13,6 +13,10 @@ from vnnx.stages import Outcome, Problem, Stage
 RELU_BAB_BATCH = 256
 RELU_BAB_ITERATIONS = 20
 RELU_BAB_MAX_DOMAINS = 100_000
+# On graphs with piecewise-linear operators the search does not split (MaxPool), a closed tree
+# is out of reach wherever they stay open: under 'auto' the search gets this share of the time
+# left, and the MILP (exact on them) the rest.
+RELU_BAB_SHARE_INCOMPLETE = 0.1
 
 
 class ReluBabStage(Stage):
@@ -21,7 +25,8 @@ class ReluBabStage(Stage):
     the nearest-to-refuted first. Only a fully closed tree refutes a clause.
 
     Under 'auto' (``optional``) clauses it gives up on go to the MILP; alone, the property ends
-    'unknown'."""
+    'unknown'. Under 'auto' on a graph with MaxPool (not split) the search stops at
+    :data:`RELU_BAB_SHARE_INCOMPLETE` of the time left and its open clauses go to the MILP."""
 
     name = "relu-bab"
 
@@ -52,8 +57,22 @@ class ReluBabStage(Stage):
 
         return ReluBab(verifier.relu_chain(), prop.x_lower, prop.x_upper, a, b, **kw)
 
+    @staticmethod
+    def _incomplete(verifier) -> bool:
+        """The graph has piecewise-linear operators the search does not split (MaxPool)."""
+        if verifier.network is not None:
+            return False
+        return any(not n.op.linear and n.op.piecewise_linear and not n.op.splittable
+                   for n in verifier.graph().nodes[1:])
+
     def run(self, verifier, problem: Problem, deadline) -> Optional[Outcome]:
         prop, found = problem.prop, {}
+        share = RELU_BAB_SHARE_INCOMPLETE if self.optional and self._incomplete(verifier) else None
+        if share is not None and deadline.left() is not None:
+            stop = time.monotonic() + share * deadline.left()
+            left_of = lambda: max(0.0, stop - time.monotonic())  # noqa: E731
+        else:
+            stop, left_of = None, deadline.left
 
         def check(x):
             cex = verifier.witness(prop, x)
@@ -78,13 +97,13 @@ class ReluBabStage(Stage):
             if deadline.expired():
                 return Outcome("timeout")
             t0 = time.monotonic()
-            left = deadline.left()
+            left = left_of()
             res = babs[i].run(problem.pre_activation, None if left is None else time.monotonic() + left)
             problem.log(self.name, res.status, t0, clause=i, domains=res.domains, max_open=res.max_open,
                         **({"message": res.message} if res.message else {}))
             if res.status == "sat" and "cex" in found:
                 return Outcome("sat", self.name, found["cex"])
-            if res.status == "timeout":
+            if res.status == "timeout" and stop is None:
                 return Outcome("timeout")
             if res.status != "unsat":
                 still_open.append(i)
