@@ -462,3 +462,42 @@ def test_strict_comparisons_and_equalities(tmp_path):
     (a0, b0), (a1, b1) = prop.clauses
     assert a0.tolist() == [[1.0, -1.0]] and b0.tolist() == [0.0]
     assert a1.tolist() == [[1.0, 0.0], [-1.0, 0.0]] and b1.tolist() == [-2.0, 2.0]
+
+
+def test_errors_name_the_line(tmp_path):
+    head = "; comment (with a paren\n(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+    cases = [
+        ("(assert (<= X_0 1))\n(assert (>= X_0 0))\n(assert (<= Y_0 Z))\n", 6, "undeclared identifier 'Z'"),
+        ("(assert (<= X_0 1))\n\n(assert (<= (* X_0 X_0) 1))\n", 6, "nonlinear product"),
+        ("(declare-const X_0 Real)\n", 4, "'X_0' is declared twice"),
+        ("(declare-const B Bool)\n", 4, "unsupported sort 'Bool'"),
+        ("(assert (<= X_0 1))\n(assert (=> X_0 1))\n", 5, "unsupported operator '=>'"),
+        ("(assert (<= X_0 1))\n(assert (<= X_0 Y_0))\n", 5, "mixes X and Y"),
+        ("(assert (<= X_0 1))\n(assert (or (<= Y_0 1) (and (<= X_0 0.5) (<= (- X_0 X_0) 1))))\n", 5,
+         "constraint on X_0 has coefficient 0"),
+        ("(assert (<= X_0 1))\n(assert X_0)\n", 5, "expected a comparison, 'and' or 'or', got 'X_0'"),
+    ]
+    for body, line, pattern in cases:
+        path = _write(tmp_path, head + body, "lines.vnnlib")
+        with pytest.raises(InputFileError) as info:
+            read_vnnlib(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}, line {line}: ") and "\n" not in message, (body, message)
+        assert re.search(pattern, message), message
+
+
+def test_version_header_and_common_plus_disjunct_output_rows(tmp_path):
+    """A 1.0 header is accepted. Top-level output rows hold in every disjunct: each clause is the
+    common rows then the disjunct's (vnnlib.compat overwrote the common rows instead)."""
+    path = _write(tmp_path, """(vnnlib-version <1.0>)
+        (declare-const X_0 Real) (declare-const Y_0 Real) (declare-const Y_1 Real)
+        (assert (>= X_0 0)) (assert (<= X_0 1))
+        (assert (<= Y_0 5))
+        (assert (or (>= Y_1 1) (and (<= Y_1 -1) (>= Y_0 -2))))""")
+    (prop,) = read_vnnlib(path, 1, 2).properties
+    assert [(a.tolist(), b.tolist()) for a, b in prop.clauses] == [
+        ([[1.0, 0.0], [0.0, -1.0]], [5.0, -1.0]),
+        ([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], [5.0, -1.0, 2.0]),
+    ]
+    assert violates(prop, [0.5], [4.0, 2.0]) and not violates(prop, [0.5], [6.0, 2.0])
+    assert violates(prop, [0.5], [-1.0, -3.0]) and not violates(prop, [0.5], [-3.0, -3.0])

@@ -447,33 +447,47 @@ def _fmt(value: float) -> str:
 
 def write_robustness_spec(path: str | os.PathLike, x: np.ndarray, epsilon: float, label: int,
                           n_outputs: int, clip: tuple[float, float] | None = (0.0, 1.0), *,
-                          comment: str | None = None) -> None:
+                          comment: str | None = None, version: str = "1.0") -> None:
     """Write the L-infinity robustness property around ``x`` as VNN-LIB, atomically.
 
-    The layout follows the VNN-COMP mnistfc specs: ``declare-const`` for every ``X_i`` and
+    Version ``"1.0"`` follows the VNN-COMP mnistfc specs: ``declare-const`` for every ``X_i`` and
     ``Y_j``, two bound assertions per input, and ``(assert (or (and (>= Y_j Y_label)) ...))``.
-    A path ending in ``.gz`` is gzip-compressed. Arguments are those of
-    :func:`robustness_property`; ``comment`` replaces the first comment line.
+    Version ``"2.0"`` declares one network ``N`` with tensors ``X`` (shape ``[n_inputs]``) and
+    ``Y`` (``[n_outputs]``) and writes the same assertions over ``X[i]`` / ``Y[j]``; both read
+    back to the same :class:`Spec`. A path ending in ``.gz`` is gzip-compressed. Other arguments
+    are those of :func:`robustness_property`; ``comment`` replaces the first comment line.
 
     Example::
 
         write_robustness_spec("prop_0_0.03.vnnlib", x_test[0].ravel(), 0.03, int(y_test[0]), 10)
     """
+    if version not in ("1.0", "2.0"):
+        raise ConfigError(f"VNN-LIB version {version!r}: vnnx writes 1.0 and 2.0")
     prop = robustness_property(x, epsilon, label, n_outputs, clip)
     label = int(label)
     n_in = prop.n_inputs
     if comment is None:
         comment = f"Robustness property with label: {label}, epsilon: {_fmt(epsilon)}."
     lines = [f"; {' '.join(comment.split())}", ""]
-    lines += [f"(declare-const X_{i} Real)" for i in range(n_in)]
-    lines += ["", ""]
-    lines += [f"(declare-const Y_{j} Real)" for j in range(int(n_outputs))]
+    if version == "1.0":
+        x_name, y_name = "X_{}".format, "Y_{}".format
+        lines += [f"(declare-const X_{i} Real)" for i in range(n_in)]
+        lines += ["", ""]
+        lines += [f"(declare-const Y_{j} Real)" for j in range(int(n_outputs))]
+        disjunct = "    (and (>= {} {}))"
+    else:
+        x_name, y_name = "X[{}]".format, "Y[{}]".format
+        lines += ["(vnnlib-version <2.0>)", "", "(declare-network N",
+                  f"    (declare-input X real [{n_in}])",
+                  f"    (declare-output Y real [{int(n_outputs)}]))"]
+        disjunct = "    (>= {} {})"
     lines += ["", "; Input constraints:"]
     for i in range(n_in):
-        lines += [f"(assert (<= X_{i} {_fmt(prop.x_upper[i])}))",
-                  f"(assert (>= X_{i} {_fmt(prop.x_lower[i])}))", ""]
+        lines += [f"(assert (<= {x_name(i)} {_fmt(prop.x_upper[i])}))",
+                  f"(assert (>= {x_name(i)} {_fmt(prop.x_lower[i])}))", ""]
     lines += ["", "; Output constraints:", "(assert (or"]
-    lines += [f"    (and (>= Y_{j} Y_{label}))" for j in range(int(n_outputs)) if j != label]
+    lines += [disjunct.format(y_name(j), y_name(label)) for j in range(int(n_outputs))
+              if j != label]
     lines += ["))", ""]
     _atomic_write_text(Path(path), "\n".join(lines))
 
