@@ -5,9 +5,12 @@ its path (relative to the benchmarks folder), the network sizes it was read with
 instances csv's ONNX model; -1 when no csv pairs it with a network), the parse time (the best of
 ``--repeat`` runs, seconds, file read included) and every property's box and clauses, exactly.
 
-These fixtures pin the parse of the reader being replaced (``vnnlib.compat`` of PyPI vnnlib
-0.0.1.post1) so that a new reader can be compared against it after the old package is gone: the
-two cannot share one environment with PyPI vnnlib >= 1, which reads VNN-LIB 2.0.
+These fixtures pin the parse of the reader that was replaced (``vnnlib.compat`` of PyPI vnnlib
+0.0.1.post1) so that vnnx's own reader is compared against it now that the old package is gone
+(it cannot share one environment with PyPI vnnlib >= 1, which reads VNN-LIB 2.0). The committed
+fixtures were made at commit 752a89a, whose ``read_vnnlib`` still used that package; run at a
+later commit, this script records the parse of the current reader instead (the stamp saved in each
+file says which: ``reader vnnlib <version>`` or ``reader vnnx``).
 
 Usage::
 
@@ -78,13 +81,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT, help="fixture folder")
     args = parser.parse_args()
 
+    import inspect
+
+    from vnnx.io import vnnlib as vnnx_vnnlib
     from vnnx.io.vnnlib import read_vnnlib
-    import vnnlib
+
+    if "vnnlib.compat" in inspect.getsource(vnnx_vnnlib.read_vnnlib):
+        import vnnlib
+        reader = f"reader vnnlib {getattr(vnnlib, '__version__', '?')}"
+    else:
+        reader = "reader vnnx"
 
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
              f"{platform.node()}, {platform.processor() or platform.machine()}, "
-             f"python {platform.python_version()}, vnnlib {getattr(vnnlib, '__version__', '?')}")
+             f"python {platform.python_version()}, {reader}")
     total = 0
     for folder in sorted(p for p in args.bench.iterdir() if p.is_dir()):
         specs = sorted(folder.rglob("*.vnnlib")) + sorted(folder.rglob("*.vnnlib.gz"))
