@@ -24,6 +24,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", type=Path, default=ROOT.parent / "shared" / "benchmarks")
     parser.add_argument("--repeat", type=int, default=5, help="best of this many parses per file")
+    parser.add_argument("--synthetic", type=int, default=20000,
+                        help="also time a written robustness spec with this many inputs, 1.0 and "
+                             "2.0 (about 3 lines per input; 0: skip)")
     args = parser.parse_args()
 
     from vnnx.io.vnnlib import read_vnnlib
@@ -50,6 +53,24 @@ def main() -> None:
               f"{new / old:8.2f}")
     print(f"{'all':26s} {'':5s} {'':7s} {all_old:8.4f} {all_new:8.4f} {all_new / all_old:8.2f}")
     print(f"(old times: {str(np.load(next(FIXTURES.glob('*.npz')))['made'])})")
+    if args.synthetic:
+        import tempfile
+
+        from vnnx.io.vnnlib import write_robustness_spec
+
+        x = np.random.default_rng(0).random(args.synthetic)
+        with tempfile.TemporaryDirectory() as tmp:
+            for version in ("1.0", "2.0"):
+                path = Path(tmp) / f"big_{version}.vnnlib"
+                write_robustness_spec(path, x, 0.01, 3, 10, version=version)
+                best = float("inf")
+                for _ in range(args.repeat):
+                    t0 = time.perf_counter()
+                    read_vnnlib(path, args.synthetic, 10)
+                    best = min(best, time.perf_counter() - t0)
+                lines = path.read_bytes().count(b"\n")
+                print(f"synthetic {version}: {args.synthetic} inputs, {lines} lines, {best:.3f} s "
+                      f"({best / lines * 1e6:.1f} us/line)")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ Supported: ``declare-network`` with ``equal-to`` / ``isomorphic-to``, ``declare-
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -95,17 +96,44 @@ class LinearRow:
 class Query:
     """A parsed 2.0 query. Satisfied by a column vector ``v`` (every network's inputs and
     outputs, with each output equal to its network applied to its inputs) iff ``v`` meets every
-    ``common`` row and every row of some disjunct."""
+    row of :attr:`common` and every row of some member of :attr:`disjuncts`."""
 
     path: str
     version: str
     networks: list[NetworkDecl]
     tensors: list[TensorDecl]
     n_columns: int
-    common: list[LinearRow]
-    disjuncts: list[list[LinearRow]]   # [[]] when the query has no disjunction
-    _formula: Formula = field(repr=False, default=None)
-    _reader: SyntaxReader = field(repr=False, default=None)
+    _formula: Formula = field(repr=False)
+    _reader: SyntaxReader = field(repr=False)
+
+    @functools.cached_property
+    def common(self) -> list[LinearRow]:
+        """The rows every assignment must meet (built on first use: a single-network query
+        read for :meth:`to_spec` never needs them)."""
+        return self._rows(self._formula.common)
+
+    @functools.cached_property
+    def disjuncts(self) -> list[list[LinearRow]]:
+        """Conjunctions of which one must hold too; ``[[]]`` when the query has no disjunction."""
+        if self._formula.disjuncts is None:
+            return [[]]
+        return [self._rows(d) for d in self._formula.disjuncts]
+
+    @functools.cached_property
+    def _lines(self) -> list[int]:
+        return _token_lines(self._reader)
+
+    def _rows(self, rows: list[Row]) -> list[LinearRow]:
+        out = []
+        for row in rows:
+            coeffs: dict[int, float] = {}
+            for key, v in row.coeffs.items():
+                if key is not None:
+                    column = self.tensors[key[0]].offset + key[1]
+                    coeffs[column] = coeffs.get(column, 0.0) + v
+            out.append(LinearRow(coeffs, -row.coeffs.get(None, 0.0) + 0.0, row.strict,
+                                 self._lines[row.at]))
+        return out
 
     def network(self, name: str) -> NetworkDecl:
         for net in self.networks:
@@ -213,11 +241,18 @@ def parse_query(text: str, where: str) -> Query:
                 index = tuple(int(i) for i in match.group(2).split(","))
             except ValueError:
                 raise reader.error(f"malformed index in {token!r}", at) from None
-            if len(index) != len(tensor.shape) or any(
-                    not 0 <= i < d for i, d in zip(index, tensor.shape)):
+            if len(index) != len(tensor.shape):
+                index = None
+            else:  # C order, by hand: numpy's ravel_multi_index costs more than the parse
+                flat = 0
+                for i, d in zip(index, tensor.shape):
+                    if not 0 <= i < d:
+                        index = None
+                        break
+                    flat = flat * d + i
+            if index is None:
                 raise reader.error(f"index {token!r} is out of range for {name} of shape "
                                    f"{list(tensor.shape)}", at)
-            flat = int(np.ravel_multi_index(index, tensor.shape)) if tensor.shape else 0
         term = cache[token] = {(index_of[name], flat): 1.0}
         return term
 
@@ -267,26 +302,11 @@ def parse_query(text: str, where: str) -> Query:
     if not networks:
         raise InputFileError(f"{where}: declares no network")
 
-    lines = _token_lines(reader)
-
-    def convert(rows: list[Row]) -> list[LinearRow]:
-        out = []
-        for row in rows:
-            coeffs: dict[int, float] = {}
-            for key, v in row.coeffs.items():
-                if key is not None:
-                    column = tensors[key[0]].offset + key[1]
-                    coeffs[column] = coeffs.get(column, 0.0) + v
-            if not coeffs:
-                raise reader.error("a constraint has no variable", row.at)
-            out.append(LinearRow(coeffs, -row.coeffs.get(None, 0.0) + 0.0, row.strict,
-                                 lines[row.at]))
-        return out
-
-    disjuncts = [convert(d) for d in formula.disjuncts] if formula.disjuncts is not None else [[]]
+    for row in formula.common + [r for d in formula.disjuncts or () for r in d]:
+        if len(row.coeffs) == (None in row.coeffs):
+            raise reader.error("a constraint has no variable", row.at)
     return Query(path=where, version=version or "2.0", networks=networks, tensors=tensors,
-                 n_columns=n_columns, common=convert(formula.common), disjuncts=disjuncts,
-                 _formula=formula, _reader=reader)
+                 n_columns=n_columns, _formula=formula, _reader=reader)
 
 
 def _token_lines(reader: SyntaxReader) -> list[int]:
