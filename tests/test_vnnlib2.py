@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vnnx.cli import main
-from vnnx.errors import InputFileError, ShapeMismatchError
+from vnnx.errors import ConfigError, InputFileError, ShapeMismatchError
 from vnnx.io.vnnlib import Property, Spec, read_vnnlib, robustness_property, write_robustness_spec
 from vnnx.io.vnnlib2 import MultiNetworkQueryError, parse_query, read_query, spec_to_vnnlib2
 
@@ -280,5 +280,5 @@ def test_spec_command_writes_2_0_that_reads_back_to_the_1_0_spec(tmp_path, capsy
     (prop,) = read_vnnlib(tmp_path / "2.0" / "prop_0_0.05.vnnlib").properties
     np.testing.assert_array_equal(prop.x_lower, expected.x_lower)
     np.testing.assert_array_equal(prop.x_upper, expected.x_upper)
-    with pytest.raises(Exception, match="1.0 and 2.0"):
+    with pytest.raises(ConfigError, match="1.0 and 2.0"):
         write_robustness_spec(tmp_path / "v.vnnlib", x[0], 0.05, 1, 10, version="3.0")

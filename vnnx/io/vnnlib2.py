@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vnnx.errors import InputFileError, VnnxError
+from vnnx.errors import InputFileError, ShapeMismatchError, VnnxError
 from vnnx.io.vnnlib_syntax import Formula, Row, SyntaxReader
 
 __all__ = ["TensorDecl", "NetworkDecl", "LinearRow", "Query", "MultiNetworkQueryError",
@@ -439,7 +439,7 @@ def spec_to_vnnlib2(spec, input_shape: tuple[int, ...] | None = None,
     in_shape = tuple(input_shape) if input_shape is not None else (spec.n_inputs,)
     out_shape = tuple(output_shape) if output_shape is not None else (spec.n_outputs,)
     if math.prod(in_shape) != spec.n_inputs or math.prod(out_shape) != spec.n_outputs:
-        raise VnnxError(f"VNN-LIB 2.0 writer: shapes {list(in_shape)} / {list(out_shape)} do not "
+        raise ShapeMismatchError(f"VNN-LIB 2.0 writer: shapes {list(in_shape)} / {list(out_shape)} do not "
                         f"hold {spec.n_inputs} inputs / {spec.n_outputs} outputs")
     x_names = [_element("X", in_shape, i) for i in range(spec.n_inputs)]
     y_names = [_element("Y", out_shape, j) for j in range(spec.n_outputs)]
