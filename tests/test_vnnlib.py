@@ -18,6 +18,7 @@ from vnnx.io.vnnlib import (
     write_instances_csv,
     write_robustness_spec,
 )
+from vnnx.io.vnnlib2 import MultiNetworkQueryError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BENCH = SHARED / "benchmarks"
@@ -65,10 +66,12 @@ def shared_specs() -> dict[Path, object]:
                 onnx_cache[onnx_path] = _onnx_sizes(onnx_path)
             sizes_of_spec.setdefault(spec_path, set()).add(onnx_cache[onnx_path])
     specs = sorted(BENCH.rglob("*.vnnlib")) + sorted(BENCH.rglob("*.vnnlib.gz"))
-    # VNN-LIB 2.0 files are refused with one clear line until the 2.0 reader lands.
+    # The shared VNN-LIB 2.0 file is a two-network query: parsed (tests/test_vnnlib2.py), but
+    # refused by the single-network Spec form with one clear line.
     v2 = [p for p in specs if "vnnlib-version <2" in p.read_text(errors="replace")]
+    assert v2
     for p in v2:
-        with pytest.raises(InputFileError, match="VNN-LIB 2.0 is not supported yet"):
+        with pytest.raises(MultiNetworkQueryError, match="multi-network queries .* not supported yet"):
             read_vnnlib(p)
     specs = [p for p in specs if p not in v2]
     assert len(specs) >= 60
@@ -276,9 +279,10 @@ def test_size_mismatch_against_real_spec():
     ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1)", "malformed"),
     ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1)))", "malformed"),
     ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_7 1))",
-     "Undeclared identifier"),
-    ("(declare-const X_0 Real)(declare-const Y_0 Real)(check-sat)", "Unknown command"),
-    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (distinct X_0 1))", "Undeclared identifier"),
+     r"line 1: malformed VNN-LIB: undeclared identifier 'X_7'"),
+    ("(declare-const X_0 Real)(declare-const Y_0 Real)(check-sat)", "unknown command 'check-sat'"),
+    ("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (distinct X_0 1))",
+     "unsupported operator 'distinct'"),
     ("(declare-const X_0 Real)(declare-const X_1 Real)(declare-const Y_0 Real)"
      "(assert (<= X_0 X_1))(assert (>= X_0 0))(assert (>= X_1 0))(assert (<= X_1 1))",
      "couples inputs"),
@@ -458,3 +462,42 @@ def test_strict_comparisons_and_equalities(tmp_path):
     (a0, b0), (a1, b1) = prop.clauses
     assert a0.tolist() == [[1.0, -1.0]] and b0.tolist() == [0.0]
     assert a1.tolist() == [[1.0, 0.0], [-1.0, 0.0]] and b1.tolist() == [-2.0, 2.0]
+
+
+def test_errors_name_the_line(tmp_path):
+    head = "; comment (with a paren\n(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+    cases = [
+        ("(assert (<= X_0 1))\n(assert (>= X_0 0))\n(assert (<= Y_0 Z))\n", 6, "undeclared identifier 'Z'"),
+        ("(assert (<= X_0 1))\n\n(assert (<= (* X_0 X_0) 1))\n", 6, "nonlinear product"),
+        ("(declare-const X_0 Real)\n", 4, "'X_0' is declared twice"),
+        ("(declare-const B Bool)\n", 4, "unsupported sort 'Bool'"),
+        ("(assert (<= X_0 1))\n(assert (=> X_0 1))\n", 5, "unsupported operator '=>'"),
+        ("(assert (<= X_0 1))\n(assert (<= X_0 Y_0))\n", 5, "mixes X and Y"),
+        ("(assert (<= X_0 1))\n(assert (or (<= Y_0 1) (and (<= X_0 0.5) (<= (- X_0 X_0) 1))))\n", 5,
+         "constraint on X_0 has coefficient 0"),
+        ("(assert (<= X_0 1))\n(assert X_0)\n", 5, "expected a comparison, 'and' or 'or', got 'X_0'"),
+    ]
+    for body, line, pattern in cases:
+        path = _write(tmp_path, head + body, "lines.vnnlib")
+        with pytest.raises(InputFileError) as info:
+            read_vnnlib(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}, line {line}: ") and "\n" not in message, (body, message)
+        assert re.search(pattern, message), message
+
+
+def test_version_header_and_common_plus_disjunct_output_rows(tmp_path):
+    """A 1.0 header is accepted. Top-level output rows hold in every disjunct: each clause is the
+    common rows then the disjunct's (vnnlib.compat overwrote the common rows instead)."""
+    path = _write(tmp_path, """(vnnlib-version <1.0>)
+        (declare-const X_0 Real) (declare-const Y_0 Real) (declare-const Y_1 Real)
+        (assert (>= X_0 0)) (assert (<= X_0 1))
+        (assert (<= Y_0 5))
+        (assert (or (>= Y_1 1) (and (<= Y_1 -1) (>= Y_0 -2))))""")
+    (prop,) = read_vnnlib(path, 1, 2).properties
+    assert [(a.tolist(), b.tolist()) for a, b in prop.clauses] == [
+        ([[1.0, 0.0], [0.0, -1.0]], [5.0, -1.0]),
+        ([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], [5.0, -1.0, 2.0]),
+    ]
+    assert violates(prop, [0.5], [4.0, 2.0]) and not violates(prop, [0.5], [6.0, 2.0])
+    assert violates(prop, [0.5], [-1.0, -3.0]) and not violates(prop, [0.5], [-3.0, -3.0])

@@ -167,7 +167,8 @@ def _cmd_spec(args: argparse.Namespace) -> int:
 
     rows = generate_robustness_specs(args.data, args.out_dir, epsilons=args.epsilon, count=args.count,
                                      start=args.start, onnx=args.onnx, timeout=args.timeout,
-                                     clip=(args.clip_min, args.clip_max), only_correct=not args.all)
+                                     clip=(args.clip_min, args.clip_max), only_correct=not args.all,
+                                     version=args.format)
     print(f"wrote {len(rows)} specs and {Path(args.out_dir) / 'instances.csv'}")
     return 0
 
@@ -275,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0, help="timeout column of instances.csv (default 60)")
     p.add_argument("--clip-min", type=float, default=0.0, help="lowest valid input value (default 0)")
     p.add_argument("--clip-max", type=float, default=1.0, help="highest valid input value (default 1)")
+    p.add_argument("--format", choices=("1.0", "2.0"), default="1.0",
+                   help="VNN-LIB version to write (default 1.0, the VNN-COMP dialect)")
     p.set_defaults(func=_cmd_spec)
 
     p = sub.add_parser("bench", help="run every instance of a VNN-COMP instances.csv")

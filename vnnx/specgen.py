@@ -27,8 +27,9 @@ def load_samples(path: str | os.PathLike):
 def generate_robustness_specs(data_path, out_dir, epsilons: Sequence[float], count: int = 10, start: int = 0,
                               onnx: Optional[str] = None, timeout: float = 60.0,
                               clip: tuple[float, float] = (0.0, 1.0), only_correct: bool = True,
-                              progress: bool = True) -> list[tuple[str, str, float]]:
-    """Write ``prop_{index}_{eps}.vnnlib`` for ``count`` samples from ``start`` at each ε.
+                              progress: bool = True, version: str = "1.0") -> list[tuple[str, str, float]]:
+    """Write ``prop_{index}_{eps}.vnnlib`` for ``count`` samples from ``start`` at each ε, as
+    VNN-LIB ``version`` ("1.0" or "2.0").
 
     With ``onnx``, samples the network misclassifies are skipped (unless ``only_correct`` is
     False) and an ``instances.csv`` naming the network (relative path) is written. Returns the
@@ -68,7 +69,8 @@ def generate_robustness_specs(data_path, out_dir, epsilons: Sequence[float], cou
                 continue
         for eps in epsilons:
             name = f"prop_{i}_{eps:g}.vnnlib"
-            write_robustness_spec(out / name, flat[i], eps, label, n_outputs, clip=clip)
+            write_robustness_spec(out / name, flat[i], eps, label, n_outputs, clip=clip,
+                                  version=version)
             if model is not None:
                 rows.append((os.path.relpath(Path(onnx).resolve(), out.resolve()), name, float(timeout)))
         chosen += 1

@@ -1,4 +1,4 @@
-"""VNN-LIB 1 (the VNN-COMP dialect) in and out, and VNN-COMP instance lists.
+"""VNN-LIB 1.0 (the VNN-COMP dialect) and single-network 2.0 in and out, and VNN-COMP instance lists.
 
 A VNN-LIB file states what a *counterexample* must satisfy: an input box and constraints on the
 outputs. :func:`read_vnnlib` turns it into a :class:`Spec`: a disjunction over input boxes
@@ -6,9 +6,11 @@ outputs. :func:`read_vnnlib` turns it into a :class:`Spec`: a disjunction over i
 disjunction of conjunctions ``A y <= b``. The network is safe on a property iff no ``x`` in its box
 maps to a ``y`` in any of its clauses.
 
-Parsing goes through ``vnnlib.compat`` (the reference VNN-COMP parser, ``read_vnnlib_simple``),
-with checks added for the inputs it would otherwise misread silently (constraints coupling two
-inputs, unbounded inputs) and a fix for top-level assertions that interleave inputs and outputs.
+vnnx reads both versions itself (:mod:`vnnx.io.vnnlib_syntax` for the s-expressions,
+:mod:`vnnx.io.vnnlib2` for 2.0's declarations and multi-network queries). For 1.0 it gives the
+boxes and clauses PyPI vnnlib 0.0.1.post1's ``compat.read_vnnlib_simple`` gave, bit for bit
+(``tests/fixtures/vnnlib_parse``), and refuses what that parser misread silently: constraints
+coupling two inputs, unbounded inputs; top-level assertions may interleave inputs and outputs.
 
 Example::
 
@@ -22,7 +24,6 @@ import gzip
 import math
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -30,21 +31,20 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from vnnx.errors import ConfigError, InputFileError, ShapeMismatchError, VnnxError
+from vnnx.io.vnnlib_syntax import Formula, Row, SyntaxReader
 from vnnx.util import atomic_path
 
 __all__ = [
     "Property",
     "Spec",
     "read_vnnlib",
+    "vnnlib_version",
     "violates",
     "robustness_property",
     "write_robustness_spec",
     "write_instances_csv",
     "read_instances_csv",
 ]
-
-# Variable kinds in vnnlib.compat's row encoding: (row, kind, index) -> coefficient.
-_CONST, _INPUT, _OUTPUT = -1, 0, 1
 
 
 @dataclass
@@ -121,182 +121,91 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _group_rows(entries: dict) -> dict[int, dict[tuple[int, int], float]]:
-    rows: dict[int, dict[tuple[int, int], float]] = {}
-    for (row, kind, index), value in entries.items():
-        rows.setdefault(row, {})[(kind, index)] = value
-    return rows
+_INPUT_NAME = re.compile(r"X_(\d+)$")
+_OUTPUT_NAME = re.compile(r"Y_(\d+)$")
+_VERSION = re.compile(r"\(\s*vnnlib-version\s*<?\s*([0-9][0-9.]*)")
+# Linear-term keys: (0, i) is input i, (1, j) is output j, None the constant; anything else is a
+# variable the Spec form has no place for.
+_IN, _OUT = 0, 1
 
 
-def _check_rows(rows: dict[int, dict[tuple[int, int], float]], where: str) -> None:
-    """Reject constraints vnnlib.compat would misread: it treats every input row as a bound on
-    one variable, so ``X_0 <= X_1`` would silently become two unrelated bounds."""
-    for terms in rows.values():
-        kinds = {kind for kind, _ in terms if kind != _CONST}
-        unknown = kinds - {_INPUT, _OUTPUT}
-        if unknown:
-            raise InputFileError(
-                f"{where}: only X_i and Y_j variables are supported in constraints"
-            )
-        if not kinds:
-            raise InputFileError(f"{where}: a constraint has no X_i or Y_j variable")
-        if _INPUT in kinds:
-            inputs = [(idx, v) for (kind, idx), v in terms.items() if kind == _INPUT]
-            if _OUTPUT in kinds:
-                raise InputFileError(
-                    f"{where}: a constraint mixes X and Y variables; only input boxes and "
-                    "output constraints are supported"
-                )
-            if len(inputs) == 1 and inputs[0][1] == 0:
-                raise InputFileError(
-                    f"{where}: a constraint on X_{inputs[0][0]} has coefficient 0"
-                )
+def vnnlib_version(text: str) -> str | None:
+    """The version in a ``(vnnlib-version <2.0>)`` header, or None (VNN-LIB 1.0 has none)."""
+    match = _VERSION.search(text)
+    return match.group(1) if match else None
+
+
+def _name_v1(key) -> str:
+    return f"{'X' if key[0] == _IN else 'Y'}_{key[1]}" if key[0] in (_IN, _OUT) else str(key[1])
+
+
+def _check_rows(rows: list[Row], reader: SyntaxReader, name_of=_name_v1) -> None:
+    """Every row must be a bound on one input or a constraint on outputs only: the Spec form has
+    input boxes and output polytopes, so ``X_0 <= X_1`` cannot be read as two unrelated bounds."""
+    for row in rows:
+        inputs, has_output, other = [], False, None
+        for key, value in row.coeffs.items():
+            if key is None:
+                continue
+            if key[0] == _IN:
+                inputs.append((key, value))
+            elif key[0] == _OUT:
+                has_output = True
+            else:
+                other = key
+        if other is not None:
+            raise reader.error(f"{name_of(other)}: only X_i and Y_j variables are supported in "
+                               "constraints", row.at)
+        if not inputs and not has_output:
+            raise reader.error("a constraint has no X_i or Y_j variable", row.at)
+        if inputs:
+            if has_output:
+                raise reader.error("a constraint mixes X and Y variables; only input boxes and "
+                                   "output constraints are supported", row.at)
             if len(inputs) != 1:
-                names = ", ".join(f"X_{idx}" for idx, _ in inputs)
-                raise InputFileError(
-                    f"{where}: a constraint couples inputs ({names}); only box constraints "
-                    "on single inputs are supported"
-                )
+                names = ", ".join(name_of(key) for key, _ in inputs)
+                raise reader.error(f"a constraint couples inputs ({names}); only box "
+                                   "constraints on single inputs are supported", row.at)
+            if inputs[0][1] == 0:
+                raise reader.error(f"a constraint on {name_of(inputs[0][0])} has coefficient 0",
+                                   row.at)
 
 
-# A numeric literal: optional sign, digits with an optional fraction, or a bare fraction (.1),
-# optional exponent.
-_NUMBER = re.compile(r"([+-]?)(\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)")
-_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+def _apply_rows(rows: list[Row], lower: list, upper: list, out: list, n_out: int) -> None:
+    """Tighten the box with the input rows, append ``(a, b)`` for the output rows.
 
-
-def _normalise(text: str) -> str:
-    """Rewrite what VNN-COMP files use but vnnlib.compat rejects into the forms it reads:
-
-    * numbers with a leading ``+`` or a bare fraction (``+3e-1``, ``.1``, ``-.5``);
-    * strict comparisons ``<`` / ``>``, read as ``<=`` / ``>=`` (as VNN-COMP's checkers do,
-      which compare with a tolerance anyway);
-    * equalities ``(= a b)`` and ``(== a b)``, read as ``(<= a b)`` and ``(>= a b)`` joined by
-      ``and`` (spliced into an enclosing ``and``).
-
-    The text is read as s-expressions (comments dropped) and written back in the same order.
-    """
-    tokens = _TOKEN.findall("\n".join(line.split(";", 1)[0] for line in text.splitlines()))
-    stack: list[list] = [[]]
-    for tok in tokens:
-        if tok == "(":
-            stack.append([])
-        elif tok == ")":
-            if len(stack) == 1:
-                raise InputFileError("unbalanced parentheses: ')' without '('")
-            node = stack.pop()
-            stack[-1].append(node)
+    A bound is ``-c / v`` for the row ``v * x_i + c <= 0``, the arithmetic vnnlib.compat used."""
+    for row in rows:
+        coeffs = row.coeffs
+        const = coeffs.get(None, 0.0)
+        for key in coeffs:
+            if key is not None:
+                break
+        if key[0] == _IN:
+            i, v = key[1], coeffs[key]
+            bound = -const / v
+            if v > 0:
+                if bound < upper[i]:
+                    upper[i] = bound
+            elif bound > lower[i]:
+                lower[i] = bound
         else:
-            stack[-1].append(tok)
-    if len(stack) != 1:
-        raise InputFileError("unbalanced parentheses: '(' without ')'")
-    return "\n".join(_write_sexpr(_rewrite(node)) for node in stack[0])
+            a = [0.0] * n_out
+            for k, v in coeffs.items():
+                if k is not None:
+                    a[k[1]] = v
+            out.append((a, -const + 0.0))
 
 
-def _rewrite(node):
-    if isinstance(node, str):
-        m = _NUMBER.fullmatch(node)
-        if m is None:
-            return node
-        sign, digits = m.groups()
-        return ("-" if sign == "-" else "") + ("0" if digits.startswith(".") else "") + digits
-    if not node:
-        return node
-    head, args = node[0], [_rewrite(a) for a in node[1:]]
-    if head in ("=", "=="):
-        if len(args) != 2:
-            raise InputFileError(f"an equality needs two arguments, got {len(args)}")
-        return ["and", ["<=", *args], [">=", *args]]
-    head = {"<": "<=", ">": ">="}.get(head, head) if isinstance(head, str) else _rewrite(head)
-    if head == "and":
-        flat = []
-        for a in args:
-            flat.extend(a[1:] if isinstance(a, list) and a and a[0] == "and" else [a])
-        args = flat
-    return [head, *args]
-
-
-def _write_sexpr(node) -> str:
-    if isinstance(node, str):
-        return node
-    return "(" + " ".join(_write_sexpr(n) for n in node) + ")"
-
-
-def _make_transformer(where: str):
-    from vnnlib.compat import CompatTransformer
-
-    class _CheckedTransformer(CompatTransformer):
-        def transform_Script(self, *commands):  # noqa: N802 (library hook name)
-            # Top-level assertions form one conjunction, so their order is free. compat assumes
-            # the output rows are contiguous (it indexes them as row - min(row)); put input rows
-            # first so that files interleaving X and Y assertions are read correctly.
-            rows = _group_rows(self._assertions)
-            order = sorted(rows, key=lambda r: (any(k == _OUTPUT for k, _ in rows[r]), r))
-            renumber = {old: new for new, old in enumerate(order)}
-            self._assertions = {
-                (renumber[row], kind, idx): v for (row, kind, idx), v in self._assertions.items()
-            }
-            _check_rows(rows, where)
-            for disjunct in self._disjunctions:
-                _check_rows(_group_rows(disjunct), where)
-            return super().transform_Script(*commands)
-
-    # Always infer the sizes from the declarations so that they can be checked against the
-    # network's, instead of letting a mismatch pass or fail obscurely.
-    return _CheckedTransformer("X", "Y", None, None)
-
-
-def read_vnnlib(path: str | os.PathLike, n_inputs: int | None = None,
-                n_outputs: int | None = None) -> Spec:
-    """Read a VNN-LIB 1 file (``.vnnlib`` or ``.vnnlib.gz``).
-
-    Args:
-        path: the file.
-        n_inputs, n_outputs: the network's flattened input/output sizes. When given they must
-            equal the number of declared ``X_i`` / ``Y_j`` (largest index + 1); when ``None``
-            they are taken from the declarations.
-
-    Returns:
-        A :class:`Spec` whose properties hold ``(n_inputs,)`` float64 boxes and clauses with
-        ``A: (k, n_outputs)``.
-
-    Raises:
-        InputFileError: missing/unreadable file, malformed text (the parser's complaint, one
-            line), constraints outside the supported fragment, or an unbounded/empty input box.
-        ShapeMismatchError: declared sizes differ from ``n_inputs`` / ``n_outputs``.
-    """
-    from vnnlib.errors import VnnLibError
-    from vnnlib.parser import VnnLibParser
-
-    path = Path(path)
-    if path.is_dir():
-        raise InputFileError(f"{path}: is a directory, not a VNN-LIB file")
-    if not path.is_file():
-        raise InputFileError(f"{path}: VNN-LIB file not found")
-    text = _read_text(path)
-    where = str(path)
-    version = re.search(r"\(\s*vnnlib-version\s*<?\s*([0-9.]+)", text)
-    if version and not version.group(1).startswith("1"):
-        raise InputFileError(f"{where}: VNN-LIB {version.group(1)} is not supported yet (vnnx reads VNN-LIB 1.0, "
-                             "the VNN-COMP dialect)")
-    transformer = _make_transformer(where)
-    try:
-        text = _normalise(text)
-    except InputFileError as exc:
-        raise InputFileError(f"{where}: malformed VNN-LIB: {exc}") from None
-    try:
-        with warnings.catch_warnings():
-            # VNN-COMP files write "-0.5" for (- 0.5); the parser warns on each one.
-            warnings.simplefilter("ignore")
-            ast = VnnLibParser.parse(text, strict=False)
-            boxes = transformer.transform(ast)
-    except VnnxError:
-        raise
-    except (VnnLibError, StopIteration, AssertionError, NotImplementedError, RuntimeError,
-            ValueError, KeyError, IndexError, TypeError, ZeroDivisionError) as exc:
-        raise InputFileError(f"{where}: malformed VNN-LIB: {_one_line(exc)}") from exc
-
-    declared_in, declared_out = transformer.input_size, transformer.output_size
+def _spec_from_formula(formula: Formula, reader: SyntaxReader, declared_in: int,
+                       declared_out: int, n_inputs: int | None, n_outputs: int | None,
+                       name_of=_name_v1) -> Spec:
+    """Checks, then boxes and clauses: one property per distinct box, in order of appearance;
+    a clause is the common output rows followed by its disjunct's output rows."""
+    where = reader.where
+    _check_rows(formula.common, reader, name_of)
+    for disjunct in formula.disjuncts or ():
+        _check_rows(disjunct, reader, name_of)
     if declared_in == 0:
         raise InputFileError(f"{where}: declares no input variables X_i")
     if declared_out == 0:
@@ -307,17 +216,25 @@ def read_vnnlib(path: str | os.PathLike, n_inputs: int | None = None,
             raise ShapeMismatchError(
                 f"{where}: spec declares {declared} {what}, network has {int(given)}"
             )
+    lower0, upper0 = [-math.inf] * declared_in, [math.inf] * declared_in
+    common_out: list = []
+    _apply_rows(formula.common, lower0, upper0, common_out, declared_out)
+    groups: dict[tuple, list] = {}
+    for disjunct in (formula.disjuncts if formula.disjuncts is not None else [[]]):
+        lower, upper, out = list(lower0), list(upper0), list(common_out)
+        _apply_rows(disjunct, lower, upper, out, declared_out)
+        groups.setdefault((tuple(lower), tuple(upper)), [lower, upper, []])[2].append(out)
 
     properties = []
     first_empty = ""
-    for box, polytopes in boxes:
-        bounds = np.asarray(box, dtype=np.float64).reshape(declared_in, 2)
-        lower, upper = bounds[:, 0] + 0.0, bounds[:, 1] + 0.0  # + 0.0: no -0.0 bounds
+    for lower, upper, clause_rows in groups.values():
+        lower = np.asarray(lower, dtype=np.float64) + 0.0  # + 0.0: no -0.0 bounds
+        upper = np.asarray(upper, dtype=np.float64) + 0.0
         unbounded = np.flatnonzero(~np.isfinite(lower) | ~np.isfinite(upper))
         if unbounded.size:
             raise InputFileError(
-                f"{where}: input X_{unbounded[0]} has no finite lower and upper bound "
-                f"({unbounded.size} unbounded input(s))"
+                f"{where}: input {name_of((_IN, int(unbounded[0])))} has no finite lower and "
+                f"upper bound ({unbounded.size} unbounded input(s))"
             )
         empty = np.flatnonzero(lower > upper)
         if empty.size:
@@ -325,18 +242,113 @@ def read_vnnlib(path: str | os.PathLike, n_inputs: int | None = None,
             # treated as a broken file.
             i = int(empty[0])
             first_empty = first_empty or (
-                f"{where}: input X_{i} has an empty range [{float(lower[i])!r}, "
+                f"{where}: input {name_of((_IN, i))} has an empty range [{float(lower[i])!r}, "
                 f"{float(upper[i])!r}]"
             )
             continue
         clauses = []
-        for a, b in polytopes:
-            a = np.asarray(a, dtype=np.float64).reshape(-1, declared_out)
-            clauses.append((a, np.asarray(b, dtype=np.float64).reshape(-1)))
+        for rows in clause_rows:
+            a = np.array([r for r, _ in rows], dtype=np.float64).reshape(-1, declared_out)
+            clauses.append((a, np.array([b for _, b in rows], dtype=np.float64)))
         properties.append(Property(lower, upper, clauses))
     if not properties:
         raise InputFileError(first_empty or f"{where}: no input box")
     return Spec(path=where, n_inputs=declared_in, n_outputs=declared_out, properties=properties)
+
+
+def _read_v1(text: str, where: str, n_inputs: int | None, n_outputs: int | None) -> Spec:
+    """VNN-LIB 1.0: ``declare-const`` of ``X_i`` / ``Y_j`` (Real) and assertions."""
+    reader = SyntaxReader(text, where)
+    declared: dict[str, dict] = {}
+    declared_in = declared_out = 0
+
+    def resolve(token: str, at: int) -> dict:
+        term = declared.get(token)
+        if term is None:
+            raise reader.error(f"malformed VNN-LIB: undeclared identifier {token!r}", at)
+        return term
+
+    reader.resolve = resolve
+    formula = Formula()
+    while not reader.at_end():
+        at = reader.pos
+        if reader.next() != "(":
+            raise reader.error("malformed VNN-LIB: expected '(' (unbalanced parentheses: ')' "
+                               "without '(')", at)
+        command = reader.next()
+        if command == "assert":
+            kind, payload = reader.boolean()
+            try:
+                formula.add(kind, payload)
+            except ValueError as exc:
+                raise reader.error(str(exc), at) from None
+            reader.expect(")")
+        elif command == "declare-const":
+            name, sort = reader.next(), reader.next()
+            reader.expect(")")
+            if name in "()" or sort in "()":
+                raise reader.error("malformed VNN-LIB: expected (declare-const NAME Real)", at)
+            if sort not in ("Real", "Int"):
+                raise reader.error(f"unsupported sort {sort!r} of {name!r} (expected Real)", at)
+            if name in declared:
+                raise reader.error(f"{name!r} is declared twice", at)
+            if match := _INPUT_NAME.match(name):
+                index = int(match.group(1))
+                declared[name] = {(_IN, index): 1.0}
+                declared_in = max(declared_in, index + 1)
+            elif match := _OUTPUT_NAME.match(name):
+                index = int(match.group(1))
+                declared[name] = {(_OUT, index): 1.0}
+                declared_out = max(declared_out, index + 1)
+            else:
+                declared[name] = {("other", name): 1.0}
+        elif command == "vnnlib-version":
+            reader.skip_to_close()
+        else:
+            raise reader.error(f"malformed VNN-LIB: unknown command {command!r}", at)
+    return _spec_from_formula(formula, reader, declared_in, declared_out, n_inputs, n_outputs)
+
+
+def read_vnnlib(path: str | os.PathLike, n_inputs: int | None = None,
+                n_outputs: int | None = None) -> Spec:
+    """Read a VNN-LIB 1.0 or 2.0 file (``.vnnlib`` or ``.vnnlib.gz``) into a :class:`Spec`.
+
+    The version is taken from the ``(vnnlib-version <2.0>)`` header (none: 1.0). A 2.0 query must
+    declare one network with one input and one output tensor (flattened in C order); see
+    :func:`vnnx.io.vnnlib2.read_query` for the multi-network form.
+
+    Args:
+        path: the file.
+        n_inputs, n_outputs: the network's flattened input/output sizes. When given they must
+            equal the number of declared ``X_i`` / ``Y_j`` (largest index + 1; for 2.0 the
+            declared shapes' sizes); when ``None`` they are taken from the declarations.
+
+    Returns:
+        A :class:`Spec` whose properties hold ``(n_inputs,)`` float64 boxes and clauses with
+        ``A: (k, n_outputs)``. Strict comparisons ``<`` / ``>`` are read as ``<=`` / ``>=``.
+
+    Raises:
+        InputFileError: missing/unreadable file, malformed text (one line, naming the line),
+            constraints outside the supported fragment, or an unbounded/empty input box.
+        ShapeMismatchError: declared sizes differ from ``n_inputs`` / ``n_outputs``.
+        MultiNetworkQueryError: a 2.0 query over several networks.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a directory, not a VNN-LIB file")
+    if not path.is_file():
+        raise InputFileError(f"{path}: VNN-LIB file not found")
+    text = _read_text(path)
+    where = str(path)
+    version = vnnlib_version(text)
+    if version is None or version.split(".")[0] == "1":
+        return _read_v1(text, where, n_inputs, n_outputs)
+    if version.split(".")[0] == "2":
+        from vnnx.io.vnnlib2 import parse_query
+
+        return parse_query(text, where).to_spec(n_inputs, n_outputs)
+    raise InputFileError(f"{where}: VNN-LIB {version} is not supported (vnnx reads VNN-LIB 1.0 "
+                         "and 2.0)")
 
 
 def violates(prop: Property, x: np.ndarray, y: np.ndarray, tol: float = 0.0) -> bool:
@@ -435,33 +447,47 @@ def _fmt(value: float) -> str:
 
 def write_robustness_spec(path: str | os.PathLike, x: np.ndarray, epsilon: float, label: int,
                           n_outputs: int, clip: tuple[float, float] | None = (0.0, 1.0), *,
-                          comment: str | None = None) -> None:
+                          comment: str | None = None, version: str = "1.0") -> None:
     """Write the L-infinity robustness property around ``x`` as VNN-LIB, atomically.
 
-    The layout follows the VNN-COMP mnistfc specs: ``declare-const`` for every ``X_i`` and
+    Version ``"1.0"`` follows the VNN-COMP mnistfc specs: ``declare-const`` for every ``X_i`` and
     ``Y_j``, two bound assertions per input, and ``(assert (or (and (>= Y_j Y_label)) ...))``.
-    A path ending in ``.gz`` is gzip-compressed. Arguments are those of
-    :func:`robustness_property`; ``comment`` replaces the first comment line.
+    Version ``"2.0"`` declares one network ``N`` with tensors ``X`` (shape ``[n_inputs]``) and
+    ``Y`` (``[n_outputs]``) and writes the same assertions over ``X[i]`` / ``Y[j]``; both read
+    back to the same :class:`Spec`. A path ending in ``.gz`` is gzip-compressed. Other arguments
+    are those of :func:`robustness_property`; ``comment`` replaces the first comment line.
 
     Example::
 
         write_robustness_spec("prop_0_0.03.vnnlib", x_test[0].ravel(), 0.03, int(y_test[0]), 10)
     """
+    if version not in ("1.0", "2.0"):
+        raise ConfigError(f"VNN-LIB version {version!r}: vnnx writes 1.0 and 2.0")
     prop = robustness_property(x, epsilon, label, n_outputs, clip)
     label = int(label)
     n_in = prop.n_inputs
     if comment is None:
         comment = f"Robustness property with label: {label}, epsilon: {_fmt(epsilon)}."
     lines = [f"; {' '.join(comment.split())}", ""]
-    lines += [f"(declare-const X_{i} Real)" for i in range(n_in)]
-    lines += ["", ""]
-    lines += [f"(declare-const Y_{j} Real)" for j in range(int(n_outputs))]
+    if version == "1.0":
+        x_name, y_name = "X_{}".format, "Y_{}".format
+        lines += [f"(declare-const X_{i} Real)" for i in range(n_in)]
+        lines += ["", ""]
+        lines += [f"(declare-const Y_{j} Real)" for j in range(int(n_outputs))]
+        disjunct = "    (and (>= {} {}))"
+    else:
+        x_name, y_name = "X[{}]".format, "Y[{}]".format
+        lines += ["(vnnlib-version <2.0>)", "", "(declare-network N",
+                  f"    (declare-input X real [{n_in}])",
+                  f"    (declare-output Y real [{int(n_outputs)}]))"]
+        disjunct = "    (>= {} {})"
     lines += ["", "; Input constraints:"]
     for i in range(n_in):
-        lines += [f"(assert (<= X_{i} {_fmt(prop.x_upper[i])}))",
-                  f"(assert (>= X_{i} {_fmt(prop.x_lower[i])}))", ""]
+        lines += [f"(assert (<= {x_name(i)} {_fmt(prop.x_upper[i])}))",
+                  f"(assert (>= {x_name(i)} {_fmt(prop.x_lower[i])}))", ""]
     lines += ["", "; Output constraints:", "(assert (or"]
-    lines += [f"    (and (>= Y_{j} Y_{label}))" for j in range(int(n_outputs)) if j != label]
+    lines += [disjunct.format(y_name(j), y_name(label)) for j in range(int(n_outputs))
+              if j != label]
     lines += ["))", ""]
     _atomic_write_text(Path(path), "\n".join(lines))
 
