@@ -109,6 +109,8 @@ class NetworkEngineStage(Stage):
         self.optional = optional
 
     def applies(self, verifier) -> Optional[str]:
+        if verifier.network is None:
+            return "the network-engine stage belongs to --engine chain (the graph engine bounds MaxPool itself)"
         if verifier.network_engine() is None:
             return "no bound plugin offers a network engine for this network"
         return None
