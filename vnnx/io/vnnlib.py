@@ -271,18 +271,9 @@ def _read_v1(text: str, where: str, n_inputs: int | None, n_outputs: int | None)
     reader.resolve = resolve
     formula = Formula()
     while not reader.at_end():
-        at = reader.pos
-        if reader.next() != "(":
-            raise reader.error("malformed VNN-LIB: expected '(' (unbalanced parentheses: ')' "
-                               "without '(')", at)
-        command = reader.next()
+        at, command = reader.command()
         if command == "assert":
-            kind, payload = reader.boolean()
-            try:
-                formula.add(kind, payload)
-            except ValueError as exc:
-                raise reader.error(str(exc), at) from None
-            reader.expect(")")
+            reader.assertion(formula, at)
         elif command == "declare-const":
             name, sort = reader.next(), reader.next()
             reader.expect(")")

@@ -259,11 +259,7 @@ def parse_query(text: str, where: str) -> Query:
     reader.resolve = resolve
     formula = Formula()
     while not reader.at_end():
-        at = reader.pos
-        if reader.next() != "(":
-            raise reader.error("malformed VNN-LIB: expected '(' (unbalanced parentheses: ')' "
-                               "without '(')", at)
-        command = reader.next()
+        at, command = reader.command()
         if command == "vnnlib-version":
             token = reader.next()
             reader.expect(")")
@@ -288,12 +284,7 @@ def parse_query(text: str, where: str) -> Query:
         elif command == "assert":
             if not networks:
                 raise reader.error("an assertion before any (declare-network ...)", at)
-            kind, payload = reader.boolean()
-            try:
-                formula.add(kind, payload)
-            except ValueError as exc:
-                raise reader.error(str(exc), at) from None
-            reader.expect(")")
+            reader.assertion(formula, at)
         elif command == "declare-const":
             raise reader.error("declare-const is VNN-LIB 1.0; a 2.0 query declares its "
                                "variables inside (declare-network ...)", at)

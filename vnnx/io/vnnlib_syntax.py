@@ -113,6 +113,22 @@ class SyntaxReader:
     def at_end(self) -> bool:
         return self.pos >= len(self.tokens)
 
+    def command(self) -> tuple[int, str]:
+        """Open the next top-level command: ``(position of its '(', its name)``."""
+        at = self.pos
+        if self.next() != "(":
+            raise self.error("malformed VNN-LIB: expected '(' (unbalanced parentheses: ')' without '(')", at)
+        return at, self.next()
+
+    def assertion(self, formula: "Formula", at: int) -> None:
+        """The rest of an ``(assert ...)`` command, added to ``formula``."""
+        kind, payload = self.boolean()
+        try:
+            formula.add(kind, payload)
+        except ValueError as exc:
+            raise self.error(str(exc), at) from None
+        self.expect(")")
+
     def skip_to_close(self) -> None:
         """Skip the rest of the current (already opened) list, nested lists included."""
         depth = 1
