@@ -369,3 +369,43 @@ def test_sparse_back_end_gives_the_dense_bounds(files, rng, shared, case):
         # Under a small memory cap the filled-in rest of a pass runs in blocks of rows.
         capped = GraphEngine(g, max_entries=2000).compute(centre - 0.05, centre + 0.05, "crown", C)
         np.testing.assert_allclose(capped.lower, b.lower, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", ["capm_overlap", "pool_cnn"])
+def test_maxpool_as_relus_computes_the_same_function_with_sound_bounds(files, rng, shared, tmp_path, case):
+    """vnnx.graph.maxpool_as_relus: every MaxPool as Select + (Sub, ReLU, Add) steps. Every node
+    of the original and its image compute the same values (padded, overlapping and ceil-mode
+    windows), CROWN on the rewritten graph is sound by sampling, and the MILP on it gives the
+    original's exact range."""
+    from nets import random_cnn
+
+    from vnnx.graph import maxpool_as_relus
+    from vnnx.milp import output_range
+
+    if case == "capm_overlap":
+        g = from_onnx(load_onnx(shared / "benchmarks" / "capm_overlap_case" / "capm_net.onnx"))
+    else:
+        net = random_cnn(np.random.default_rng(5), maxpool=True, pool_kernel=(3, 3), pool_stride=(2, 2),
+                         pool_padding=(1, 1, 1, 1))
+        network_to_onnx(net, tmp_path / "pool.onnx")
+        g = from_onnx(load_onnx(tmp_path / "pool.onnx"))
+    relus, node_map = maxpool_as_relus(g)
+    assert not any(n.op.kind == "MaxPool" for n in relus.nodes[1:])
+    assert sum(n.op.kind == "Relu" for n in relus.nodes[1:]) > sum(n.op.kind == "Relu" for n in g.nodes[1:])
+    x = rng.uniform(0, 1, (64, g.n_inputs))
+    import torch
+    with torch.no_grad():
+        a = g.run(torch.as_tensor(x).reshape((64,) + g.input_shape))
+        b = relus.run(torch.as_tensor(x).reshape((64,) + g.input_shape))
+    for k, j in node_map.items():
+        np.testing.assert_allclose(a[k].numpy(), b[j].numpy(), atol=1e-12)
+    centre = rng.uniform(0.2, 0.8, g.n_inputs)
+    lo, hi = centre - 0.02, centre + 0.02
+    res = GraphEngine(relus).compute(lo, hi, "crown")
+    ys = g.forward(_samples(rng, lo, hi, 2000))
+    assert np.all(ys >= res.lower - TOL) and np.all(ys <= res.upper + TOL)
+    if case == "pool_cnn":
+        c = np.eye(g.n_outputs)[0] - np.eye(g.n_outputs)[1]
+        exact = output_range(g, lo, hi, c, time_limit=60)
+        rewritten = output_range(relus, lo, hi, c, time_limit=60)
+        np.testing.assert_allclose(rewritten, exact, atol=1e-6)

@@ -130,11 +130,11 @@ def test_answers_agree_with_the_exact_output_range_on_residual_nets(tmp_path, se
 
 @pytest.mark.parametrize("eps", [0.1])
 def test_overlapping_maxpool_finds_violations_and_never_refutes_a_reachable_threshold(tmp_path, eps):
-    """A padded, overlapping MaxPool between the ReLUs (splits on the ReLUs, MaxPool relaxed,
-    exact in the leaf MILP). 2 % above the exact minimum: 'sat' with a point that really
-    violates. 2 % below: never 'sat'. (Closing it is not expected: MaxPool is not split, so the
-    bound stays loose until the leaves, whose MILPs take minutes here. Seed 2: other seeds'
-    exact minimum takes HiGHS over 20 s.)"""
+    """A padded, overlapping MaxPool between the ReLUs, on the graph as it is (splits on the
+    ReLUs, MaxPool relaxed, exact in the leaf MILP). 2 % above the exact minimum: 'sat' with a
+    point that really violates. 2 % below: never 'sat' (closing it is not expected here: the
+    MaxPool itself is not split; the next test's graph splits it). Seed 2: other seeds' exact
+    minimum takes HiGHS over 20 s."""
     rng = np.random.default_rng(302)
     g = _maxpool_cnn(tmp_path, 2)
     x0 = rng.uniform(0, 1, 36)
@@ -146,9 +146,33 @@ def test_overlapping_maxpool_finds_violations_and_never_refutes_a_reachable_thre
     for thr, allowed in ((true_min + gap, {"sat"}), (true_min - gap, {"unsat", "timeout", "unknown"})):
         check = lambda x: bool(float(g.forward(x[None])[0] @ c) <= thr)  # noqa: E731
         res = GraphBab(engine, lo, up, c[None], np.array([thr]), batch=64, check=check).run(
-            deadline=time.monotonic() + 5)
+            deadline=time.monotonic() + 20)
         assert res.status in allowed, (thr, res)
         if res.status == "sat":
+            assert np.all(res.x >= lo) and np.all(res.x <= up) and check(res.x)
+
+
+def test_maxpool_written_as_relus_makes_the_search_complete(tmp_path):
+    """The same case on :func:`vnnx.graph.maxpool_as_relus` (the split ReLUs decide each window's
+    max): 2 % below the exact minimum the search now closes the tree ('unsat'), 2 % above it
+    finds a real violation."""
+    from vnnx.graph import maxpool_as_relus
+
+    rng = np.random.default_rng(302)
+    g = _maxpool_cnn(tmp_path, 2)
+    relus, _ = maxpool_as_relus(g)
+    x0 = rng.uniform(0, 1, 36)
+    lo, up = x0 - 0.1, x0 + 0.1
+    c = np.array([1.0, -1.0, 0.0])
+    true_min = _exact_min(g, lo, up, c)
+    gap = 0.02 * max(1.0, abs(true_min))
+    engine = GraphEngine(relus)
+    for thr, want in ((true_min + gap, "sat"), (true_min - gap, "unsat")):
+        check = lambda x: bool(float(g.forward(x[None])[0] @ c) <= thr)  # noqa: E731
+        res = GraphBab(engine, lo, up, c[None], np.array([thr]), batch=64, check=check).run(
+            deadline=time.monotonic() + 60)
+        assert res.status == want, (thr, res)
+        if want == "sat":
             assert np.all(res.x >= lo) and np.all(res.x <= up) and check(res.x)
 
 

@@ -189,6 +189,7 @@ class Verifier:
             raise VnnxError(f"witness tolerance must be a finite number >= 0, got {witness_tol!r}")
         self.witness_tol = float(witness_tol)
         self._bounds = None
+        self._bab_engine = None
         self._torch = None
         self._chain = False   # not built yet; None when the network is not an affine/ReLU chain
         self._net_engine = False  # not built yet; None when no plugin offers one for this network
@@ -235,6 +236,23 @@ class Verifier:
 
             self._chain = None if self.network is None else relu_chain(self.network)
         return self._chain
+
+    def bab_engine(self):
+        """``(engine, node map)`` for the graph branch and bound: the bound engine itself, or on
+        a graph with MaxPool a :class:`vnnx.engine.GraphEngine` over
+        :func:`vnnx.graph.maxpool_as_relus` (whose ReLUs split the max), with the map from this
+        graph's nodes to that one's (None when they are the same graph)."""
+        if self._bab_engine is None:
+            from vnnx.engine import GraphEngine
+            from vnnx.graph import maxpool_as_relus
+
+            g = self.graph()
+            if any(n.op.kind == "MaxPool" for n in g.nodes[1:]):
+                relus, node_map = maxpool_as_relus(g)
+                self._bab_engine = (GraphEngine(relus, relaxations=self.relaxations, device=self.device), node_map)
+            else:
+                self._bab_engine = (self.bound_engine(), None)
+        return self._bab_engine
 
     def can_split(self) -> bool:
         """Whether the ReLU branch and bound runs on this network: a Dense/Conv/ReLU chain under

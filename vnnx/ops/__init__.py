@@ -7,10 +7,13 @@ input) and returns the operator and the :class:`Var` arguments it reads, in orde
 
 Adding an operator = one module here (plus its import in :data:`MODULES`) and its tests.
 
-Plugins replace an operator kind's relaxation by announcing a backward step
-``fn(op, A, bounds, alpha) -> (coefficients, bias)`` for that kind in their
-:class:`vnnx.registry.Plugin` (``extras["relaxations"]``, CAPM's MaxPool chain); the engine is given
-the chosen ones (:class:`vnnx.engine.GraphEngine` ``relaxations``), never probes attributes.
+Plugins replace an operator kind's relaxation by announcing a :class:`~vnnx.ops.base.Relaxation`
+(its dense and sparse backward steps) for that kind in their :class:`vnnx.registry.Plugin`
+(``extras["relaxations"]``, CAPM's MaxPool chain); the engine is given the chosen ones
+(:class:`vnnx.engine.GraphEngine` ``relaxations``), never probes attributes.
+
+Operators without an ONNX builder are made by graph passes: ``select`` (entries picked by index,
+:func:`vnnx.graph.maxpool_as_relus`).
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ ONNX_BUILDERS: dict[str, Callable] = {}
 ALIASES = frozenset({"Identity", "Dropout", "Cast"})
 
 MODULES = ("linear", "conv", "batchnorm", "elementwise", "add", "concat", "reshape", "transpose", "pad",
-           "avgpool", "maxpool", "relu", "leaky_relu", "sigmoid", "tanh")
+           "avgpool", "maxpool", "relu", "leaky_relu", "sigmoid", "tanh", "select")
 
 
 def onnx_builder(*op_types: str):
