@@ -51,6 +51,9 @@ WITNESS_TOL = 1e-4
 class Counterexample:
     x: np.ndarray  # (n_inputs,) float32, flattened model input
     y: np.ndarray  # (n_outputs,) float32, onnxruntime output at x
+    # A multi-network query's witness: (name, value) of every query column in declaration order
+    # (``X_f[0]``, ..., ``Y_g[4]``), written to the result file instead of X_i / Y_j.
+    named: Optional[list] = None
 
 
 @dataclass
@@ -62,9 +65,13 @@ class VerifyResult:
     stages: list[dict] = field(default_factory=list)
 
     def result_text(self) -> str:
-        """The VNN-COMP result-file text: the verdict, then ``((X_i v) ... (Y_j v))`` after sat."""
+        """The VNN-COMP result-file text: the verdict, then ``((X_i v) ... (Y_j v))`` after sat
+        (for a multi-network query the 2.0 names: ``((X_f[0] v) ... (Y_g[4] v))``)."""
         lines = [self.verdict]
-        if self.verdict == "sat" and self.counterexample is not None:
+        if self.verdict == "sat" and self.counterexample is not None and self.counterexample.named:
+            entries = [f"({name} {float(v)!r})" for name, v in self.counterexample.named]
+            lines.append("(" + "\n ".join(entries) + ")")
+        elif self.verdict == "sat" and self.counterexample is not None:
             entries = [f"(X_{i} {float(v)!r})" for i, v in enumerate(self.counterexample.x)]
             entries += [f"(Y_{j} {float(v)!r})" for j, v in enumerate(self.counterexample.y)]
             lines.append("(" + "\n ".join(entries) + ")")

@@ -39,7 +39,7 @@ from vnnx.errors import InputFileError, ShapeMismatchError, VnnxError
 from vnnx.io.vnnlib_syntax import Formula, Row, SyntaxReader
 
 __all__ = ["TensorDecl", "NetworkDecl", "LinearRow", "Query", "MultiNetworkQueryError",
-           "parse_query", "read_query", "write_vnnlib2"]
+           "parse_query", "read_query", "write_vnnlib2", "parse_network_list"]
 
 
 class MultiNetworkQueryError(VnnxError):
@@ -495,3 +495,20 @@ def write_vnnlib2(path: str | os.PathLike, spec, **kwargs) -> None:
     from vnnx.io.vnnlib import _atomic_write_text
 
     _atomic_write_text(Path(path), spec_to_vnnlib2(spec, **kwargs))
+
+
+def parse_network_list(text: str, where: str) -> list[tuple[str, str]]:
+    """The first column of a VNN-COMP 2026 instances.csv: a Python-style list of (name, ONNX
+    path) pairs, ``[('f', 'onnx/a.onnx'), ('g', 'onnx/b.onnx')]``. Raises
+    :class:`InputFileError` naming ``where`` when it is anything else."""
+    import ast
+
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        value = None
+    if (not isinstance(value, (list, tuple)) or not value
+            or not all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(s, str) and s for s in p)
+                       for p in value)):
+        raise InputFileError(f"{where}: expected a list of (name, onnx path) pairs, got {text.strip()[:80]!r}")
+    return [(str(n), str(p)) for n, p in value]
