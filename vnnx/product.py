@@ -160,14 +160,10 @@ def _propagate(rows_z, lo: np.ndarray, hi: np.ndarray) -> None:
             mins = {k: min(a * lo[k], a * hi[k]) for k, a in coeffs.items()}
             if any(math.isnan(m) for m in mins.values()):
                 continue
-            total = sum(mins.values())
             for k, a in coeffs.items():
-                rest = total - mins[k]
+                rest = sum(m for j, m in mins.items() if j != k)
                 if not math.isfinite(rest):
-                    others = [m for j, m in mins.items() if j != k]
-                    if any(m == -math.inf for m in others):
-                        continue
-                    rest = sum(others)
+                    continue
                 limit = (bound - rest) / a
                 slack = PROPAGATION_SLACK * (1.0 + abs(limit))
                 if a > 0 and limit + slack < hi[k]:
