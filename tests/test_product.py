@@ -110,6 +110,13 @@ def test_two_networks_against_brute_force(tmp_path, seed):
     q_unsat = parse_query(relation_query(float(values.min()) - delta), "unsat.vnnlib")
     res = verify_query(q_unsat, models, timeout=30)
     assert res.verdict == "unsat", res.stages
+    # Each stage alone: never the wrong answer (a sat is re-checked on the original files).
+    for method in ("pgd", "crown", "alpha-crown", "input-split", "bab", "milp"):
+        res = verify_query(q_sat, models, method=method, timeout=3)
+        assert res.verdict != "unsat", method
+        if res.verdict == "sat":
+            check_witness_independently(q_sat, dict(res.counterexample.named), models)
+        assert verify_query(q_unsat, models, method=method, timeout=3).verdict != "sat", method
 
 
 def relu_identity_onnx(path: Path) -> Path:

@@ -17,7 +17,8 @@ exists). :func:`parse_query` reads it into a :class:`Query`: every tensor elemen
 one variable vector, and the assertions are linear rows over it (a conjunction, and a disjunction
 of conjunctions). A query over one network with one input and one output goes into the same
 :class:`~vnnx.io.vnnlib.Spec` as 1.0 (:meth:`Query.to_spec`), so it runs through the normal
-pipeline; several networks are parsed but not verified yet (:class:`MultiNetworkQueryError`).
+pipeline; a query over several networks raises :class:`MultiNetworkQueryError` there and is
+verified through a product network instead (:mod:`vnnx.product`, ``vnnx verify --onnx NAME=PATH``).
 
 Supported: ``declare-network`` with ``equal-to`` / ``isomorphic-to``, ``declare-input`` /
 ``declare-output`` (any element type, shape ``[d1,...,dk]`` or ``[]``, optional ONNX name),
@@ -182,7 +183,8 @@ class Query:
         if len(self.networks) != 1:
             names = ", ".join(n.name for n in self.networks)
             raise MultiNetworkQueryError(
-                f"{self.path}: multi-network queries ({names}) are not supported yet by verify")
+                f"{self.path}: multi-network queries ({names}) do not fit a single-network Spec; "
+                "verify them with vnnx.product.verify_query (vnnx verify --onnx NAME=PATH ...)")
         net = self.networks[0]
         if len(net.inputs) != 1 or len(net.outputs) != 1:
             raise MultiNetworkQueryError(
