@@ -453,3 +453,23 @@ def test_random_queries_against_an_independent_milp(tmp_path, seed):
             check_witness_independently(query, dict(res.counterexample.named), models)
         if method == "milp":   # complete on these nets: the input polytope is exact in it
             assert res.verdict == expected, (method, res.verdict, truth)
+
+
+def test_bench_runs_the_2026_form(tmp_path):
+    from vnnx.bench import run_benchmark
+
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "vnnlib").mkdir()
+    f = mlp_onnx(tmp_path / "onnx" / "f.onnx", 20)
+    g = mlp_onnx(tmp_path / "onnx" / "g.onnx", 21)
+    values, _ = grid_objective(f, g)
+    (tmp_path / "vnnlib" / "sat.vnnlib").write_text(relation_query(float(values.min()) + 0.05))
+    (tmp_path / "vnnlib" / "bad.vnnlib").write_text(relation_query(0.0))
+    (tmp_path / "instances.csv").write_text(
+        "\"[('f', 'onnx/f.onnx'), ('g', 'onnx/g.onnx')]\",vnnlib/sat.vnnlib,30\n"
+        "\"[('f', 'onnx/f.onnx'), ('h', 'onnx/g.onnx')]\",vnnlib/bad.vnnlib,30\n")
+    summary = run_benchmark(str(tmp_path / "instances.csv"), out_csv=str(tmp_path / "r.csv"), progress=False)
+    verdicts = [r["verdict"] for r in summary.rows]
+    assert verdicts == ["sat", "error"]
+    assert "declares no network 'h'" in summary.rows[1]["decided_by"]
+    assert "f=f.onnx,g=g.onnx sat.vnnlib" in summary.table()

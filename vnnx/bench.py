@@ -41,7 +41,7 @@ class BenchSummary:
         solved = [r["seconds"] for r in self.rows if r["verdict"] in ("sat", "unsat")]
         lines = [f"{'instance':60s} {'verdict':8s} {'seconds':>8s}"]
         for r in self.rows:
-            lines.append(f"{(Path(r['onnx']).name + ' ' + Path(r['vnnlib']).name)[:60]:60s} "
+            lines.append(f"{(_network_label(r['onnx']) + ' ' + Path(r['vnnlib']).name)[:60]:60s} "
                          f"{r['verdict']:8s} {r['seconds']:8.2f}")
         lines.append("")
         lines.append(f"instances {len(self.rows)}: sat {c['sat']}, unsat {c['unsat']}, unknown {c['unknown']}, "
@@ -52,6 +52,19 @@ class BenchSummary:
         if self.out_csv:
             lines.append(f"results: {self.out_csv}")
         return "\n".join(lines)
+
+
+def _network_label(onnx: str) -> str:
+    """The file name of a row's network; for the 2026 form ``f=a.onnx,g=a.onnx``."""
+    if str(onnx).lstrip().startswith("["):
+        from vnnx.io.vnnlib2 import parse_network_list
+        from vnnx.errors import InputFileError
+
+        try:
+            return ",".join(f"{n}={Path(p).name}" for n, p in parse_network_list(str(onnx), "instances"))
+        except InputFileError:
+            pass
+    return Path(onnx).name
 
 
 # One verifier per network and process, reused across that network's instances.
