@@ -323,28 +323,9 @@ class ProductVerifier(Verifier):
 
     def __init__(self, product: Product, milp_backend: str = "highs", seed: int = 0,
                  witness_tol: float = WITNESS_TOL, device: str = "cpu") -> None:
-        from vnnx.verify import check_device
-
-        if not (witness_tol >= 0 and np.isfinite(witness_tol)):
-            raise VnnxError(f"witness tolerance must be a finite number >= 0, got {witness_tol!r}")
+        super().__init__(_ProductModel(product), milp_backend=milp_backend, seed=seed,
+                         witness_tol=witness_tol, engine="graph", device=device, graph=product.graph)
         self.product = product
-        self.model = _ProductModel(product)
-        self.engine = "graph"
-        self.device = check_device(device)
-        self._graph = product.graph
-        self.network = None
-        self.custom_ops = {}
-        self.relaxations = {}
-        self.milp_backend = milp_backend
-        self.seed = seed
-        self.witness_tol = float(witness_tol)
-        self._bounds = None
-        self._torch = None
-        self._chain = None
-        self._net_engine = None
-
-    def network_engine(self):
-        return None
 
     def assignment(self, z: np.ndarray):
         """``(v, y)``: the query's column vector at free values ``z`` (inputs rounded to float32

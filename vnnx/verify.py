@@ -157,11 +157,14 @@ class Verifier:
     ``device``: where the graph engine computes ('cpu' or 'cuda', float64 either way; the chain
     engines run on the CPU).
     ``witness_tol``: the counterexample tolerance (module docstring); 0 is the strict mode.
+    ``graph``: a bound graph built by the caller, used instead of the model's own (``model`` then
+    needs only ``path``, ``n_inputs`` and ``n_outputs``: :class:`vnnx.product.ProductVerifier`).
     """
 
     def __init__(self, model, custom_ops: Optional[Mapping[str, type]] = None,
                  milp_backend: str = "highs", seed: int = 0, witness_tol: float = WITNESS_TOL,
-                 relaxations: Optional[Mapping] = None, engine: str = "auto", device: str = "cpu") -> None:
+                 relaxations: Optional[Mapping] = None, engine: str = "auto", device: str = "cpu",
+                 graph=None) -> None:
         from vnnx.errors import UnsupportedOpError
         from vnnx.io.onnx import to_network
 
@@ -174,7 +177,11 @@ class Verifier:
         # the chain view (and its engines) for chains, the bound graph for everything else.
         self._graph = None
         self.network = None
-        if engine != "chain":
+        if graph is not None:   # built by the caller (vnnx.product's product network)
+            if engine == "chain":
+                raise VnnxError("a prebuilt graph runs on the graph engine, not --engine chain")
+            self._graph = graph
+        elif engine != "chain":
             from vnnx.graph import from_onnx
 
             self._graph = from_onnx(model)
