@@ -66,12 +66,12 @@ def shared_specs() -> dict[Path, object]:
                 onnx_cache[onnx_path] = _onnx_sizes(onnx_path)
             sizes_of_spec.setdefault(spec_path, set()).add(onnx_cache[onnx_path])
     specs = sorted(BENCH.rglob("*.vnnlib")) + sorted(BENCH.rglob("*.vnnlib.gz"))
-    # The shared VNN-LIB 2.0 file is a two-network query: parsed (tests/test_vnnlib2.py), but
-    # refused by the single-network Spec form with one clear line.
+    # The shared VNN-LIB 2.0 file is a two-network query: parsed (tests/test_vnnlib2.py), refused
+    # by the single-network Spec form with one clear line, verified through vnnx.product.
     v2 = [p for p in specs if "vnnlib-version <2" in p.read_text(errors="replace")]
     assert v2
     for p in v2:
-        with pytest.raises(MultiNetworkQueryError, match="multi-network queries .* not supported yet"):
+        with pytest.raises(MultiNetworkQueryError, match="multi-network queries .* do not fit a single-network Spec"):
             read_vnnlib(p)
     specs = [p for p in specs if p not in v2]
     assert len(specs) >= 60

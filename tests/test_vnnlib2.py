@@ -120,14 +120,14 @@ def test_monotonic_acasxu_query_form():
 
 
 @needs_shared
-def test_multi_network_query_is_refused_by_verify_in_one_line(capsys):
-    with pytest.raises(MultiNetworkQueryError, match=r"instance_0\.vnnlib: multi-network queries \(f, g\)"):
+def test_multi_network_query_is_refused_by_the_spec_form_and_goes_to_the_product(capsys):
+    with pytest.raises(MultiNetworkQueryError, match=r"instance_0\.vnnlib: multi-network queries \(f, g\) do not fit"):
         read_vnnlib(MONOTONIC)
     onnx_path = BENCH / "vnnlib2_monotonic_acasxu" / "onnx" / "ACASXU_run2a_4_2_batch_2000.onnx"
-    code = main(["verify", "--onnx", str(onnx_path), "--vnnlib", str(MONOTONIC)])
-    err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "multi-network queries" in err and "not supported yet by verify" in err
+    # One plain --onnx serves f and g (g is equal-to f): the product network loads.
+    code = main(["verify", "--onnx", str(onnx_path), "--vnnlib", str(MONOTONIC), "--method", "check"])
+    out = capsys.readouterr().out
+    assert code == 0 and "ok: 2 networks" in out and "6 free inputs" in out
 
 
 def test_multi_network_disjunction_scalars_and_onnx_names():

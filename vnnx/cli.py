@@ -104,6 +104,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from vnnx.verify import Verifier
 
     _apply_benchmark_settings(args)
+    from vnnx.product import parse_onnx_args
+
+    entries = parse_onnx_args(args.onnx, args.vnnlib)
+    query = _multi_network_query(args.vnnlib)
+    if query is not None:
+        return _verify_query(args, query, entries)
+    if len(entries) != 1:
+        raise VnnxError(f"--onnx is given {len(entries)} networks, but {args.vnnlib} is a "
+                        "single-network property")
+    args.onnx = entries[0][1]
     model = load_onnx(args.onnx)
     spec = read_vnnlib(args.vnnlib, model.n_inputs, model.n_outputs)
     verifier = Verifier(model, custom_ops_for(args.maxpool), relaxations=relaxations_for(args.maxpool),
@@ -118,6 +128,50 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return 0
     # --timeout counts from the start of the process (or of the call: see main).
     result = verifier.verify(spec, method=args.method, timeout=args.timeout, start=_STARTED)
+    if args.result_file:
+        write_text_atomic(args.result_file, result.result_text())
+    print(result.verdict)
+    if args.verbose:
+        print(json.dumps(result.as_dict(), indent=2), file=sys.stderr)
+    return 0
+
+
+def _multi_network_query(path: str):
+    """The :class:`~vnnx.io.vnnlib2.Query` of a VNN-LIB 2.0 file over several networks, else
+    None (1.0 files and single-network 2.0 files take the Spec path)."""
+    from vnnx.io.vnnlib import _read_text, vnnlib_version
+    from vnnx.io.vnnlib2 import read_query
+
+    p = Path(path)
+    if not p.is_file():
+        return None   # read_vnnlib says so, in its words
+    version = vnnlib_version(_read_text(p))
+    if version is None or version.split(".")[0] != "2":
+        return None
+    query = read_query(p)
+    return query if len(query.networks) > 1 else None
+
+
+def _verify_query(args: argparse.Namespace, query, entries) -> int:
+    import time
+
+    from vnnx.product import ProductVerifier, assign_networks, build_product, load_networks
+    from vnnx.util import write_text_atomic
+    from vnnx.verify import VerifyResult
+
+    paths = assign_networks(query, entries)
+    product = build_product(query, load_networks(paths))
+    verifier = ProductVerifier(product, milp_backend=args.solver, witness_tol=args.witness_tol,
+                               device=args.device)
+    if args.method == "check":
+        verifier.prepare()
+        print(f"ok: {len(paths)} networks ({', '.join(f'{n}={p}' for n, p in paths.items())}), "
+              f"{args.vnnlib} ({product.n_free} free inputs after substitution)")
+        return 0
+    if product.empty:
+        result = VerifyResult("unsat", time.monotonic() - _STARTED, "input-constraints")
+    else:
+        result = verifier.verify(product.spec, method=args.method, timeout=args.timeout, start=_STARTED)
     if args.result_file:
         write_text_atomic(args.result_file, result.result_text())
     print(result.verdict)
@@ -224,7 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("verify", help="verify one ONNX network against one VNN-LIB property")
-    p.add_argument("--onnx", required=True, help="network (.onnx or .onnx.gz)")
+    p.add_argument("--onnx", required=True, action="append",
+                   help="network (.onnx or .onnx.gz); for a VNN-LIB 2.0 query over several networks "
+                        "repeat it as NAME=PATH (a network declared equal-to another may share its "
+                        "file), or give the first column of a VNN-COMP 2026 instances.csv")
     p.add_argument("--vnnlib", required=True, help="property (.vnnlib or .vnnlib.gz)")
     p.add_argument("--timeout", type=_seconds, default=None,
                    help="seconds for the whole run, counted from the start of the process (default: none)")

@@ -51,6 +51,9 @@ WITNESS_TOL = 1e-4
 class Counterexample:
     x: np.ndarray  # (n_inputs,) float32, flattened model input
     y: np.ndarray  # (n_outputs,) float32, onnxruntime output at x
+    # A multi-network query's witness: (name, value) of every query column in declaration order
+    # (``X_f[0]``, ..., ``Y_g[4]``), written to the result file instead of X_i / Y_j.
+    named: Optional[list] = None
 
 
 @dataclass
@@ -62,9 +65,13 @@ class VerifyResult:
     stages: list[dict] = field(default_factory=list)
 
     def result_text(self) -> str:
-        """The VNN-COMP result-file text: the verdict, then ``((X_i v) ... (Y_j v))`` after sat."""
+        """The VNN-COMP result-file text: the verdict, then ``((X_i v) ... (Y_j v))`` after sat
+        (for a multi-network query the 2.0 names: ``((X_f[0] v) ... (Y_g[4] v))``)."""
         lines = [self.verdict]
-        if self.verdict == "sat" and self.counterexample is not None:
+        if self.verdict == "sat" and self.counterexample is not None and self.counterexample.named:
+            entries = [f"({name} {float(v)!r})" for name, v in self.counterexample.named]
+            lines.append("(" + "\n ".join(entries) + ")")
+        elif self.verdict == "sat" and self.counterexample is not None:
             entries = [f"(X_{i} {float(v)!r})" for i, v in enumerate(self.counterexample.x)]
             entries += [f"(Y_{j} {float(v)!r})" for j, v in enumerate(self.counterexample.y)]
             lines.append("(" + "\n ".join(entries) + ")")
@@ -150,11 +157,14 @@ class Verifier:
     ``device``: where the graph engine computes ('cpu' or 'cuda', float64 either way; the chain
     engines run on the CPU).
     ``witness_tol``: the counterexample tolerance (module docstring); 0 is the strict mode.
+    ``graph``: a bound graph built by the caller, used instead of the model's own (``model`` then
+    needs only ``path``, ``n_inputs`` and ``n_outputs``: :class:`vnnx.product.ProductVerifier`).
     """
 
     def __init__(self, model, custom_ops: Optional[Mapping[str, type]] = None,
                  milp_backend: str = "highs", seed: int = 0, witness_tol: float = WITNESS_TOL,
-                 relaxations: Optional[Mapping] = None, engine: str = "auto", device: str = "cpu") -> None:
+                 relaxations: Optional[Mapping] = None, engine: str = "auto", device: str = "cpu",
+                 graph=None) -> None:
         from vnnx.errors import UnsupportedOpError
         from vnnx.io.onnx import to_network
 
@@ -167,7 +177,11 @@ class Verifier:
         # the chain view (and its engines) for chains, the bound graph for everything else.
         self._graph = None
         self.network = None
-        if engine != "chain":
+        if graph is not None:   # built by the caller (vnnx.product's product network)
+            if engine == "chain":
+                raise VnnxError("a prebuilt graph runs on the graph engine, not --engine chain")
+            self._graph = graph
+        elif engine != "chain":
             from vnnx.graph import from_onnx
 
             self._graph = from_onnx(model)

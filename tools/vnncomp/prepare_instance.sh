@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # VNN-COMP (2022+) prepare script:  prepare_instance.sh v1 BENCHMARK ONNX VNNLIB
+# ONNX: one path, or the 2026 instances.csv first column (a list of (name, path) pairs).
 # Checks that vnnx is installed and that the network and spec load together. It kills no
 # processes: vnnx leaves none behind (each run is one process that exits on its deadline).
 set -u

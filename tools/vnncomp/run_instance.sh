@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # VNN-COMP (2022+) run script:  run_instance.sh v1 BENCHMARK ONNX VNNLIB RESULTFILE TIMEOUT
+# ONNX is one path, or (VNN-COMP 2026, multi-network VNN-LIB 2.0) the first column of instances.csv,
+# "[('f', 'a.onnx'), ('g', 'b.onnx')]" (docs/vnnlib.md).
 # Writes the verdict (and a counterexample after sat) to RESULTFILE. vnnx counts TIMEOUT from the
 # start of its own process (loading included), so no separate start-up allowance is taken off.
 # A hard stop one second after TIMEOUT (SIGINT, then SIGKILL a second later) guarantees that the

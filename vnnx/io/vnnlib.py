@@ -20,6 +20,7 @@ Example::
 """
 from __future__ import annotations
 
+import csv
 import gzip
 import math
 import os
@@ -533,6 +534,11 @@ def write_instances_csv(path: str | os.PathLike,
 def read_instances_csv(path: str | os.PathLike) -> list[tuple[Path, Path, float]]:
     """Read a VNN-COMP instances list.
 
+    The first column is one ONNX path, or (VNN-COMP 2026, multi-network VNN-LIB 2.0 queries) a
+    quoted list of (name, path) pairs, ``"[('f', 'onnx/a.onnx'), ('g', 'onnx/a.onnx')]"``; for
+    that form ``onnx_path`` is the same list as a string, its paths resolved (what
+    ``vnnx verify --onnx`` accepts).
+
     Returns:
         ``[(onnx_path, vnnlib_path, timeout_seconds), ...]`` with relative paths resolved
         against the csv's directory (normalised, e.g. ``./specs/a`` -> ``specs/a``). Whether the
@@ -548,7 +554,8 @@ def read_instances_csv(path: str | os.PathLike) -> list[tuple[Path, Path, float]
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        fields = [f.strip() for f in line.split(",")]
+        # The 2026 form quotes its first column, a list of (name, path) pairs with commas.
+        fields = [f.strip() for f in next(csv.reader([line], skipinitialspace=True))]
         if len(fields) != 3 or not fields[0] or not fields[1]:
             raise InputFileError(f"{path}, line {n}: expected 'onnx,vnnlib,timeout', got {line!r}")
         try:
@@ -559,5 +566,10 @@ def read_instances_csv(path: str | os.PathLike) -> list[tuple[Path, Path, float]
             raise InputFileError(f"{path}, line {n}: timeout {fields[2]!r} is not a positive "
                                  "number of seconds")
         onnx_path, vnnlib_path = (Path(os.path.normpath(base / f)) for f in fields[:2])
+        if fields[0].startswith("["):
+            from vnnx.io.vnnlib2 import parse_network_list
+
+            pairs = parse_network_list(fields[0], f"{path}, line {n}")
+            onnx_path = repr([(name, os.path.normpath(base / p)) for name, p in pairs])
         result.append((onnx_path, vnnlib_path, timeout))
     return result

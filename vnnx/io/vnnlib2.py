@@ -17,7 +17,8 @@ exists). :func:`parse_query` reads it into a :class:`Query`: every tensor elemen
 one variable vector, and the assertions are linear rows over it (a conjunction, and a disjunction
 of conjunctions). A query over one network with one input and one output goes into the same
 :class:`~vnnx.io.vnnlib.Spec` as 1.0 (:meth:`Query.to_spec`), so it runs through the normal
-pipeline; several networks are parsed but not verified yet (:class:`MultiNetworkQueryError`).
+pipeline; a query over several networks raises :class:`MultiNetworkQueryError` there and is
+verified through a product network instead (:mod:`vnnx.product`, ``vnnx verify --onnx NAME=PATH``).
 
 Supported: ``declare-network`` with ``equal-to`` / ``isomorphic-to``, ``declare-input`` /
 ``declare-output`` (any element type, shape ``[d1,...,dk]`` or ``[]``, optional ONNX name),
@@ -39,7 +40,7 @@ from vnnx.errors import InputFileError, ShapeMismatchError, VnnxError
 from vnnx.io.vnnlib_syntax import Formula, Row, SyntaxReader
 
 __all__ = ["TensorDecl", "NetworkDecl", "LinearRow", "Query", "MultiNetworkQueryError",
-           "parse_query", "read_query", "write_vnnlib2"]
+           "parse_query", "read_query", "write_vnnlib2", "parse_network_list"]
 
 
 class MultiNetworkQueryError(VnnxError):
@@ -182,7 +183,8 @@ class Query:
         if len(self.networks) != 1:
             names = ", ".join(n.name for n in self.networks)
             raise MultiNetworkQueryError(
-                f"{self.path}: multi-network queries ({names}) are not supported yet by verify")
+                f"{self.path}: multi-network queries ({names}) do not fit a single-network Spec; "
+                "verify them with vnnx.product.verify_query (vnnx verify --onnx NAME=PATH ...)")
         net = self.networks[0]
         if len(net.inputs) != 1 or len(net.outputs) != 1:
             raise MultiNetworkQueryError(
@@ -486,3 +488,20 @@ def write_vnnlib2(path: str | os.PathLike, spec, **kwargs) -> None:
     from vnnx.io.vnnlib import _atomic_write_text
 
     _atomic_write_text(Path(path), spec_to_vnnlib2(spec, **kwargs))
+
+
+def parse_network_list(text: str, where: str) -> list[tuple[str, str]]:
+    """The first column of a VNN-COMP 2026 instances.csv: a Python-style list of (name, ONNX
+    path) pairs, ``[('f', 'onnx/a.onnx'), ('g', 'onnx/b.onnx')]``. Raises
+    :class:`InputFileError` naming ``where`` when it is anything else."""
+    import ast
+
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        value = None
+    if (not isinstance(value, (list, tuple)) or not value
+            or not all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(s, str) and s for s in p)
+                       for p in value)):
+        raise InputFileError(f"{where}: expected a list of (name, onnx path) pairs, got {text.strip()[:80]!r}")
+    return [(str(n), str(p)) for n, p in value]
