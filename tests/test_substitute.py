@@ -358,7 +358,7 @@ def test_cli_radius_over_a_range_of_anchors_with_truth_and_plot(files, capsys, t
                  "--plot", str(plot)]) == 0
     r = json.loads(capsys.readouterr().out)
     assert [a["index"] for a in r["anchors"]] == [0, 1]
-    assert all(a["f"]["d_bnd"] <= a["f"]["d_bnd_upper"] for a in r["anchors"])
+    assert all(a["f"]["verified_radius"] <= a["f"]["d_bnd"] <= a["f"]["d_bnd_upper"] for a in r["anchors"])
     s = r["summary"]
     assert s["anchors"] == 2 and s["compared"] == 2 and s["inside_bracket"] == 2
     assert s["clamped_mean_abs_rel_error"] <= s["raw_mean_abs_rel_error"] + 1e-12

@@ -189,7 +189,8 @@ def _radius_one(args, index: int, truth: bool = False) -> dict:
         f = boundary_distance(network, x0, label=sub.label, clip=args.clip, timeout=args.timeout,
                               rel_tol=args.rel_tol, engine=args.engine, pgd_restarts=args.pgd_restarts,
                               pgd_steps=args.pgd_steps)
-        out["f"] = {"status": f.status, "d_bnd": f.d_bnd, "d_bnd_upper": f.d_bnd_upper, "seconds": f.seconds}
+        out["f"] = {"status": f.status, "d_bnd": f.d_bnd, "d_bnd_upper": f.d_bnd_upper,
+                    "verified_radius": f.verified_radius, "seconds": f.seconds}
     return out
 
 
