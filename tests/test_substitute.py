@@ -358,10 +358,30 @@ def test_cli_radius_over_a_range_of_anchors_with_truth_and_plot(files, capsys, t
                  "--plot", str(plot)]) == 0
     r = json.loads(capsys.readouterr().out)
     assert [a["index"] for a in r["anchors"]] == [0, 1]
+    assert all(a["f"]["verified_radius"] <= a["f"]["d_bnd"] <= a["f"]["d_bnd_upper"] for a in r["anchors"])
     s = r["summary"]
     assert s["anchors"] == 2 and s["compared"] == 2 and s["inside_bracket"] == 2
     assert s["clamped_mean_abs_rel_error"] <= s["raw_mean_abs_rel_error"] + 1e-12
     assert plot.stat().st_size > 0
+
+
+def test_radius_summary_counts_a_bracket_end_inside_fs_own_tolerance_as_inside():
+    """f's search knows d_bnd only to its tolerance: robust at d_bnd, a counterexample at
+    d_bnd_upper. A check proving f robust a hair above f's d_bnd (but below d_bnd_upper) is no
+    contradiction and counts as inside; a lower end above f's counterexample does not."""
+    from vnnx_plugins.substitute.cli import radius_summary
+
+    def row(lower, upper, d_bnd, d_bnd_upper):
+        return {"status": "complete", "seconds": 1.0, "substitute": {"prune_seconds": 0.1},
+                "bracket": {"lower": lower, "upper": upper, "estimate_raw": lower, "estimate": lower, "seconds": 0.5},
+                "f": {"status": "complete", "d_bnd": d_bnd, "d_bnd_upper": d_bnd_upper, "seconds": 10.0}}
+
+    s = radius_summary([row(0.04228, 0.0438, 0.04227, 0.04232),     # lower inside f's [d_bnd, d_bnd_upper]
+                        row(0.0300, 0.0400, 0.0350, 0.0351),        # plainly inside
+                        row(0.0500, 0.0600, 0.0400, 0.0401)])       # lower above f's counterexample: unsound
+    assert s["compared"] == 3 and s["inside_bracket"] == 2 and s["point_inside_bracket"] == 1
+    old = row(0.0300, 0.0400, 0.0350, None)                         # older rows: no d_bnd_upper
+    assert radius_summary([old])["inside_bracket"] == 1
 
 
 def test_cli_index_range_is_refused_where_one_anchor_is_meant(files, capsys):
