@@ -100,7 +100,6 @@ def _apply_benchmark_settings(args: argparse.Namespace) -> None:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from vnnx.io.onnx import load_onnx
     from vnnx.io.vnnlib import read_vnnlib
-    from vnnx.util import write_text_atomic
     from vnnx.verify import Verifier
 
     _apply_benchmark_settings(args)
@@ -127,7 +126,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
               f"{args.vnnlib} ({len(spec.properties)} input box(es))")
         return 0
     # --timeout counts from the start of the process (or of the call: see main).
-    result = verifier.verify(spec, method=args.method, timeout=args.timeout, start=_STARTED)
+    return _report_verdict(args, verifier.verify(spec, method=args.method, timeout=args.timeout, start=_STARTED))
+
+
+def _report_verdict(args: argparse.Namespace, result) -> int:
+    """The verdict line on stdout, the result file (atomically) and, with --verbose, the stage
+    log as JSON on stderr."""
+    from vnnx.util import write_text_atomic
+
     if args.result_file:
         write_text_atomic(args.result_file, result.result_text())
     print(result.verdict)
@@ -156,7 +162,6 @@ def _verify_query(args: argparse.Namespace, query, entries) -> int:
     import time
 
     from vnnx.product import ProductVerifier, assign_networks, build_product, load_networks
-    from vnnx.util import write_text_atomic
     from vnnx.verify import VerifyResult
 
     paths = assign_networks(query, entries)
@@ -172,12 +177,7 @@ def _verify_query(args: argparse.Namespace, query, entries) -> int:
         result = VerifyResult("unsat", time.monotonic() - _STARTED, "input-constraints")
     else:
         result = verifier.verify(product.spec, method=args.method, timeout=args.timeout, start=_STARTED)
-    if args.result_file:
-        write_text_atomic(args.result_file, result.result_text())
-    print(result.verdict)
-    if args.verbose:
-        print(json.dumps(result.as_dict(), indent=2), file=sys.stderr)
-    return 0
+    return _report_verdict(args, result)
 
 
 def _cmd_bounds(args: argparse.Namespace) -> int:
