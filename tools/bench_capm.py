@@ -24,7 +24,7 @@ import torch
 
 import vnnx  # noqa: F401
 from vnnx.bounds import BoundComputer
-from vnnx.cli import custom_ops_for
+from vnnx.cli import custom_ops_for, relaxations_for
 from vnnx.errors import VnnxError
 from vnnx.io.vnnlib import read_vnnlib, read_instances_csv, robustness_property
 from vnnx.verify import refuted_clauses
@@ -198,7 +198,7 @@ def main() -> None:
     instances = read_instances_csv(vv / "verivital_instances.csv")[: (4 if args.quick else None)]
     model = load_onnx(instances[0][0])
     eng = Engines(to_network(model), alpha_iterations=5)
-    verifier = Verifier(model, custom_ops_for("capm"))
+    verifier = Verifier(model, custom_ops_for("capm"), relaxations=relaxations_for("capm"))
     props = []
     for onnx_path, spec_path, timeout in instances:
         spec = read_vnnlib(spec_path, eng.net.n_inputs)

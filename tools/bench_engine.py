@@ -78,7 +78,8 @@ def engines_for(onnx: Path, only: str | None = None):
     from vnnx.verify import Verifier
 
     model = load_onnx(onnx)
-    verifier = Verifier(model, custom_ops_for("capm"), relaxations=relaxations_for("capm"))
+    # The chain engines are the Verifier's under engine 'chain' (its default is the graph now).
+    verifier = Verifier(model, custom_ops_for("capm"), relaxations=relaxations_for("capm"), engine="chain")
     out = {}
     if verifier.network is not None and only in (None, "lirpa"):
         lirpa = verifier.bound_engine()
