@@ -230,8 +230,9 @@ class Verifier:
         return self.network if self.network is not None else self.graph()
 
     def bound_engine(self):
-        """The bound engine (IBP / CROWN / α-CROWN), built on first use: auto_LiRPA on the chain
-        view of chain networks, :class:`vnnx.engine.GraphEngine` on other graphs."""
+        """The bound engine (IBP / CROWN / α-CROWN), built on first use:
+        :class:`vnnx.engine.GraphEngine` on the bound graph (the default), auto_LiRPA on the chain
+        view under engine 'chain'."""
         if self._bounds is None:
             if self.network is None:
                 from vnnx.engine import GraphEngine
