@@ -261,7 +261,7 @@ class GraphEngine:
                         parts = [self._pass(j, {i: _rows(a, r0, r0 + rows) for i, a in acc.items()}, bounds)
                                  for r0 in range(0, Aj.shape[0], rows)]
                         return bias + torch.cat(parts, dim=1)
-                    Aj = _dense(Aj, bounds[j][0])
+                    Aj = _dense(Aj, (1, Aj.shape[0]) + g.nodes[j].shape, bounds[j][0].device)
                 else:
                     done = (done[0], torch.as_tensor(done[1], device=bounds[j][0].device).reshape(1, -1))
             if done is None:
@@ -343,9 +343,9 @@ class GraphEngine:
         return c.expand((batch,) + tuple(c.shape[1:])).contiguous()
 
 
-def _dense(A, like: torch.Tensor) -> torch.Tensor:
-    """A sparse (K, n) coefficient matrix of one sample as the dense (1, K, *shape) tensor."""
-    return torch.as_tensor(A.toarray(), device=like.device).reshape((1, A.shape[0]) + tuple(like.shape[1:]))
+def _dense(A, shape: tuple, device) -> torch.Tensor:
+    """A sparse (K, n) coefficient matrix of one sample as the dense (1, K, *node shape) tensor."""
+    return torch.as_tensor(A.toarray(), device=device).reshape(shape)
 
 
 def _rows(a, r0: int, r1: int):
@@ -358,9 +358,9 @@ def _add(a, b):
     if sp.issparse(a) and sp.issparse(b):
         return (a + b).tocsr()
     if sp.issparse(a):
-        a = torch.as_tensor(a.toarray(), device=b.device).reshape(b.shape)
+        a = _dense(a, b.shape, b.device)
     if sp.issparse(b):
-        b = torch.as_tensor(b.toarray(), device=a.device).reshape(a.shape)
+        b = _dense(b, a.shape, a.device)
     return a + b
 
 

@@ -107,12 +107,18 @@ class MaxPool(Operator):
         count.scatter_add_(1, idx.reshape(1, -1).expand(lo.shape[0], -1), open_.reshape(lo.shape[0], -1).long())
         return (count > 0).reshape(lo.shape)
 
+    def _lines(self, lo, hi):
+        """The relaxation, each (B, P): ``winner``, the input cell of the window's largest lower
+        bound (``y >= x_winner``); ``decided``, whether ``y == x_winner``; ``top``, the window's
+        largest upper bound (``y <= top``)."""
+        idx = torch.as_tensor(self.window_table()[0], device=lo.device)
+        wu, arg, decided = self._windows(lo, hi)
+        winner = idx.unsqueeze(0).expand(arg.shape[0], -1, -1).gather(-1, arg.unsqueeze(-1)).squeeze(-1)
+        return winner, decided, wu.max(-1).values
+
     def backward(self, A, bounds, alpha=None):
         lo, hi = bounds[0]
-        idx = torch.as_tensor(self.window_table()[0], device=A.device)
-        wu, arg, decided = self._windows(lo, hi)                       # decided: y == x_arg
-        top = wu.max(-1).values                                        # y <= top
-        winner = idx.unsqueeze(0).expand(arg.shape[0], -1, -1).gather(-1, arg.unsqueeze(-1)).squeeze(-1)  # (B, P)
+        winner, decided, top = self._lines(lo, hi)
         B, K = A.shape[:2]
         a = A.reshape(B, K, -1)
         pos, neg = a.clamp(min=0), a.clamp(max=0)
@@ -134,11 +140,7 @@ class MaxPool(Operator):
         """For one sample, as :func:`by_sign` takes them: the windows' lower lines (the winner
         cell) stacked on the upper lines (the winner where decided, else none), (2P, n_in) CSR, and
         the constants (2P,): none below, the top upper bound above where undecided."""
-        idx = torch.as_tensor(self.window_table()[0], device=lo.device)
-        wu, arg, decided = self._windows(lo, hi)
-        winner = idx.gather(-1, arg[0].unsqueeze(-1)).squeeze(-1).cpu().numpy()
-        decided = decided[0].cpu().numpy()
-        top = wu[0].max(-1).values.cpu().numpy()
+        winner, decided, top = (t[0].cpu().numpy() for t in self._lines(lo, hi))
         P, n_in = winner.shape[0], int(np.prod(self.in_shapes[0]))
         rows = np.arange(P)
         lines = sp.csr_matrix((np.concatenate([np.ones(P), decided.astype(np.float64)]),
