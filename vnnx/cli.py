@@ -159,25 +159,19 @@ def _multi_network_query(path: str):
 
 
 def _verify_query(args: argparse.Namespace, query, entries) -> int:
-    import time
-
-    from vnnx.product import ProductVerifier, assign_networks, build_product, load_networks
-    from vnnx.verify import VerifyResult
+    from vnnx.product import ProductVerifier, assign_networks, build_product, load_networks, verify_query
 
     paths = assign_networks(query, entries)
-    product = build_product(query, load_networks(paths))
-    verifier = ProductVerifier(product, milp_backend=args.solver, witness_tol=args.witness_tol,
-                               device=args.device)
+    models = load_networks(paths)
     if args.method == "check":
-        verifier.prepare()
+        product = build_product(query, models)
+        ProductVerifier(product, milp_backend=args.solver, witness_tol=args.witness_tol, device=args.device).prepare()
         print(f"ok: {len(paths)} networks ({', '.join(f'{n}={p}' for n, p in paths.items())}), "
               f"{args.vnnlib} ({product.n_free} free inputs after substitution)")
         return 0
-    if product.empty:
-        result = VerifyResult("unsat", time.monotonic() - _STARTED, "input-constraints")
-    else:
-        result = verifier.verify(product.spec, method=args.method, timeout=args.timeout, start=_STARTED)
-    return _report_verdict(args, result)
+    return _report_verdict(args, verify_query(query, models, method=args.method, timeout=args.timeout,
+                                              start=_STARTED, milp_backend=args.solver,
+                                              witness_tol=args.witness_tol, device=args.device))
 
 
 def _cmd_bounds(args: argparse.Namespace) -> int:

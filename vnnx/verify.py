@@ -68,13 +68,11 @@ class VerifyResult:
         """The VNN-COMP result-file text: the verdict, then ``((X_i v) ... (Y_j v))`` after sat
         (for a multi-network query the 2.0 names: ``((X_f[0] v) ... (Y_g[4] v))``)."""
         lines = [self.verdict]
-        if self.verdict == "sat" and self.counterexample is not None and self.counterexample.named:
-            entries = [f"({name} {float(v)!r})" for name, v in self.counterexample.named]
-            lines.append("(" + "\n ".join(entries) + ")")
-        elif self.verdict == "sat" and self.counterexample is not None:
-            entries = [f"(X_{i} {float(v)!r})" for i, v in enumerate(self.counterexample.x)]
-            entries += [f"(Y_{j} {float(v)!r})" for j, v in enumerate(self.counterexample.y)]
-            lines.append("(" + "\n ".join(entries) + ")")
+        cex = self.counterexample
+        if self.verdict == "sat" and cex is not None:
+            named = cex.named or ([(f"X_{i}", v) for i, v in enumerate(cex.x)] +
+                                  [(f"Y_{j}", v) for j, v in enumerate(cex.y)])
+            lines.append("(" + "\n ".join(f"({name} {float(v)!r})" for name, v in named) + ")")
         return "\n".join(lines) + "\n"
 
     def as_dict(self) -> dict:
