@@ -81,6 +81,7 @@ class GraphEngine:
         self._local_nodes: dict = {}
         self._sizes: dict = {}
         self._ancestor_size = {}
+        self._last: list = []   # every node's bounds of the last compute()
         for k in self._tight | {graph.output}:
             self._ancestor_size[k] = max(int(np.prod(graph.nodes[i].shape)) for i in graph.ancestors(k))
 
@@ -99,6 +100,7 @@ class GraphEngine:
         C = np.eye(self.graph.n_outputs) if C is None else np.asarray(C, dtype=np.float64)
         c = self._spec(C, 1)
         bounds = self.intermediate(lo, hi, method, deadline)
+        self._last = bounds
         both = torch.cat([c, -c], dim=1)
         with torch.no_grad():
             lower = self._final(both, bounds, method, deadline)[0]
@@ -391,3 +393,56 @@ def exact_interval_nodes(graph: Graph) -> set[int]:
         elif getattr(op, "elementwise", False) and node.inputs[0] in exact:
             exact.add(k)
     return exact
+
+
+class ChainBounds:
+    """The graph engine on a layer chain (:class:`vnnx.network.Network`, the view the plugins
+    edit layer by layer), with results keyed by layer index as the plugins read them:
+    ``pre_activation[k]`` bounds the output of ``network.layers[k]`` for each k whose next layer
+    is an activation or MaxPool. ``relaxations``: as :class:`GraphEngine`'s (CAPM's MaxPool).
+
+    Example::
+
+        res = ChainBounds(network).compute(x_lo, x_hi, "crown")   # res.pre_activation[k]
+    """
+
+    def __init__(self, network, relaxations: Optional[Mapping[str, Relaxation]] = None,
+                 device: str = "cpu", **engine_options) -> None:
+        self.network = network
+        self.graph = network.to_graph()
+        self.engine = GraphEngine(self.graph, relaxations=relaxations, device=device, **engine_options)
+        nodes = self.graph.layer_nodes
+        # The node each activation reads is the previous layer's (or a Reshape of it: same values).
+        self.pre_nodes = {k: self.graph.nodes[nodes[k + 1]].inputs[0]
+                          for k in range(len(nodes) - 1)
+                          if not self.graph.nodes[nodes[k + 1]].op.linear}
+
+    @property
+    def alpha_iterations(self) -> int:
+        return self.engine.alpha_iterations
+
+    @alpha_iterations.setter
+    def alpha_iterations(self, value: int) -> None:
+        self.engine.alpha_iterations = int(value)
+
+    def compute(self, x_lower: np.ndarray, x_upper: np.ndarray, method: str = "crown",
+                C: Optional[np.ndarray] = None, deadline: Optional[float] = None):
+        """:meth:`GraphEngine.compute`, ``pre_activation`` keyed by layer index."""
+        res = self.engine.compute(x_lower, x_upper, method, C, deadline)
+        bounds = self.engine._last
+        res.pre_activation = {k: (bounds[node][0].reshape(-1).cpu().numpy(), bounds[node][1].reshape(-1).cpu().numpy())
+                              for k, node in self.pre_nodes.items()}
+        return res
+
+    def lower_bounds_batch(self, x_lower: np.ndarray, x_upper: np.ndarray, C: np.ndarray,
+                           method: str = "crown") -> np.ndarray:
+        return self.engine.lower_bounds_batch(x_lower, x_upper, C, method)
+
+    def layer_bounds(self, x_lower: np.ndarray, x_upper: np.ndarray, method: str = "crown",
+                     deadline: Optional[float] = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Flattened float64 ``(lower, upper)`` of every layer's output for the box: interval
+        bounds, and with CROWN those of the activations' inputs refined."""
+        lo, hi = self.engine._box(np.asarray(x_lower).reshape(1, -1), np.asarray(x_upper).reshape(1, -1))
+        bounds = self.engine.intermediate(lo, hi, method, deadline)
+        flat = [(b[0].reshape(-1).cpu().numpy(), b[1].reshape(-1).cpu().numpy()) for b in bounds]
+        return [flat[node] for node in self.graph.layer_nodes]

@@ -48,6 +48,8 @@ class Graph:
         self.output = output
         self.label = label
         self._consumers: Optional[list[list[int]]] = None
+        #: for a graph built by :meth:`vnnx.network.Network.to_graph`: the node of each layer
+        self.layer_nodes: Optional[list[int]] = None
 
     # ------------------------------------------------------------------ structure
     @property

@@ -83,6 +83,13 @@ class Dense:
         """``x``: (N, in) -> (N, out)."""
         return x @ self.weight.T + self.bias
 
+    def graph_op(self):
+        """This layer as a bound-graph operator with the (per-sample) shapes it reads and writes
+        (:meth:`Network.to_graph`)."""
+        from vnnx.ops.linear import Linear
+
+        return Linear(self.weight, self.bias), (1, _size(self.in_shape)), (1, _size(self.out_shape))
+
 
 @dataclass(frozen=True)
 class Conv:
@@ -139,6 +146,12 @@ class Conv:
         out = _conv_numpy(x.reshape((n,) + tuple(self.in_shape)), self.weight, self.bias, self)
         return out.reshape(n, -1)
 
+    def graph_op(self):
+        from vnnx.ops.conv import Conv as ConvOp
+
+        op = ConvOp(self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return op, (1,) + tuple(self.in_shape), (1,) + tuple(self.out_shape)
+
 
 def _conv_numpy(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, conv: Conv) -> np.ndarray:
     import torch
@@ -158,6 +171,12 @@ class Relu:
     def apply(self, x: np.ndarray) -> np.ndarray:
         return np.maximum(x, 0.0)
 
+    def graph_op(self):
+        """Elementwise: the operator keeps whatever shape it is given (None, None)."""
+        from vnnx.ops.relu import Relu as Op
+
+        return Op(), None, None
+
 
 @dataclass(frozen=True)
 class Sigmoid:
@@ -166,6 +185,11 @@ class Sigmoid:
     def apply(self, x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-x))
 
+    def graph_op(self):
+        from vnnx.ops.sigmoid import Sigmoid as Op
+
+        return Op(), None, None
+
 
 @dataclass(frozen=True)
 class Tanh:
@@ -173,6 +197,11 @@ class Tanh:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         return np.tanh(x)
+
+    def graph_op(self):
+        from vnnx.ops.tanh import Tanh as Op
+
+        return Op(), None, None
 
 
 @dataclass(frozen=True)
@@ -231,6 +260,12 @@ class MaxPool:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         return np.stack([x[:, idx].max(axis=1) for idx in self.windows()], axis=1)
+
+    def graph_op(self):
+        from vnnx.ops.maxpool import MaxPool as PoolOp
+
+        op = PoolOp(self.kernel, self.stride, self.padding, self.ceil_mode)
+        return op, (1,) + tuple(self.in_shape), (1,) + tuple(self.out_shape)
 
 
 def _pool_out(n: int, k: int, s: int, p0: int, p1: int, ceil_mode: bool) -> int:
@@ -304,6 +339,36 @@ class Network:
             h = layer.apply(h)
             outs.append(h)
         return outs if return_all else h
+
+    def to_graph(self, label: str = "network"):
+        """The same function as a bound graph (:mod:`vnnx.graph`), for the engine
+        (:class:`vnnx.engine.GraphEngine`) and the MILP: one operator per layer, with Reshapes
+        where a layer reads another shape than the one before it (a Dense reads ``(1, n)``, a
+        Conv or MaxPool ``(1, C, H, W)``). ``graph.layer_nodes[k]`` is the node holding the
+        output of ``layers[k]``, so bounds of graph nodes map back to layers."""
+        from vnnx.graph import Graph, Node
+        from vnnx.ops.reshape import Reshape
+
+        nodes = [Node("input", None, (), tuple(self.input_shape))]
+        self_nodes = []
+
+        def add(name, op, shape, in_shape):
+            op.in_shapes, op.out_shape = (tuple(in_shape),), tuple(shape)
+            nodes.append(Node(name, op, (len(nodes) - 1,), tuple(shape)))
+
+        for k, layer in enumerate(self.layers):
+            op, reads, writes = layer.graph_op()
+            shape = nodes[-1].shape
+            if reads is not None and tuple(reads) != shape:
+                add(f"layer{k}/reshape", Reshape(reads), reads, shape)
+                shape = tuple(reads)
+            add(f"layer{k}", op, shape if writes is None else writes, shape)
+            self_nodes.append(len(nodes) - 1)
+        if nodes[-1].shape != tuple(self.output_shape):
+            add("output/reshape", Reshape(self.output_shape), self.output_shape, nodes[-1].shape)
+        graph = Graph(nodes, len(nodes) - 1, label)
+        graph.layer_nodes = self_nodes
+        return graph
 
     def pre_activation_indices(self) -> list[int]:
         """Indices k of layers whose output feeds a ReLU (``layers[k + 1]`` is a ReLU)."""
