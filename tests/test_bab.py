@@ -1,16 +1,17 @@
-"""ReLU-splitting branch and bound (vnnx.bab): the chain view, sound bounds under splits,
-exact answers against the MILP's exact output range, and its place in the verifier."""
+"""ReLU-splitting branch and bound on layer chains (:class:`vnnx.graph_bab.GraphBab` on
+``Network.to_graph()``): exact answers against the MILP's exact output range, on dense and
+convolutional chains, and its place in the verifier."""
 from __future__ import annotations
 
 import time
 
 import numpy as np
 import pytest
-import torch
 
 import vnnx  # noqa: F401
-from tests.nets import random_cnn, random_mlp
-from vnnx.bab import ReluBab, _Domains, crown_layer_bounds, relu_chain
+from tests.nets import random_mlp
+from vnnx.engine import GraphEngine
+from vnnx.graph_bab import GraphBab
 from vnnx.milp import output_range
 from vnnx.network import Conv, Dense, Network, Relu
 
@@ -20,104 +21,6 @@ def _box(rng, n, width=(0.3, 1.2)):
     return lo, lo + rng.uniform(*width, n)
 
 
-def test_chain_merges_affine_layers_and_matches_the_network():
-    rng = np.random.default_rng(0)
-    conv = Conv(rng.normal(size=(2, 1, 2, 2)), rng.normal(size=2), (1, 3, 3), (2, 2, 2))
-    net = Network((1, 1, 3, 3), (1, 3), [
-        conv, Relu((8,)), Dense(rng.normal(size=(5, 8)), rng.normal(size=5), (8,), (5,)),
-        Dense(rng.normal(size=(4, 5)), rng.normal(size=4), (5,), (4,)), Relu((4,)),
-        Dense(rng.normal(size=(3, 4)), rng.normal(size=3), (4,), (3,))])
-    chain = relu_chain(net)
-    assert chain is not None and chain.n_hidden == 2
-    assert chain.layer_index == [0, 3]          # the merged Dense-Dense feeds the second ReLU
-    x = rng.normal(size=(50, 9))
-    np.testing.assert_allclose(chain.forward(torch.as_tensor(x)).numpy(), net.forward(x), rtol=1e-10, atol=1e-10)
-
-
-def test_chain_refuses_networks_with_other_layers():
-    rng = np.random.default_rng(1)
-    assert relu_chain(random_cnn(rng, maxpool=True)) is None
-    assert relu_chain(random_cnn(rng, maxpool=False)) is not None
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_bounds_under_random_splits_hold_on_sampled_points(seed):
-    """Split random unstable neurons, optimise α/β, then every sampled input that satisfies the
-    splits must have an objective at or above the domain's bound."""
-    rng = np.random.default_rng(seed)
-    net = random_mlp(rng, (4, 10, 10, 3))
-    chain = relu_chain(net)
-    lo, up = _box(rng, 4)
-    A, b = rng.normal(size=(2, 3)), rng.normal(size=2)
-    bab = ReluBab(chain, lo, up, A, b, iterations=30, rebound_intermediate=True)
-    with torch.no_grad():
-        root = bab._root(None)
-    # Split two unstable neurons per layer the way an anchor point activates them, so that
-    # the domain is not empty.
-    anchor = net.forward(rng.uniform(lo, up, size=(1, 4)), return_all=True)
-    splits = [s.clone() for s in root.splits]
-    for i, k in enumerate(chain.layer_index):
-        unstable = torch.nonzero((root.lbs[i][0] < 0) & (root.ubs[i][0] > 0)).flatten()
-        for j in unstable[rng.permutation(len(unstable))[:2]].tolist():
-            splits[i][0, j] = 1 if anchor[k][0, j] >= 0 else -1
-    lbs = [torch.where(s > 0, l.clamp(min=0), l) for l, s in zip(root.lbs, splits)]
-    ubs = [torch.where(s < 0, u.clamp(max=0), u) for u, s in zip(root.ubs, splits)]
-    dom = _Domains(lbs, ubs, splits, root.alphas, root.betas, torch.full((1,), -np.inf, dtype=torch.float64))
-    with torch.no_grad():
-        bab._intermediate(dom.lbs, dom.ubs, dom.splits, 1)
-    bab._optimise(dom, 30)
-    bound = float(dom.bound[0])
-    x = np.vstack([rng.uniform(lo, up, size=(40000, 4)), np.where(rng.random((4000, 4)) < 0.5, lo, up)])
-    acts = net.forward(x, return_all=True)
-    keep = np.ones(len(x), dtype=bool)
-    for i, k in enumerate(chain.layer_index):
-        z, s = acts[k], splits[i][0].numpy()
-        keep &= np.all((s == 0) | ((s > 0) & (z >= 0)) | ((s < 0) & (z <= 0)), axis=1)
-        # The domain's pre-activation bounds are sound too.
-        assert np.all(z[keep] >= dom.lbs[i][0].numpy() - 1e-9) and np.all(z[keep] <= dom.ubs[i][0].numpy() + 1e-9)
-    assert keep.sum() > 20
-    obj = (acts[-1][keep] @ A.T - b).max(1)
-    assert obj.min() >= bound - 1e-9
-
-
-def _chain_pre_activations(chain, X: np.ndarray) -> list[np.ndarray]:
-    h, out = torch.as_tensor(X), []
-    for w, b in zip(chain.weights[:-1], chain.biases[:-1]):
-        z = h @ w.T + b
-        out.append(z.numpy())
-        h = z.clamp(min=0)
-    return out
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_crown_layer_bounds_are_sound_and_match_auto_lirpa(seed):
-    """vnnx's dense CROWN: sampled points (box corners included) stay inside every layer's
-    bounds; on the neurons auto_LiRPA's CROWN refines (unstable under its bounds) the two agree,
-    and elsewhere vnnx's are never looser."""
-    from vnnx.bounds import BoundComputer
-
-    rng = np.random.default_rng(seed)
-    net = random_mlp(rng, (6, 20, 16, 12, 3)) if seed % 2 == 0 else random_cnn(rng, maxpool=False)
-    chain = relu_chain(net)
-    x0 = rng.uniform(0, 1, net.n_inputs)
-    lo, hi = x0 - 0.15, x0 + 0.15
-    mine = crown_layer_bounds(chain, lo, hi)
-    X = rng.uniform(lo, hi, size=(5000, net.n_inputs))
-    X[:500] = np.where(rng.random((500, net.n_inputs)) < 0.5, lo, hi)
-    for (l, u), z in zip(mine, _chain_pre_activations(chain, X)):
-        assert (z >= l - 1e-9).all() and (z <= u + 1e-9).all()
-    ref = BoundComputer(net).compute(lo, hi, "crown").pre_activation
-    refined = 0
-    for (l, u), k in zip(mine, chain.layer_index):
-        rl, ru = ref[k]
-        assert (l >= rl - 1e-9).all() and (u <= ru + 1e-9).all()
-        unstable = (rl < 0) & (ru > 0)
-        np.testing.assert_allclose(l[unstable], rl[unstable], atol=1e-9)
-        np.testing.assert_allclose(u[unstable], ru[unstable], atol=1e-9)
-        refined += int(unstable.sum())
-    assert refined > 0
-
-
 @pytest.mark.parametrize("seed", range(8))
 def test_answers_agree_with_the_exact_output_range(seed):
     """Against the MILP's exact minimum of c·y: a threshold just below it is unsat, just above
@@ -125,53 +28,26 @@ def test_answers_agree_with_the_exact_output_range(seed):
     rng = np.random.default_rng(100 + seed)
     net = random_mlp(rng, (5, 16, 12, 8, 3))
     lo, up = _box(rng, 5, (0.5, 1.5))
-    _assert_agrees_with_exact_range(net, relu_chain(net), lo, up, seed)
+    _assert_agrees_with_exact_range(net, lo, up, seed)
 
 
-def _assert_agrees_with_exact_range(net, chain, lo, up, seed):
+def _assert_agrees_with_exact_range(net, lo, up, seed):
     """Threshold 2% below the MILP's exact minimum of y_0 - y_(1 + seed % 2): unsat; 2% above:
     sat, with a point in the box that really violates."""
     c = np.zeros(3)
     c[0], c[1 + seed % 2] = 1.0, -1.0
     true_min, _ = output_range(net, lo, up, c)
+    engine = GraphEngine(net.to_graph())
     gap = 0.02 * max(1.0, abs(true_min))
     for offset, expected in ((-gap, "unsat"), (gap, "sat")):
         thr = true_min + offset
         check = lambda x: bool(float(net.forward(x[None])[0] @ c) <= thr)  # noqa: E731
-        res = ReluBab(chain, lo, up, c[None], np.array([thr]), batch=64, check=check).run(
+        res = GraphBab(engine, lo, up, c[None], np.array([thr]), batch=64, check=check).run(
             deadline=time.monotonic() + 60)
         assert res.status == expected, (seed, offset, res)
         if expected == "sat":
             assert np.all(res.x >= lo) and np.all(res.x <= up)
             assert float(net.forward(res.x[None])[0] @ c) <= thr
-
-
-def test_fully_split_domains_are_closed_exactly_by_the_leaf_lp():
-    """With branching that always splits everything at once, the tree reaches leaves with no
-    unstable neuron left; their LP must close them when the threshold is below the minimum."""
-    rng = np.random.default_rng(7)
-    net = random_mlp(rng, (3, 6, 5, 2))
-    chain = relu_chain(net)
-    lo, up = _box(rng, 3, (1.0, 2.0))
-    c = np.array([1.0, -1.0])
-    true_min, _ = output_range(net, lo, up, c)
-    res = ReluBab(chain, lo, up, c[None], np.array([true_min - 1e-3]), batch=4, iterations=0).run(
-        deadline=time.monotonic() + 60)
-    assert res.status == "unsat"
-
-
-def test_timeout_is_honoured_and_never_unsat():
-    rng = np.random.default_rng(3)
-    net = random_mlp(rng, (8, 64, 64, 3))
-    chain = relu_chain(net)
-    lo, up = _box(rng, 8, (1.5, 2.0))
-    c = np.array([1.0, -1.0, 0.0])
-    # A threshold far above anything CROWN can prove, with no counterexample check: the tree
-    # can only run out of time.
-    t0 = time.monotonic()
-    res = ReluBab(chain, lo, up, c[None], np.array([50.0]), batch=64).run(deadline=time.monotonic() + 1.0)
-    assert res.status in ("timeout", "unknown")
-    assert time.monotonic() - t0 < 5.0
 
 
 def _spec_needing_bab(tmp_path):
@@ -218,7 +94,6 @@ def test_auto_skips_slow_alpha_crown_when_branch_and_bound_can_take_over(tmp_pat
     factor), 'auto' logs α-CROWN as skipped and the ReLU branch and bound still decides; an
     explicit --method alpha-crown is never skipped."""
     import vnnx.stages.bound
-    import vnnx.verify as V
 
     verifier, parsed = _spec_needing_bab(tmp_path)
     monkeypatch.setattr(vnnx.stages.bound, "ALPHA_STEP_CROWN_PASSES", 1e12)
@@ -238,7 +113,6 @@ def test_auto_leaves_half_the_time_to_branch_and_bound(tmp_path, monkeypatch):
     import time as _time
 
     import vnnx.stages.bound
-    import vnnx.verify as V
 
     verifier, parsed = _spec_needing_bab(tmp_path)
     seen = []
@@ -262,43 +136,6 @@ def test_auto_leaves_half_the_time_to_branch_and_bound(tmp_path, monkeypatch):
     assert seen
 
 
-@pytest.mark.parametrize("geometry", [
-    dict(in_shape=(2, 7, 7), stride=(1, 1), padding=(0, 0, 0, 0), k=3),
-    dict(in_shape=(2, 8, 8), stride=(2, 2), padding=(1, 1, 1, 1), k=3),
-    dict(in_shape=(3, 9, 7), stride=(2, 1), padding=(2, 1, 2, 1), k=5),
-    dict(in_shape=(1, 28, 28), stride=(2, 2), padding=(2, 2, 2, 2), k=5),   # the paper's MNIST CNN
-])
-def test_transposed_conv_equals_the_dense_product(geometry):
-    """The branch and bound's backward pass through a convolution (a transposed convolution)
-    equals the product with the layer's dense matrix, for batched coefficients."""
-    from vnnx.bab import transposed_conv
-    from vnnx.network import Conv
-
-    rng = np.random.default_rng(3)
-    c, h, w = geometry["in_shape"]
-    k = geometry["k"]
-    (sh, sw), (pt, pl, pb, pr) = geometry["stride"], geometry["padding"]
-    oh, ow = (h + pt + pb - k) // sh + 1, (w + pl + pr - k) // sw + 1
-    conv = Conv(rng.normal(size=(4, c, k, k)), rng.normal(size=4), (c, h, w), (4, oh, ow),
-                geometry["stride"], geometry["padding"])
-    back = transposed_conv(conv)
-    assert back is not None
-    W, _ = conv.matrix()
-    coef = torch.as_tensor(rng.normal(size=(5, 2, 4 * oh * ow)))
-    np.testing.assert_allclose(back(coef).numpy(), (coef @ torch.as_tensor(W)).numpy(), rtol=1e-12, atol=1e-12)
-
-
-def test_transposed_conv_refuses_geometries_it_cannot_express():
-    from vnnx.bab import transposed_conv
-    from vnnx.network import Conv
-
-    rng = np.random.default_rng(0)
-    asym = Conv(rng.normal(size=(2, 1, 3, 3)), np.zeros(2), (1, 6, 6), (2, 5, 5), (1, 1), (1, 1, 0, 0))
-    assert transposed_conv(asym) is None
-    dilated = Conv(rng.normal(size=(2, 1, 2, 2)), np.zeros(2), (1, 6, 6), (2, 4, 4), dilation=(2, 2))
-    assert transposed_conv(dilated) is None
-
-
 def _two_conv_net(rng):
     """Conv(1->3, 3x3, stride 2, pad 1) on 1x8x8 -> ReLU -> Conv(3->4, 3x3) -> ReLU -> Dense 3."""
     c1 = Conv(rng.normal(size=(3, 1, 3, 3)) / 2, rng.normal(size=3) * 0.2, (1, 8, 8), (3, 4, 4), (2, 2), (1, 1, 1, 1))
@@ -309,10 +146,8 @@ def _two_conv_net(rng):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_answers_agree_with_the_exact_output_range_on_convolutions(seed):
-    """The same check on a chain whose backward passes go through transposed convolutions."""
+    """The same check on a chain of strided, padded convolutions."""
     rng = np.random.default_rng(200 + seed)
     net = _two_conv_net(rng)
-    chain = relu_chain(net)
-    assert chain.backs is not None and chain.backs[0] is not None and chain.backs[1] is not None
     x0 = rng.uniform(0, 1, 64)
-    _assert_agrees_with_exact_range(net, chain, x0 - 0.3, x0 + 0.3, seed)
+    _assert_agrees_with_exact_range(net, x0 - 0.3, x0 + 0.3, seed)

@@ -83,9 +83,8 @@ def test_dominant_input_is_exact():
 
 
 def _threshold_case(tmp_path, seed: int, pool, relu_before: bool = False):
-    """A small pool CNN as ONNX, its Verifier (CAPM, on the chain engines, where the plugin's
-    whole-network engine runs as a stage), a box and the exact maximum of y0 − y1; ``spec(t)``
-    says "unsafe iff y0 − y1 >= t"."""
+    """A small pool CNN as ONNX, its Verifier (CAPM's MaxPool relaxation on the graph engine), a
+    box and the exact maximum of y0 − y1; ``spec(t)`` says "unsafe iff y0 − y1 >= t"."""
     from vnnx.io.onnx import load_onnx, network_to_onnx
     from vnnx.io.vnnlib import Property, Spec
     from vnnx.milp import output_range
@@ -94,7 +93,7 @@ def _threshold_case(tmp_path, seed: int, pool, relu_before: bool = False):
     rng = np.random.default_rng(seed)
     net = pool_cnn(rng, pool, cin=1, hw=(6, 6), cmid=2, relu_before=relu_before)
     network_to_onnx(net, tmp_path / "net.onnx")
-    verifier = Verifier(load_onnx(tmp_path / "net.onnx"), capm.custom_ops(), engine="chain")
+    verifier = Verifier(load_onnx(tmp_path / "net.onnx"), relaxations=capm.PLUGIN.extras["relaxations"])
     lo = rng.uniform(-1, 0.5, net.n_inputs)
     hi = lo + 0.6
     c = np.array([1.0, -1.0, 0.0])
@@ -107,27 +106,14 @@ def _threshold_case(tmp_path, seed: int, pool, relu_before: bool = False):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_verify_pipeline_runs_it_and_agrees_with_the_milp(tmp_path, seed):
-    """`vnnx verify --engine chain` (CAPM) runs the engine after CROWN on MaxPool nets and feeds its
-    layer bounds to the MILP; just above the exact maximum it must say unsat, just below sat."""
+    """`vnnx verify` with CAPM's MaxPool relaxation on MaxPool nets: just above the exact maximum
+    it must say unsat, just below sat."""
     verifier, y_max, spec = _threshold_case(tmp_path, 40 + seed, POOLS[[1, 4, 7][seed]], relu_before=seed == 0)
     gap = 1e-3 * (1 + abs(y_max))
     verdicts = {name: verifier.verify(spec(t), "auto", timeout=60)
                 for name, t in (("above", y_max + gap), ("below", y_max - gap))}
     assert verdicts["above"].verdict == "unsat", verdicts["above"].stages
     assert verdicts["below"].verdict == "sat", verdicts["below"].stages
-    assert any(s["stage"] == "network-engine" for s in verdicts["above"].stages), verdicts["above"].stages
-
-
-def test_verify_goes_on_when_the_engine_fails(tmp_path, monkeypatch):
-    """A network too large for the engine: the stage says so and the pipeline still answers."""
-    import vnnx.sparse_crown as sc
-
-    verifier, y_max, spec = _threshold_case(tmp_path, 41, POOLS[1])
-    monkeypatch.setattr(sc, "MAX_NNZ", 5)
-    res = verifier.verify(spec(y_max + 1e-3 * (1 + abs(y_max))), "auto", timeout=60)
-    assert res.verdict == "unsat", res.stages
-    stage = [s for s in res.stages if s["stage"] == "network-engine"]
-    assert stage and stage[0]["outcome"].startswith("failed: network too large"), res.stages
 
 
 @pytest.mark.parametrize("case", ["capm_overlap_case", "verivital"])

@@ -308,7 +308,7 @@ def test_lirpa_engine_refuses_a_resnet_in_one_line(files, tmp_path):
 def test_verify_with_the_graph_engine_on_a_chain(shared):
     d = shared / "benchmarks" / "test"
     for name, expected in (("test_sat.onnx", "sat"), ("test_unsat.onnx", "unsat")):
-        assert _verify(d / name, d / "test_prop.vnnlib", 60, "--engine", "graph") == expected
+        assert _verify(d / name, d / "test_prop.vnnlib", 60) == expected
 
 
 def test_device_flag(files, tmp_path):

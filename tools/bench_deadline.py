@@ -34,7 +34,7 @@ CASES = [
     ("ACAS Xu 1_1 prop_5", "acasxu/ACASXU_run2a_1_1_batch_2000.onnx", "acasxu/prop_5.vnnlib",
      ("input-split",)),
     ("verivital maxpool", "verivital/Convnet_maxpool.onnx", "verivital/specs/maxpool_specs/prop_0_0.004.vnnlib",
-     ("network-engine",)),
+     ("bab",)),
 ]
 
 

@@ -1,11 +1,13 @@
-"""The graph engine against today's engines: CROWN time and peak memory on the shared suites.
+"""The graph engine against auto_LiRPA: CROWN time and peak memory on the shared suites.
 
 For each network of ``../shared/benchmarks`` (the first spec of its instances), CROWN on the spec's
 rows is computed by
 
 * ``lirpa``: auto_LiRPA 0.3 on the chain view (CAPM's MaxPool operator on MaxPool networks);
-* ``sparse``: CAPM's whole-network sparse CROWN (MaxPool networks only; it refines every neuron);
 * ``graph``: vnnx's graph engine (:mod:`vnnx.engine`, CAPM's MaxPool relaxation registered);
+
+(The chain engines it replaced, CAPM's whole-network sparse CROWN among them, were deleted after
+the 2026-12-02 run in docs/architecture.md, which measured all of them.)
 
 in one process, best of ``--repeats`` runs after one warm-up, and the ratio graph / fastest other
 engine is printed (< 1: the graph engine is faster). With ``--memory`` each engine also runs once in
@@ -69,34 +71,27 @@ def instances(limit_acas: int = 1) -> list[tuple[str, Path, Path]]:
 def engines_for(onnx: Path, only: str | None = None):
     """{name: callable(lo, hi, C) -> (lower, upper)} for the engines that take this network
     (``only``: build just that one)."""
-    import numpy as np
-
+    from vnnx.bounds import BoundComputer
     from vnnx.cli import custom_ops_for, relaxations_for
     from vnnx.engine import GraphEngine
+    from vnnx.errors import UnsupportedOpError
     from vnnx.graph import from_onnx
-    from vnnx.io.onnx import load_onnx
-    from vnnx.verify import Verifier
+    from vnnx.io.onnx import load_onnx, to_network
 
     model = load_onnx(onnx)
-    # The chain engines are the Verifier's under engine 'chain' (its default is the graph now).
-    verifier = Verifier(model, custom_ops_for("capm"), relaxations=relaxations_for("capm"), engine="chain")
     out = {}
-    if verifier.network is not None and only in (None, "lirpa"):
-        lirpa = verifier.bound_engine()
-
-        def run_lirpa(lo, hi, C):
-            r = lirpa.compute(lo, hi, "crown", C)
-            return r.lower, r.upper
-        out["lirpa"] = run_lirpa
-    if verifier.network is not None and only in (None, "sparse"):
-        sparse = verifier.network_engine()
-        if sparse is not None:
-            def run_sparse(lo, hi, C):
-                both = sparse.bound(lo, hi, np.vstack([C, -C]), alpha_iterations=0)
-                return both[:len(C)], -both[len(C):]
-            out["sparse"] = run_sparse
+    if only in (None, "lirpa"):
+        try:
+            lirpa = BoundComputer(to_network(model), custom_ops_for("capm"))
+        except UnsupportedOpError:      # not a chain: auto_LiRPA's facade takes chains only
+            lirpa = None
+        if lirpa is not None:
+            def run_lirpa(lo, hi, C):
+                r = lirpa.compute(lo, hi, "crown", C)
+                return r.lower, r.upper
+            out["lirpa"] = run_lirpa
     if only in (None, "graph"):
-        graph = GraphEngine(from_onnx(model), relaxations=verifier.relaxations)
+        graph = GraphEngine(from_onnx(model), relaxations=relaxations_for("capm"))
 
         def run_graph(lo, hi, C):
             r = graph.compute(lo, hi, "crown", C)

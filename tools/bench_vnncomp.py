@@ -21,7 +21,7 @@ from pathlib import Path
 
 import vnnx  # noqa: F401
 from vnnx.bench import run_benchmark
-from vnnx.cli import custom_ops_for, relaxations_for
+from vnnx.cli import relaxations_for
 from vnnx.io.vnnlib import read_instances_csv, write_instances_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,9 +95,6 @@ def main() -> None:
     ap.add_argument("--timeout-scale", type=float, default=1.0)
     ap.add_argument("--limit", type=int, default=None, help="first N instances of each suite")
     ap.add_argument("--maxpool", default="capm", choices=("capm", "lirpa"))
-    ap.add_argument("--engine", default="auto", choices=("auto", "graph", "chain"),
-                    help="vnnx's engines: auto or graph (the graph engine everywhere; default) or chain "
-                         "(the earlier chain engines on chains)")
     ap.add_argument("--jobs", type=int, default=1, help="instances at once (worker processes, 1 thread each)")
     ap.add_argument("--shared", default=str(SHARED), help="the VNN-COMP 2021 benchmarks folder")
     ap.add_argument("--out-dir", default=str(ROOT / "out" / "bench"))
@@ -124,8 +121,7 @@ def main() -> None:
             sub = Path(tmp) / f"{suite}.csv"
             write_instances_csv(sub, rows)
             summary = run_benchmark(str(sub), out_csv=str(out_dir / f"{suite}.csv"), timeout_scale=args.timeout_scale,
-                                    custom_ops=custom_ops_for(args.maxpool),
-                                    relaxations=relaxations_for(args.maxpool), engine=args.engine, limit=args.limit,
+                                    relaxations=relaxations_for(args.maxpool), limit=args.limit,
                                     jobs=args.jobs, progress=args.jobs == 1)
         print(f"\n== {suite}\n{summary.table()}")
         contradicted = crosscheck_unsat(summary.rows) if args.crosscheck else None
@@ -145,7 +141,7 @@ def main() -> None:
         with open(doc, "a") as fh:
             fh.write(head + f"\n## {dt.date.today().isoformat()} — {machine()}\n\n"
                      f"`tools/bench_vnncomp.py --suites {' '.join(args.suites)} --timeout-scale {args.timeout_scale}"
-                     f"{'' if args.limit is None else f' --limit {args.limit}'} --jobs {args.jobs} --engine {args.engine}` (maxpool: {args.maxpool}; with --jobs N, N instances run at once, one thread each)\n\n"
+                     f"{'' if args.limit is None else f' --limit {args.limit}'} --jobs {args.jobs}` (maxpool: {args.maxpool}; with --jobs N, N instances run at once, one thread each)\n\n"
                      "| suite | instances | sat | unsat | unknown | timeout | error | answered in time | "
                      "mean s (solved) | max s (solved) | unsat contradicted by a 200-restart PGD |\n"
                      "|---|---|---|---|---|---|---|---|---|---|---|\n"

@@ -59,7 +59,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: `vnnx` must impo
 
 # ---------------------------------------------------------------------------------- constants
 #: The stages, as vnnx.verify.METHODS spells them (checked against it at run time).
-STAGES = ("auto", "pgd", "ibp", "crown", "alpha-crown", "input-split", "network-engine", "bab", "milp")
+STAGES = ("auto", "pgd", "ibp", "crown", "alpha-crown", "input-split", "bab", "milp")
 #: VNN-COMP's counterexample tolerance, on inputs (distance to the box) and output rows.
 WITNESS_TOL = 1e-4
 #: A harness witness proves "certain sat" only with onnxruntime margin below -WITNESS_TOL AND the
@@ -82,9 +82,6 @@ STAGES_PER_CASE = 3
 FAMILY_WEIGHTS = {"mlp": 0.24, "cnn": 0.15, "maxpool": 0.21, "batchnorm": 0.16, "sigmoid": 0.12,
                   "tanh": 0.12, "residual": 0.10}
 DEFAULT_FAMILIES = ("mlp", "cnn", "maxpool", "batchnorm", "sigmoid", "tanh", "residual")
-#: vnnx's engines, as vnnx.verify.ENGINES: 'auto' or 'graph' (the graph engine and graph MILP on
-#: every network) or 'chain' (the earlier chain engines on chains, the graph engine elsewhere).
-ENGINES = ("auto", "graph", "chain")
 WEIGHT_SCALES = (0.3, 1.0, 3.0)
 MAX_RELUS = 12
 #: Property shapes and their weights (see make_property).
@@ -1331,14 +1328,15 @@ def net_family(seed: int, net_index: int, families: Sequence[str]) -> str:
 
 def schedule(case: int, family: str, k: int = STAGES_PER_CASE) -> list[str]:
     """The stages a case runs: a rotating pair over STAGES, 'auto' on every other case, and the
-    network engine on MaxPool nets, at most ``k`` (``k`` >= 9: all)."""
+    ReLU branch and bound (which splits the max) on every third MaxPool net, at most ``k``
+    (``k`` >= len(STAGES): all)."""
     if k >= len(STAGES):
         return list(STAGES)
     want = [STAGES[(2 * case) % len(STAGES)], STAGES[(2 * case + 1) % len(STAGES)]]
     if case % 2 == 0:
         want.insert(0, "auto")
     if family == "maxpool" and case % 3 == 1:
-        want.insert(0, "network-engine")
+        want.insert(0, "bab")
     out = []
     for s in want:
         if s not in out:
@@ -1391,7 +1389,7 @@ def build_case(seed: int, case: int, ctx: NetContext, prop_index: int, workdir: 
     return Case(case, ctx, prop_index, prop, path, truth)
 
 
-def attach_verifier(ctx: NetContext, verifier_factory: Optional[Callable] = None, engine: str = "auto") -> None:
+def attach_verifier(ctx: NetContext, verifier_factory: Optional[Callable] = None) -> None:
     """Load the ONNX file with vnnx and build its Verifier once (errors are kept, not raised)."""
     from vnnx.errors import VnnxError
 
@@ -1399,14 +1397,14 @@ def attach_verifier(ctx: NetContext, verifier_factory: Optional[Callable] = None
         if verifier_factory is not None:
             ctx.verifier = verifier_factory(ctx)
             return
-        from vnnx.cli import custom_ops_for, relaxations_for
+        from vnnx.cli import relaxations_for
         from vnnx.io.onnx import load_onnx
         from vnnx.verify import Verifier
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = load_onnx(ctx.path)
-            ctx.verifier = Verifier(model, custom_ops_for("capm"), relaxations=relaxations_for("capm"), engine=engine)
+            ctx.verifier = Verifier(model, relaxations=relaxations_for("capm"))
     except VnnxError as exc:
         ctx.build_error = f"error: {_one_line(exc)}"
     except Exception as exc:  # noqa: BLE001 - a crash in vnnx is a finding, not a harness failure
@@ -1554,7 +1552,7 @@ def run(mode: str = "short", seed: int = 0, cases: Optional[int] = None, out: Op
         families: Sequence[str] = DEFAULT_FAMILIES, timeout: float = STAGE_TIMEOUT,
         verifier_factory: Optional[Callable] = None, workdir: Optional[str | Path] = None,
         progress: bool = True, case_ids: Optional[Sequence[int]] = None, verbose: bool = False,
-        stop_on_wrong: bool = False, engine: str = "auto") -> dict:
+        stop_on_wrong: bool = False) -> dict:
     """Run the harness and return its summary dict.
 
     Args:
@@ -1564,7 +1562,7 @@ def run(mode: str = "short", seed: int = 0, cases: Optional[int] = None, out: Op
         cases: number of cases (default SHORT_CASES; long mode: 20000).
         out: long mode's JSONL file: one line per (case, stage), flushed as written; cases whose
             scheduled stages are all there are skipped on restart.
-        stages_per_case: how many stages each case runs (rotating; 9 = all of them).
+        stages_per_case: how many stages each case runs (rotating; len(STAGES) = all of them).
         only_stage: run this stage on every case instead of the schedule.
         families: network families drawn from (FAMILY_WEIGHTS).
         timeout: vnnx's per-stage timeout in seconds.
@@ -1574,7 +1572,6 @@ def run(mode: str = "short", seed: int = 0, cases: Optional[int] = None, out: Op
         case_ids: in mode 'case', the case numbers to run.
         stop_on_wrong: stop at the first wrong verdict (the long run's choice: a wrong verdict is
             to be looked at, not counted).
-        engine: vnnx's engine choice (:data:`ENGINES`).
 
     Returns:
         the summary (cases, per-stage verdict counts, truth counts, wrong verdicts, ...).
@@ -1653,7 +1650,7 @@ def run(mode: str = "short", seed: int = 0, cases: Optional[int] = None, out: Op
                 if bar is not None:
                     bar.update(len(plans))
                 continue
-            attach_verifier(ctx, verifier_factory, engine)
+            attach_verifier(ctx, verifier_factory)
             if verbose:
                 print(f"network {n}: {ctx.net.describe()}\n  file {ctx.path}"
                       + (f"\n  vnnx: {ctx.build_error}" if ctx.build_error else ""), file=sys.stderr)
@@ -1793,13 +1790,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--stage", choices=STAGES, help="run only this stage (default: the rotating schedule; "
                                                    "with --case: all stages)")
     p.add_argument("--stages-per-case", type=int, default=STAGES_PER_CASE,
-                   help=f"stages per case, rotating (default {STAGES_PER_CASE}; 9 runs all)")
+                   help=f"stages per case, rotating (default {STAGES_PER_CASE}; {len(STAGES)} runs all)")
     p.add_argument("--timeout", type=float, default=STAGE_TIMEOUT, help=f"vnnx per-stage timeout, s (default {STAGE_TIMEOUT:g})")
     p.add_argument("--families", default=",".join(DEFAULT_FAMILIES),
                    help=f"network families, comma-separated, from {','.join(FAMILY_WEIGHTS)} (default: all)")
-    p.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="vnnx's engines: auto or graph (the graph engine, branch and bound and MILP on every "
-                        "network; default) or chain (the earlier chain engines on chains)")
     p.add_argument("--workdir", help="keep ONNX/VNN-LIB files here (default: a temporary folder)")
     p.add_argument("--json", help="also write the summary as JSON to this file")
     p.add_argument("--stop-on-wrong", action="store_true", help="stop at the first wrong verdict")
@@ -1819,21 +1813,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             p.error("--case wants SEED:CASE, e.g. 0:17")
         wd = args.workdir or tempfile.mkdtemp(prefix="vnnx_soundness_case_")
         summary = run("case", seed=seed, case_ids=[case], only_stage=args.stage, stages_per_case=len(STAGES),
-                      families=families, timeout=args.timeout, workdir=wd, progress=False, verbose=args.verbose,
-                      engine=args.engine)
+                      families=families, timeout=args.timeout, workdir=wd, progress=False, verbose=args.verbose)
         print(f"files kept in {wd}", file=sys.stderr)
     elif args.long:
         if not args.out:
             p.error("--long needs --out FILE.jsonl")
         summary = run("long", seed=args.seed, cases=args.cases, out=args.out, stages_per_case=args.stages_per_case,
                       only_stage=args.stage, families=families, timeout=args.timeout, workdir=args.workdir,
-                      progress=not args.no_progress, verbose=args.verbose, stop_on_wrong=args.stop_on_wrong,
-                      engine=args.engine)
+                      progress=not args.no_progress, verbose=args.verbose, stop_on_wrong=args.stop_on_wrong)
     else:
         summary = run("short", seed=args.seed, cases=args.cases, stages_per_case=args.stages_per_case,
                       only_stage=args.stage, families=families, timeout=args.timeout, workdir=args.workdir,
-                      progress=not args.no_progress, verbose=args.verbose, stop_on_wrong=args.stop_on_wrong,
-                      engine=args.engine)
+                      progress=not args.no_progress, verbose=args.verbose, stop_on_wrong=args.stop_on_wrong)
     print(format_summary(summary))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1, default=str))

@@ -71,9 +71,9 @@ def _network_label(onnx: str) -> str:
 _VERIFIERS: dict = {}
 
 
-def _run_one(onnx_path: str, vnnlib_path: str, budget: float, method: str,
-             custom_ops: Optional[Mapping[str, type]], solver: str, witness_tol: float = WITNESS_TOL,
-             threads: Optional[int] = None, relaxations: Optional[Mapping] = None, engine: str = "auto") -> dict:
+def _run_one(onnx_path: str, vnnlib_path: str, budget: float, method: str, solver: str,
+             witness_tol: float = WITNESS_TOL, threads: Optional[int] = None,
+             relaxations: Optional[Mapping] = None) -> dict:
     """Verify one instance within ``budget`` seconds; returns its results row. Any exception
     (a bad file, or a bug) becomes the row's verdict ``error`` with its message: one row never
     takes the whole run down."""
@@ -90,10 +90,10 @@ def _run_one(onnx_path: str, vnnlib_path: str, budget: float, method: str,
     try:
         if str(onnx_path).lstrip().startswith("["):
             return _run_query(row, str(onnx_path), str(vnnlib_path), budget, method, solver, witness_tol, t0)
-        key = (str(onnx_path), solver, witness_tol, engine)
+        key = (str(onnx_path), solver, witness_tol)
         if key not in _VERIFIERS:
-            _VERIFIERS[key] = Verifier(load_onnx(onnx_path), custom_ops, milp_backend=solver,
-                                       witness_tol=witness_tol, relaxations=relaxations, engine=engine)
+            _VERIFIERS[key] = Verifier(load_onnx(onnx_path), milp_backend=solver, witness_tol=witness_tol,
+                                       relaxations=relaxations)
         v = _VERIFIERS[key]
         spec = read_vnnlib(vnnlib_path, v.n_inputs, v.n_outputs)
         left = max(0.0, budget - (time.monotonic() - t0))
@@ -174,11 +174,10 @@ def _read_done(out: Path) -> dict[tuple[str, str], dict]:
 
 
 def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: float = 1.0,
-                  method: str = "auto", custom_ops: Optional[Mapping[str, type]] = None,
-                  limit: Optional[int] = None, solver: str = "highs", progress: bool = True,
+                  method: str = "auto", limit: Optional[int] = None, solver: str = "highs", progress: bool = True,
                   max_timeout: Optional[float] = None, jobs: int = 1,
                   witness_tol: float = WITNESS_TOL, resume: bool = False,
-                  relaxations: Optional[Mapping] = None, engine: str = "auto") -> BenchSummary:
+                  relaxations: Optional[Mapping] = None) -> BenchSummary:
     """Verify every instance in ``instances`` (onnx, vnnlib, timeout rows) and write a CSV
     (onnx, vnnlib, verdict, seconds, decided_by, timeout) plus a ``.summary.json`` beside it.
 
@@ -192,8 +191,8 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
     across its instances (loading is counted in the first instance's time). A failing instance
     is recorded as ``error`` and the run goes on. ``jobs > 1`` verifies that many instances at
     once in worker processes, one torch thread each; they die with this process.
-    ``custom_ops`` / ``relaxations``: a bound plugin's operators for auto_LiRPA and for the graph
-    engine (:class:`vnnx.verify.Verifier`); ``engine``: 'auto' or 'graph' (the same).
+    ``relaxations``: a bound plugin's operator relaxations for the graph engine
+    (:class:`vnnx.verify.Verifier`).
     """
     from vnnx.io.vnnlib import read_instances_csv
 
@@ -217,7 +216,7 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
         key = (str(onnx_path), str(vnnlib_path))
         order.append(key)
         if key not in done:
-            tasks.append((str(onnx_path), str(vnnlib_path), budget, method, custom_ops, solver, witness_tol))
+            tasks.append((str(onnx_path), str(vnnlib_path), budget, method, solver, witness_tol))
     kept = [done[k] for k in order if k in done]
     # The kept rows first (rewritten atomically), then each new row appended as it finishes.
     with atomic_path(out) as tmp:
@@ -237,7 +236,7 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
 
         if jobs == 1:
             for task in tqdm(tasks, desc="instances", disable=not progress):
-                record(_run_one(*task, None, relaxations, engine))
+                record(_run_one(*task, None, relaxations))
         elif tasks:
             import multiprocessing
 
@@ -245,7 +244,7 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
             ctx = multiprocessing.get_context("spawn")
             pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
             try:
-                futures = [pool.submit(_run_one, *task, 1, relaxations, engine) for task in tasks]
+                futures = [pool.submit(_run_one, *task, 1, relaxations) for task in tasks]
                 for fut in tqdm(as_completed(futures), total=len(futures), desc=f"instances ({jobs} jobs)",
                                 disable=not progress):
                     record(fut.result())

@@ -66,8 +66,7 @@ def _bound_plugin(maxpool: str, extra: str) -> dict:
 
 def _add_device_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu",
-                   help="where the graph engine computes: cpu or cuda (float64 either way; the chain engines "
-                        "run on the CPU); default cpu")
+                   help="where the graph engine computes: cpu or cuda (float64 either way); default cpu")
 
 
 def custom_ops_for(maxpool: str) -> dict:
@@ -115,11 +114,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     args.onnx = entries[0][1]
     model = load_onnx(args.onnx)
     spec = read_vnnlib(args.vnnlib, model.n_inputs, model.n_outputs)
-    verifier = Verifier(model, custom_ops_for(args.maxpool), relaxations=relaxations_for(args.maxpool),
-                        engine=args.engine, device=args.device, milp_backend=args.solver,
-                        witness_tol=args.witness_tol)
+    verifier = Verifier(model, relaxations=relaxations_for(args.maxpool), device=args.device,
+                        milp_backend=args.solver, witness_tol=args.witness_tol)
     if args.method == "check":
-        # Build everything a run needs (the plain network view, the bound engine), so that any
+        # Build everything a run needs (the bound graph, its engine), so that any
         # network a run would refuse fails here, at prepare time.
         verifier.prepare()
         print(f"ok: {model.path} ({model.n_inputs} inputs, {model.n_outputs} outputs), "
@@ -185,13 +183,19 @@ def _cmd_bounds(args: argparse.Namespace) -> int:
 
     model = load_onnx(args.onnx)
     spec = read_vnnlib(args.vnnlib, model.n_inputs, model.n_outputs)
-    # auto/graph: the graph engine; lirpa: auto_LiRPA on the chain view.
-    verifier = Verifier(model, custom_ops_for(args.maxpool), relaxations=relaxations_for(args.maxpool),
-                        engine="chain" if args.engine == "lirpa" else "graph", device=args.device)
-    if args.engine == "lirpa" and verifier.network is None:
-        raise VnnxError(f"{args.onnx}: auto_LiRPA's engine takes chain networks only; use --engine graph")
-    bounds_engine = verifier.bound_engine()
-    name = "graph" if verifier.network is None else "auto_LiRPA"
+    if args.engine == "lirpa":   # the independent cross-check: auto_LiRPA on the chain view
+        from vnnx.bounds import BoundComputer
+        from vnnx.io.onnx import to_network
+
+        try:
+            network = to_network(model)
+        except VnnxError as exc:
+            raise VnnxError(f"{args.onnx}: auto_LiRPA's engine takes chain networks only "
+                            f"({exc}); use --engine graph") from exc
+        bounds_engine, name = BoundComputer(network, custom_ops_for(args.maxpool)), "auto_LiRPA"
+    else:
+        bounds_engine = Verifier(model, relaxations=relaxations_for(args.maxpool), device=args.device).bound_engine()
+        name = "graph"
     deadline = None if args.timeout is None else _STARTED + args.timeout
     out = []
     for prop in spec.properties:
@@ -225,8 +229,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from vnnx.bench import run_benchmark
 
     summary = run_benchmark(args.instances, out_csv=args.out, timeout_scale=args.timeout_scale,
-                            method=args.method, custom_ops=custom_ops_for(args.maxpool),
-                            relaxations=relaxations_for(args.maxpool), engine=args.engine, limit=args.limit,
+                            method=args.method, relaxations=relaxations_for(args.maxpool), limit=args.limit,
                             solver=args.solver, jobs=args.jobs, witness_tol=args.witness_tol,
                             resume=args.resume)
     print(summary.table())
@@ -282,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=METHODS + ("check",),
                    default=None, help="auto = PGD, then CROWN, then alpha-CROWN, then branch and bound "
                                       "(input or ReLU splitting), then MILP (default); each other method "
-                                      "runs one stage alone (input-split and network-engine after CROWN; "
+                                      "runs one stage alone (input-split after CROWN; "
                                       "bab = bounds and ReLU-splitting branch and bound only); "
                                       "check = only load the network and spec")
     p.add_argument("--result-file", help="write the VNN-COMP result file here (atomically)")
@@ -294,10 +297,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_witness_flag(p)
     p.add_argument("--maxpool", choices=("capm", "lirpa"), default=None,
                    help="MaxPool bound operator (default capm; see `vnnx bounds --help`)")
-    p.add_argument("--engine", choices=("auto", "graph", "chain"), default="auto",
-                   help="auto or graph: the bound graph's engine, branch and bound and MILP on every network "
-                        "(default); chain: the earlier chain engines (auto_LiRPA, chain branch and bound) on "
-                        "Dense/Conv/ReLU/MaxPool chains, kept for comparison")
     _add_device_flag(p)
     p.set_defaults(func=_cmd_verify)
 
@@ -344,7 +343,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="keep the decided (sat/unsat) rows of an earlier --out CSV and run only the rest "
                         "(error, timeout and unknown rows run again)")
-    p.add_argument("--engine", choices=("auto", "graph", "chain"), default="auto", help="as for verify (default auto)")
     _add_maxpool_flag(p)
     p.set_defaults(func=_cmd_bench)
 

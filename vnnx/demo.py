@@ -27,7 +27,7 @@ def _progress(text: str) -> None:
 def core_section(demo: Path, out: Path, timeout: float, quick: bool) -> dict:
     """The shipped specs through PGD -> CROWN -> α-CROWN -> BaB -> MILP (``quick``: 4 of them)."""
     from vnnx.bench import run_benchmark
-    from vnnx.cli import custom_ops_for, relaxations_for
+    from vnnx.cli import relaxations_for
 
     instances = demo / "specs" / "instances.csv"
     if not instances.is_file():
@@ -37,7 +37,7 @@ def core_section(demo: Path, out: Path, timeout: float, quick: bool) -> dict:
           f"{meta.get('eval_accuracy_0_999', float('nan')):.3f}), PGD -> CROWN -> alpha-CROWN -> BaB -> MILP, "
           f"timeout {timeout:g} s per spec")
     summary = run_benchmark(str(instances), out_csv=str(out / "verify_results.csv"), timeout_scale=1.0,
-                            custom_ops=custom_ops_for("capm"), relaxations=relaxations_for("capm"),
+                            relaxations=relaxations_for("capm"),
                             limit=4 if quick else None, progress=True, max_timeout=timeout)
     print(summary.table())
     c = summary.counts()

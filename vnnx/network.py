@@ -90,6 +90,17 @@ class Dense:
 
         return Linear(self.weight, self.bias), (1, _size(self.in_shape)), (1, _size(self.out_shape))
 
+    def torch_modules(self, dtype) -> list:
+        """This layer as torch modules on flattened samples (:meth:`Network.to_torch`)."""
+        import torch
+        from torch import nn
+
+        lin = nn.Linear(self.weight.shape[1], self.weight.shape[0], dtype=dtype)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(self.weight))
+            lin.bias.copy_(torch.from_numpy(self.bias))
+        return [lin]
+
 
 @dataclass(frozen=True)
 class Conv:
@@ -152,6 +163,22 @@ class Conv:
         op = ConvOp(self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         return op, (1,) + tuple(self.in_shape), (1,) + tuple(self.out_shape)
 
+    def torch_modules(self, dtype) -> list:
+        import torch
+        from torch import nn
+
+        pt, pl, pb, pr = self.padding
+        conv = nn.Conv2d(self.in_shape[0], self.weight.shape[0], self.weight.shape[2:],
+                         stride=self.stride, dilation=self.dilation, groups=self.groups,
+                         padding=(pt, pl) if (pt, pl) == (pb, pr) else 0, dtype=dtype)
+        with torch.no_grad():
+            conv.weight.copy_(torch.from_numpy(self.weight))
+            conv.bias.copy_(torch.from_numpy(self.bias))
+        mods = [Unflatten(self.in_shape)]
+        if (pt, pl) != (pb, pr):
+            mods.append(nn.ZeroPad2d((pl, pr, pt, pb)))
+        return mods + [conv, nn.Flatten()]
+
 
 def _conv_numpy(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, conv: Conv) -> np.ndarray:
     import torch
@@ -177,6 +204,11 @@ class Relu:
 
         return Op(), None, None
 
+    def torch_modules(self, dtype) -> list:
+        from torch import nn
+
+        return [nn.ReLU()]
+
 
 @dataclass(frozen=True)
 class Sigmoid:
@@ -190,6 +222,11 @@ class Sigmoid:
 
         return Op(), None, None
 
+    def torch_modules(self, dtype) -> list:
+        from torch import nn
+
+        return [nn.Sigmoid()]
+
 
 @dataclass(frozen=True)
 class Tanh:
@@ -202,6 +239,11 @@ class Tanh:
         from vnnx.ops.tanh import Tanh as Op
 
         return Op(), None, None
+
+    def torch_modules(self, dtype) -> list:
+        from torch import nn
+
+        return [nn.Tanh()]
 
 
 @dataclass(frozen=True)
@@ -266,6 +308,11 @@ class MaxPool:
 
         op = PoolOp(self.kernel, self.stride, self.padding, self.ceil_mode)
         return op, (1,) + tuple(self.in_shape), (1,) + tuple(self.out_shape)
+
+    def torch_modules(self, dtype) -> list:
+        from torch import nn
+
+        return [Unflatten(self.in_shape)] + _torch_maxpool(self) + [nn.Flatten()]
 
 
 def _pool_out(n: int, k: int, s: int, p0: int, p1: int, ceil_mode: bool) -> int:
@@ -386,38 +433,7 @@ class Network:
         # Parameters are created in ``dtype`` before the float64 weights are copied in, so a
         # float64 module carries the exact weights (creating in float32 first would round them).
         dtype = dtype or torch.float32
-        mods: list[nn.Module] = []
-        for layer in self.layers:
-            if isinstance(layer, Dense):
-                lin = nn.Linear(layer.weight.shape[1], layer.weight.shape[0], dtype=dtype)
-                with torch.no_grad():
-                    lin.weight.copy_(torch.from_numpy(layer.weight))
-                    lin.bias.copy_(torch.from_numpy(layer.bias))
-                mods.append(lin)
-            elif isinstance(layer, Conv):
-                pt, pl, pb, pr = layer.padding
-                conv = nn.Conv2d(layer.in_shape[0], layer.weight.shape[0], layer.weight.shape[2:],
-                                 stride=layer.stride, dilation=layer.dilation, groups=layer.groups,
-                                 padding=(pt, pl) if (pt, pl) == (pb, pr) else 0, dtype=dtype)
-                with torch.no_grad():
-                    conv.weight.copy_(torch.from_numpy(layer.weight))
-                    conv.bias.copy_(torch.from_numpy(layer.bias))
-                mods.append(Unflatten(layer.in_shape))
-                if (pt, pl) != (pb, pr):
-                    mods.append(nn.ZeroPad2d((pl, pr, pt, pb)))
-                mods += [conv, nn.Flatten()]
-            elif isinstance(layer, Relu):
-                mods.append(nn.ReLU())
-            elif isinstance(layer, Sigmoid):
-                mods.append(nn.Sigmoid())
-            elif isinstance(layer, Tanh):
-                mods.append(nn.Tanh())
-            elif isinstance(layer, MaxPool):
-                mods.append(Unflatten(layer.in_shape))
-                mods += _torch_maxpool(layer)
-                mods.append(nn.Flatten())
-            else:  # pragma: no cover - Layer is a closed union
-                raise UnsupportedOpError(f"no torch form for {type(layer).__name__}")
+        mods = [m for layer in self.layers for m in layer.torch_modules(dtype)]
         return nn.Sequential(*mods).to(dtype)
 
     def dense_layers(self) -> Sequence[Layer]:

@@ -324,7 +324,7 @@ class ProductVerifier(Verifier):
     def __init__(self, product: Product, milp_backend: str = "highs", seed: int = 0,
                  witness_tol: float = WITNESS_TOL, device: str = "cpu") -> None:
         super().__init__(_ProductModel(product), milp_backend=milp_backend, seed=seed,
-                         witness_tol=witness_tol, engine="graph", device=device, graph=product.graph)
+                         witness_tol=witness_tol, device=device, graph=product.graph)
         self.product = product
 
     def assignment(self, z: np.ndarray):

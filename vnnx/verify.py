@@ -33,18 +33,16 @@ from vnnx.errors import VnnxError
 from vnnx.stages import Problem, clause_margins, intersect_bounds, method_stages, run_stages  # noqa: F401
 
 # Every stage that can decide alone has a method of its own: 'input-split' is CROWN then the
-# input-box branch and bound, 'network-engine' CROWN then a bound plugin's whole-network engine.
-METHODS = ("auto", "pgd", "ibp", "crown", "alpha-crown", "input-split", "network-engine", "bab", "milp")
+# input-box branch and bound.
+METHODS = ("auto", "pgd", "ibp", "crown", "alpha-crown", "input-split", "bab", "milp")
 VERDICTS = ("sat", "unsat", "unknown", "timeout")
-ENGINES = ("auto", "graph", "chain")
 # A bound refutes a row ``a y <= b`` only when ``lower(a y) - b`` exceeds this. The bounds are
 # computed in float64 on float32 weights; the margin absorbs float64 round-off, not modelling error.
 REFUTE_MARGIN = 1e-7
 # VNN-COMP's counterexample tolerance, on inputs (distance to the box) and on output rows.
 WITNESS_TOL = 1e-4
 # The stages' own settings live with them: vnnx.stages.input_split (INPUT_SPLIT_*),
-# vnnx.stages.relu_bab (RELU_BAB_*), vnnx.stages.bound (ALPHA_STEP_CROWN_PASSES,
-# NETWORK_ENGINE_ALPHA_ITERATIONS).
+# vnnx.stages.relu_bab (RELU_BAB_*), vnnx.stages.bound (ALPHA_STEP_CROWN_PASSES).
 
 
 @dataclass
@@ -143,57 +141,26 @@ def refuted_clauses(lower: np.ndarray, clauses: Sequence[tuple[np.ndarray, np.nd
 
 
 class Verifier:
-    """Verifies properties of one loaded model. Holds the plain view and the bound engine so
-    that many specs on one network (a benchmark) pay for them once.
+    """Verifies properties of one loaded model. Holds the bound graph, its engine and the torch
+    module so that many specs on one network (a benchmark) pay for them once.
 
-    ``custom_ops``: auto_LiRPA bound operators from plugins (e.g. CAPM's MaxPool);
-    ``relaxations``: the graph engine's operator relaxations from plugins (the same, for
-    :class:`vnnx.engine.GraphEngine`). ``engine``: 'auto' or 'graph' (the same: the bound graph,
-    its engine, branch and bound and MILP on every network), or 'chain' (the earlier chain
-    engines, auto_LiRPA and the chain branch and bound, on Dense/Conv/ReLU/MaxPool chains, the
-    graph elsewhere; kept until every consumer has moved to the graph).
-    ``device``: where the graph engine computes ('cpu' or 'cuda', float64 either way; the chain
-    engines run on the CPU).
+    ``relaxations``: the graph engine's operator relaxations from plugins (CAPM's MaxPool,
+    :class:`vnnx.engine.GraphEngine`).
+    ``device``: where the graph engine computes ('cpu' or 'cuda', float64 either way).
     ``witness_tol``: the counterexample tolerance (module docstring); 0 is the strict mode.
     ``graph``: a bound graph built by the caller, used instead of the model's own (``model`` then
     needs only ``path``, ``n_inputs`` and ``n_outputs``: :class:`vnnx.product.ProductVerifier`).
     """
 
-    def __init__(self, model, custom_ops: Optional[Mapping[str, type]] = None,
-                 milp_backend: str = "highs", seed: int = 0, witness_tol: float = WITNESS_TOL,
-                 relaxations: Optional[Mapping] = None, engine: str = "auto", device: str = "cpu",
-                 graph=None) -> None:
-        from vnnx.errors import UnsupportedOpError
-        from vnnx.io.onnx import to_network
-
-        if engine not in ENGINES:
-            raise VnnxError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    def __init__(self, model, *, milp_backend: str = "highs", seed: int = 0, witness_tol: float = WITNESS_TOL,
+                 relaxations: Optional[Mapping] = None, device: str = "cpu", graph=None) -> None:
         self.model = model
-        self.engine = engine
         self.device = check_device(device)
-        # 'auto'/'graph': the bound graph for every network, whose engine is vnnx.engine; 'chain':
-        # the chain view (and its engines) for chains, the bound graph for everything else.
-        self._graph = None
-        self.network = None
-        if graph is not None:   # built by the caller (vnnx.product's product network)
-            if engine == "chain":
-                raise VnnxError("a prebuilt graph runs on the graph engine, not --engine chain")
-            self._graph = graph
-        elif engine != "chain":
+        if graph is None:   # else built by the caller (vnnx.product's product network)
             from vnnx.graph import from_onnx
 
-            self._graph = from_onnx(model)
-        else:
-            try:
-                self.network = to_network(model)
-            except UnsupportedOpError as chain_error:
-                from vnnx.graph import from_onnx
-
-                try:
-                    self._graph = from_onnx(model)
-                except UnsupportedOpError as exc:
-                    raise exc from chain_error
-        self.custom_ops = dict(custom_ops or {})
+            graph = from_onnx(model)
+        self._graph = graph
         self.relaxations = dict(relaxations or {})
         self.milp_backend = milp_backend
         self.seed = seed
@@ -203,8 +170,6 @@ class Verifier:
         self._bounds = None
         self._bab_engine = None
         self._torch = None
-        self._chain = False   # not built yet; None when the network is not an affine/ReLU chain
-        self._net_engine = False  # not built yet; None when no plugin offers one for this network
 
     @property
     def n_inputs(self) -> int:
@@ -215,40 +180,17 @@ class Verifier:
         return self.model.n_outputs
 
     def graph(self):
-        """The bound graph of the model (:mod:`vnnx.graph`), built on first use."""
-        if self._graph is None:
-            from vnnx.graph import from_onnx
-
-            self._graph = from_onnx(self.model)
+        """The bound graph of the model (:mod:`vnnx.graph`)."""
         return self._graph
 
-    def view(self):
-        """The representation the MILP and the torch module are built from: the chain view of a
-        chain network (under engine 'auto'), else the bound graph."""
-        return self.network if self.network is not None else self.graph()
-
     def bound_engine(self):
-        """The bound engine (IBP / CROWN / α-CROWN), built on first use:
-        :class:`vnnx.engine.GraphEngine` on the bound graph (the default), auto_LiRPA on the chain
-        view under engine 'chain'."""
+        """The bound engine (IBP / CROWN / α-CROWN, :class:`vnnx.engine.GraphEngine`), built on
+        first use."""
         if self._bounds is None:
-            if self.network is None:
-                from vnnx.engine import GraphEngine
+            from vnnx.engine import GraphEngine
 
-                self._bounds = GraphEngine(self.graph(), relaxations=self.relaxations, device=self.device)
-            else:
-                from vnnx.bounds import BoundComputer
-
-                self._bounds = BoundComputer(self.network, self.custom_ops)
+            self._bounds = GraphEngine(self.graph(), relaxations=self.relaxations, device=self.device)
         return self._bounds
-
-    def relu_chain(self):
-        """The branch and bound's view of a Dense/Conv/ReLU chain, or None for other networks."""
-        if self._chain is False:
-            from vnnx.bab import relu_chain
-
-            self._chain = None if self.network is None else relu_chain(self.network)
-        return self._chain
 
     def bab_engine(self):
         """``(engine, node map)`` for the graph branch and bound: the bound engine itself, or on
@@ -268,37 +210,15 @@ class Verifier:
         return self._bab_engine
 
     def can_split(self) -> bool:
-        """Whether the ReLU branch and bound runs on this network: a Dense/Conv/ReLU chain under
-        the chain engines, any graph with a splittable operator (ReLU) on the graph."""
-        if self.network is not None:
-            return self.relu_chain() is not None
+        """Whether the ReLU branch and bound runs on this network (it has a splittable operator)."""
         from vnnx.graph_bab import split_nodes
 
         return bool(split_nodes(self.graph()))
 
-    def network_engine(self):
-        """The whole-network bound engine a custom MaxPool operator offers, for networks with
-        MaxPool (:class:`vnnx.stages.bound.NetworkEngineStage`), or None."""
-        if self._net_engine is False:
-            from vnnx.network import MaxPool
-
-            self._net_engine = None
-            if self.network is not None and any(isinstance(layer, MaxPool) for layer in self.network.layers):
-                for op in self.custom_ops.values():
-                    factory = getattr(op, "network_engine", None)
-                    if factory is None:
-                        continue
-                    try:
-                        self._net_engine = factory(self.network)
-                    except VnnxError:
-                        self._net_engine = None
-                    break
-        return self._net_engine
-
     def prepare(self) -> None:
-        """Build what every run needs now (the plain network view is built by the constructor;
-        here the bound engine and the torch module), so that a network vnnx would refuse fails
-        here with its :class:`VnnxError`, not in the middle of a run."""
+        """Build what every run needs now (the bound graph is built by the constructor; here the
+        bound engine and the torch module), so that a network vnnx would refuse fails here with
+        its :class:`VnnxError`, not in the middle of a run."""
         self.bound_engine()
         self.module()
 
@@ -319,7 +239,7 @@ class Verifier:
         if self._torch is None:
             import torch
 
-            self._torch = self.view().to_torch(torch.float32).eval()
+            self._torch = self.graph().to_torch(torch.float32).eval()
         return self._torch
 
     def verify(self, spec, method: str = "auto", timeout: Optional[float] = None,
@@ -369,10 +289,9 @@ class Verifier:
         return outcome.verdict, outcome.by, outcome.counterexample
 
 
-def verify(model, spec, method: str = "auto", timeout: Optional[float] = None,
-           custom_ops: Optional[Mapping[str, type]] = None, milp_backend: str = "highs",
+def verify(model, spec, method: str = "auto", timeout: Optional[float] = None, *, milp_backend: str = "highs",
            witness_tol: float = WITNESS_TOL, relaxations: Optional[Mapping] = None) -> VerifyResult:
     """Verify a loaded model (:func:`vnnx.io.onnx.load_onnx`) against a spec
     (:func:`vnnx.io.vnnlib.read_vnnlib`). See :class:`Verifier`."""
-    return Verifier(model, custom_ops, milp_backend, witness_tol=witness_tol,
+    return Verifier(model, milp_backend=milp_backend, witness_tol=witness_tol,
                     relaxations=relaxations).verify(spec, method, timeout)

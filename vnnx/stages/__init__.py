@@ -69,25 +69,23 @@ class Stage:
 
 def _table() -> dict[str, Sequence[Stage]]:
     from vnnx.stages.attack import AttackStage, TrivialStage
-    from vnnx.stages.bound import BoundStage, NetworkEngineStage
+    from vnnx.stages.bound import BoundStage
     from vnnx.stages.input_split import InputSplitStage
     from vnnx.stages.milp import MilpStage
     from vnnx.stages.relu_bab import ReluBabStage
 
     trivial = TrivialStage()
     return {
-        # PGD, CROWN, CAPM's whole-network α-CROWN on MaxPool networks, α-CROWN (budgeted when the
-        # ReLU branch and bound follows), input splitting on few inputs, ReLU branch and bound on
-        # Dense/Conv/ReLU chains, then the MILP.
+        # PGD, CROWN, α-CROWN (budgeted when the ReLU branch and bound follows), input splitting
+        # on few inputs, ReLU branch and bound, then the MILP.
         "auto": (trivial, AttackStage(), BoundStage("crown", lenient=True),
-                 NetworkEngineStage(optional=True), BoundStage("alpha-crown", lenient=True, budgeted=True),
+                 BoundStage("alpha-crown", lenient=True, budgeted=True),
                  InputSplitStage(optional=True), ReluBabStage(optional=True), MilpStage()),
         "pgd": (trivial, AttackStage()),
         "ibp": (trivial, BoundStage("ibp")),
         "crown": (trivial, BoundStage("crown")),
         "alpha-crown": (trivial, BoundStage("alpha-crown")),
         "input-split": (trivial, BoundStage("crown"), InputSplitStage()),
-        "network-engine": (trivial, BoundStage("crown"), NetworkEngineStage()),
         "bab": (trivial, BoundStage("crown"), BoundStage("alpha-crown", budgeted=True), ReluBabStage()),
         "milp": (trivial, BoundStage("crown"), MilpStage()),
     }

@@ -1,5 +1,5 @@
-"""Bound stages: IBP / CROWN / α-CROWN through :class:`vnnx.bounds.BoundComputer`, and a bound
-plugin's whole-network engine (CAPM's sparse CROWN on MaxPool networks)."""
+"""Bound stages: IBP / CROWN / α-CROWN of the verifier's bound engine
+(:class:`vnnx.engine.GraphEngine`) on the open clauses' rows."""
 from __future__ import annotations
 
 import time
@@ -19,8 +19,6 @@ from vnnx.stages import Outcome, Problem, Stage, clause_margins, intersect_bound
 # 2026-11-23 the estimate left out the number of steps: on the paper's MNIST CNN α-CROWN then
 # took 144 of 150 s and the branch and bound, which needed 2 s per clause, timed out.)
 ALPHA_STEP_CROWN_PASSES = 24
-# α iterations of a plugin's whole-network engine.
-NETWORK_ENGINE_ALPHA_ITERATIONS = 20
 
 
 def refute_margin() -> float:
@@ -46,8 +44,6 @@ class BoundStage(Stage):
     def run(self, verifier, problem: Problem, deadline) -> Optional[Outcome]:
         bm, prop = self.method, problem.prop
         left = deadline.left()
-        # (On chains the chain view is built only here, when a budgeted α-CROWN is next: a
-        # property CROWN proves never pays for its dense matrices.)
         if (self.budgeted and problem.crown_seconds is not None and left is not None
                 and verifier.can_split()):
             estimate = ALPHA_STEP_CROWN_PASSES * verifier.bound_engine().alpha_iterations * problem.crown_seconds
@@ -97,43 +93,3 @@ class BoundStage(Stage):
 def box_points(prop) -> np.ndarray:
     """The centre of ``prop``'s box, then its lower and upper corners: (3, n_inputs)."""
     return np.stack([(prop.x_lower + prop.x_upper) / 2, prop.x_lower, prop.x_upper])
-
-
-class NetworkEngineStage(Stage):
-    """α-CROWN of a bound plugin's whole-network engine on the open clauses (CAPM refines every
-    neuron of a MaxPool network); runs after CROWN, whose pre-activation bounds it tightens."""
-
-    name = "network-engine"
-
-    def __init__(self, optional: bool = False) -> None:
-        self.optional = optional
-
-    def applies(self, verifier) -> Optional[str]:
-        if verifier.network is None:
-            return "the network-engine stage belongs to --engine chain (the graph engine bounds MaxPool itself)"
-        if verifier.network_engine() is None:
-            return "no bound plugin offers a network engine for this network"
-        return None
-
-    def run(self, verifier, problem: Problem, deadline) -> Optional[Outcome]:
-        if problem.crown_seconds is None:    # CROWN failed before it (under 'auto')
-            return None
-        engine, prop = verifier.network_engine(), problem.prop
-        t0 = time.monotonic()
-        sub = problem.open_rows()
-        try:
-            C = np.vstack([a for a, _ in sub])
-            lower = engine.bound(prop.x_lower, prop.x_upper, C, alpha_iterations=NETWORK_ENGINE_ALPHA_ITERATIONS)
-        except (VnnxError, MemoryError) as exc:
-            problem.log(self.name, f"failed: {exc}", t0)
-            return None
-        sub_margins = clause_margins(lower, sub)
-        for i, m in zip(problem.open_clauses, sub_margins):
-            problem.margins[i] = max(problem.margins.get(i, -np.inf), m)
-        problem.open_clauses = [i for i, m in zip(problem.open_clauses, sub_margins) if not m > refute_margin()]
-        mine = engine.last_pre_activation
-        if mine:
-            problem.pre_activation = intersect_bounds(problem.pre_activation, mine)
-        n_open = len(problem.open_clauses)
-        problem.log(self.name, "unsat" if not n_open else f"{n_open} clause(s) open", t0)
-        return Outcome("unsat", self.name) if not n_open else None

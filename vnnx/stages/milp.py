@@ -13,7 +13,7 @@ class MilpStage(Stage):
     name = "milp"
 
     def applies(self, verifier) -> Optional[str]:
-        if not verifier.view().is_piecewise_linear:
+        if not verifier.graph().is_piecewise_linear:
             return "network has non-piecewise-linear layers"
         return None
 
@@ -24,9 +24,9 @@ class MilpStage(Stage):
         # CROWN's pre-activation bounds (when computed) are intersected with interval bounds
         # inside the encoding; both are sound, so big-M stays valid and gets smaller.
         sub_prop = replace(problem.prop, clauses=problem.open_rows())
-        # A chain network is encoded layer by layer, any other graph node by node
-        # (vnnx.graph_milp); the pre-activation bounds are keyed alike by its bound engine.
-        res = verify_milp(verifier.view(), sub_prop, layer_bounds=problem.pre_activation or None,
+        # The graph is encoded node by node (vnnx.graph_milp); the pre-activation bounds are
+        # keyed by node alike.
+        res = verify_milp(verifier.graph(), sub_prop, layer_bounds=problem.pre_activation or None,
                           time_limit=deadline.left(), backend=verifier.milp_backend)
         if res.status == "sat" and res.x is not None:
             cex = verifier.witness(problem.prop, res.x)

@@ -1,6 +1,5 @@
-"""ReLU-splitting branch and bound on each open clause: :mod:`vnnx.bab` on chains of
-Dense/Conv/ReLU layers under the chain engines, :mod:`vnnx.graph_bab` on the bound graph (every
-network the graph engine bounds: residual nets, MaxPool, ...)."""
+"""ReLU-splitting branch and bound on each open clause (:mod:`vnnx.graph_bab` on the bound graph:
+every network the graph engine bounds, residual nets and MaxPool included)."""
 from __future__ import annotations
 
 import time
@@ -37,34 +36,23 @@ class ReluBabStage(Stage):
         self.optional = optional
 
     def applies(self, verifier) -> Optional[str]:
-        if verifier.network is None:
-            from vnnx.graph_bab import split_nodes
-
-            return None if split_nodes(verifier.graph()) else "network has no ReLU to split"
-        if verifier.relu_chain() is None:
-            return "network is not a chain of affine layers and ReLUs"
-        return None
+        return None if verifier.can_split() else "network has no ReLU to split"
 
     @staticmethod
     def _searcher(verifier, prop, clause, check):
+        from vnnx.graph_bab import GraphBab
         from vnnx.verify import REFUTE_MARGIN
 
         a, b = clause
-        kw = dict(margin=REFUTE_MARGIN, batch=RELU_BAB_BATCH, iterations=RELU_BAB_ITERATIONS,
-                  max_domains=RELU_BAB_MAX_DOMAINS, check=check)
-        if verifier.network is None:
-            from vnnx.graph_bab import GraphBab
-
-            return GraphBab(verifier.bab_engine()[0], prop.x_lower, prop.x_upper, a, b, **kw)
-        from vnnx.bab import ReluBab
-
-        return ReluBab(verifier.relu_chain(), prop.x_lower, prop.x_upper, a, b, **kw)
+        return GraphBab(verifier.bab_engine()[0], prop.x_lower, prop.x_upper, a, b, margin=REFUTE_MARGIN,
+                        batch=RELU_BAB_BATCH, iterations=RELU_BAB_ITERATIONS, max_domains=RELU_BAB_MAX_DOMAINS,
+                        check=check)
 
     def run(self, verifier, problem: Problem, deadline) -> Optional[Outcome]:
         prop, found = problem.prop, {}
         layer_bounds = problem.pre_activation
         left_of, share = deadline.left, False
-        if verifier.network is None and verifier.bab_engine()[1] is not None:
+        if verifier.bab_engine()[1] is not None:
             # The search's graph numbers its nodes differently: carry the bounds over by the map
             # (a node and its image compute the same values, so they share sound bounds).
             node_map = verifier.bab_engine()[1]
