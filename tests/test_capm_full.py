@@ -1,12 +1,14 @@
-"""CAPM in the sparse CROWN engine that refines every neuron (plugins/capm/sparse_crown.py)."""
+"""CAPM's MaxPool relaxation in vnnx's graph engine, which refines every neuron
+(plugins/capm/graph_relaxation.py, through vnnx.engine.ChainBounds)."""
 import numpy as np
 import pytest
 
 import vnnx  # noqa: F401  - compat patches first
 from vnnx.bounds import BoundComputer
-from vnnx.network import Dense, MaxPool, Network
+from vnnx.engine import ChainBounds
+from vnnx.network import Conv, Dense, MaxPool, Network, Relu
 from vnnx_plugins import capm
-from vnnx_plugins.capm import SparseCapmCrown
+from vnnx_plugins.capm import CapmMaxPool
 
 from test_capm import POOLS, pool_cnn, samples
 
@@ -17,42 +19,86 @@ def _ids(p):
     return "k%d%ds%d%dp%d%d%d%dc%d" % (*p[0], *p[1], *p[2], p[3])
 
 
+def capm_bounds(net, **options) -> ChainBounds:
+    return ChainBounds(net, relaxations={"MaxPool": CapmMaxPool()}, **options)
+
+
 @pytest.mark.parametrize("pool", POOLS, ids=_ids)
 def test_sound_by_sampling_crown_and_alpha(pool):
     """Sampled inputs give outputs above the CROWN and α-CROWN lower bounds of C y, and every
-    op's output inside its layer bounds; α-CROWN is never looser than CROWN."""
+    layer's output inside its layer bounds; α-CROWN is never looser than CROWN."""
     for seed in range(3):
         rng = np.random.default_rng(300 + seed)
         net = pool_cnn(rng, pool, relu_before=seed == 2, second_conv=seed == 1)
-        eng = SparseCapmCrown(net)
+        eng = capm_bounds(net, alpha_iterations=10)
         centre = rng.normal(size=net.n_inputs)
         eps = [0.05, 0.3, 1.0][seed]
         lo, hi = centre - eps, centre + eps
-        crown = eng.bound(lo, hi, C3)
-        alpha = eng.bound(lo, hi, C3, alpha_iterations=10)
+        crown = eng.compute(lo, hi, "crown", C3).lower
+        alpha = eng.compute(lo, hi, "alpha-crown", C3).lower
         assert (alpha >= crown - 1e-12).all()
         xs = samples(rng, lo, hi)
         acts = net.forward(xs, return_all=True)
         y = acts[-1] @ C3.T
         assert (y >= alpha - 1e-9).all(), f"α-CROWN lower bound violated by {np.max(alpha - y.min(0)):.3g}"
         for k, (l, u) in enumerate(eng.layer_bounds(lo, hi)):
-            a = acts[eng.layer_of_op[k]]
-            assert (a >= l - 1e-9).all() and (a <= u + 1e-9).all(), f"op {k}"
+            a = acts[k]
+            assert (a >= l - 1e-9).all() and (a <= u + 1e-9).all(), f"layer {k}"
+
+
+def pool_conv_relu_cnn(rng, pool) -> Network:
+    """Conv 3x3 -> MaxPool -> Conv 2x2 -> ReLU -> Dense 3: the ReLU's input is refined from a
+    convolution, a local operator, so the pool is crossed by the engine's sparse back end."""
+    shape = (3, 12, 12)   # large enough that a convolution's rows stay sparse across the pool
+    mp = MaxPool(shape, *pool)
+    c, h, w = mp.out_shape
+    out = (2, h - 1, w - 1)
+    n = int(np.prod(out))
+    layers = [Conv(rng.normal(size=(3, 2, 3, 3)) / 3, rng.normal(size=3) * 0.5, (2, 14, 14), shape), mp,
+              Conv(rng.normal(size=(2, c, 2, 2)) / 2, rng.normal(size=2) * 0.3, (c, h, w), out), Relu((n,)),
+              Dense(rng.normal(size=(3, n)) / np.sqrt(n), rng.normal(size=3) * 0.3, (n,), (3,))]
+    return Network((1, 2, 14, 14), (1, 3), layers)
+
+
+@pytest.mark.parametrize("pool", [POOLS[0], POOLS[1], POOLS[2], POOLS[4]], ids=_ids)
+def test_sparse_back_end_sound_and_equal_to_dense(pool, monkeypatch):
+    """The CAPM relaxation's sparse step (CSR lines, by sign) runs, gives the dense step's
+    bounds, and both contain sampled outputs and layer values."""
+    calls = []
+    step = CapmMaxPool.backward_sparse
+    monkeypatch.setattr(CapmMaxPool, "backward_sparse", lambda *a: calls.append(1) or step(*a))
+    rng = np.random.default_rng(500)
+    net = pool_conv_relu_cnn(rng, pool)
+    for eps in (0.3, 1.0, 3.0):
+        lo = rng.normal(size=net.n_inputs)
+        hi = lo + eps
+        sparse, dense = capm_bounds(net), capm_bounds(net, sparse=False)
+        res_s, res_d = sparse.compute(lo, hi, "crown", C3), dense.compute(lo, hi, "crown", C3)
+        np.testing.assert_allclose(res_s.lower, res_d.lower, rtol=1e-9, atol=1e-9)
+        acts = net.forward(samples(rng, lo, hi), return_all=True)
+        assert (acts[-1] @ C3.T >= res_s.lower - 1e-9).all()
+        for k, ((l, u), (ld, ud)) in enumerate(zip(sparse.layer_bounds(lo, hi), dense.layer_bounds(lo, hi))):
+            np.testing.assert_allclose(l, ld, rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(u, ud, rtol=1e-9, atol=1e-9)
+            assert (acts[k] >= l - 1e-9).all() and (acts[k] <= u + 1e-9).all(), f"layer {k}"
+    assert calls, "the sparse back end never crossed the pool"
 
 
 @pytest.mark.parametrize("pool", [POOLS[0], POOLS[1], POOLS[4]], ids=["2x2", "overlap", "asym-ceil"])
 def test_equals_auto_lirpa_capm_crown_on_small_nets(pool):
     """On nets this small auto_LiRPA refines every unstable neuron too, so its CROWN with the
-    CAPM operator and this engine must give the same bounds (the same relaxations)."""
+    CAPM operator and the graph engine with the CAPM relaxation (interval intersection off) must
+    give the same bounds (the same relaxations); with the intersection on, never looser."""
     rng = np.random.default_rng(21)
     net = pool_cnn(rng, pool, second_conv=True)
     bc = BoundComputer(net, capm.custom_ops())
-    eng = SparseCapmCrown(net)
+    plain, tight = capm_bounds(net, intersect_interval=False), capm_bounds(net)
     for eps in (0.05, 0.3):
         lo = rng.normal(size=net.n_inputs)
         hi = lo + eps
         ref = bc.compute(lo, hi, "crown", C=C3).lower
-        np.testing.assert_allclose(eng.bound(lo, hi, C3), ref, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(plain.compute(lo, hi, "crown", C3).lower, ref, rtol=1e-6, atol=1e-6)
+        assert (tight.compute(lo, hi, "crown", C3).lower >= ref - 1e-6).all()
 
 
 @pytest.mark.parametrize("pool", [POOLS[1], POOLS[7]], ids=["overlap", "pad"])
@@ -63,13 +109,13 @@ def test_bounds_contain_exact_milp_range(pool):
     net = pool_cnn(rng, pool, cin=1, hw=(5, 5), cmid=2)
     lo = rng.uniform(-1, 1, net.n_inputs)
     hi = lo + 0.3
-    eng = SparseCapmCrown(net)
-    crown = eng.bound(lo, hi)
-    alpha = eng.bound(lo, hi, alpha_iterations=20)
-    upper = -eng.bound(lo, hi, -np.eye(3), alpha_iterations=20)
+    eng = capm_bounds(net)
+    crown = eng.compute(lo, hi, "crown", np.eye(3))
+    alpha = eng.compute(lo, hi, "alpha-crown", np.eye(3))
     for i in range(3):
         exact = output_range(net, lo, hi, np.eye(3)[i], time_limit=20)
-        assert crown[i] <= alpha[i] + 1e-12 and alpha[i] <= exact[0] + 1e-6 and upper[i] >= exact[1] - 1e-6
+        assert crown.lower[i] <= alpha.lower[i] + 1e-12 and alpha.lower[i] <= exact[0] + 1e-6
+        assert crown.upper[i] >= alpha.upper[i] - 1e-12 and alpha.upper[i] >= exact[1] - 1e-6
 
 
 def test_dominant_input_is_exact():
@@ -77,14 +123,14 @@ def test_dominant_input_is_exact():
     mp = MaxPool((1, 2, 2), (2, 2), (2, 2))
     net = Network((1, 1, 2, 2), (1, 1), [mp, Dense(np.array([[1.0]]), np.zeros(1), (1,), (1,))])
     lo, hi = np.array([5.0, 0.0, 1.0, -1.0]), np.array([6.0, 1.0, 2.0, 0.5])
-    eng = SparseCapmCrown(net)
-    assert eng.bound(lo, hi)[0] == pytest.approx(5.0, abs=1e-12)
-    assert -eng.bound(lo, hi, -np.eye(1))[0] == pytest.approx(6.0, abs=1e-12)
+    res = capm_bounds(net, intersect_interval=False).compute(lo, hi, "crown")
+    assert res.lower[0] == pytest.approx(5.0, abs=1e-12)
+    assert res.upper[0] == pytest.approx(6.0, abs=1e-12)
 
 
 def _threshold_case(tmp_path, seed: int, pool, relu_before: bool = False):
-    """A small pool CNN as ONNX, its Verifier (CAPM's MaxPool relaxation on the graph engine), a
-    box and the exact maximum of y0 − y1; ``spec(t)`` says "unsafe iff y0 − y1 >= t"."""
+    """A small pool CNN as ONNX, its Verifier (CAPM's relaxation on the graph engine), a box and
+    the exact maximum of y0 − y1; ``spec(t)`` says "unsafe iff y0 − y1 >= t"."""
     from vnnx.io.onnx import load_onnx, network_to_onnx
     from vnnx.io.vnnlib import Property, Spec
     from vnnx.milp import output_range
@@ -93,7 +139,7 @@ def _threshold_case(tmp_path, seed: int, pool, relu_before: bool = False):
     rng = np.random.default_rng(seed)
     net = pool_cnn(rng, pool, cin=1, hw=(6, 6), cmid=2, relu_before=relu_before)
     network_to_onnx(net, tmp_path / "net.onnx")
-    verifier = Verifier(load_onnx(tmp_path / "net.onnx"), relaxations=capm.PLUGIN.extras["relaxations"])
+    verifier = Verifier(load_onnx(tmp_path / "net.onnx"), relaxations={"MaxPool": CapmMaxPool()})
     lo = rng.uniform(-1, 0.5, net.n_inputs)
     hi = lo + 0.6
     c = np.array([1.0, -1.0, 0.0])
@@ -105,9 +151,9 @@ def _threshold_case(tmp_path, seed: int, pool, relu_before: bool = False):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_verify_pipeline_runs_it_and_agrees_with_the_milp(tmp_path, seed):
-    """`vnnx verify` with CAPM's MaxPool relaxation on MaxPool nets: just above the exact maximum
-    it must say unsat, just below sat."""
+def test_verify_pipeline_agrees_with_the_milp(tmp_path, seed):
+    """`vnnx verify` with CAPM's relaxation on the graph engine: just above the exact maximum it
+    must say unsat, just below sat."""
     verifier, y_max, spec = _threshold_case(tmp_path, 40 + seed, POOLS[[1, 4, 7][seed]], relu_before=seed == 0)
     gap = 1e-3 * (1 + abs(y_max))
     verdicts = {name: verifier.verify(spec(t), "auto", timeout=60)

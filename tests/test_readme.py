@@ -64,7 +64,7 @@ def test_quick_demo_has_every_section_and_keeps_the_vnn_promise(tmp_path):
     sections = {s["section"]: s for s in doc["sections"]}
     assert {"core", "VNN LP", "CAPM", "local substitutes", "ReLU stability", "VeriCompress"} <= set(sections)
     capm = sections["CAPM"]["numbers"]["methods"]
-    assert set(capm) == {"IBP", "CROWN + CAPM", "CROWN + auto_LiRPA MaxPool"}
+    assert set(capm) == {"IBP", "CROWN + CAPM", "CROWN + vnnx MaxPool"}
     for s in doc["sections"]:
         assert {"promise", "measured", "met", "seconds", "numbers"} <= set(s), s
     assert "| method | promise | measured here | met | seconds |" in run.stdout

@@ -455,9 +455,9 @@ def test_crown_verified_samples_survive_sampling(rng):
     assert 0 < res[0.05]["n_verified"] and res[0.3]["n_verified"] <= res[0.05]["n_verified"]
     assert milp[0.3]["n_verified"] >= res[0.3]["n_verified"]        # exact >= relaxation
     # Soundness by sampling: no sampled point of a CROWN-verified box changes the class.
-    from vnnx.bounds import BoundComputer
+    from vnnx.engine import ChainBounds
 
-    engine = BoundComputer(net)
+    engine = ChainBounds(net)
     C = lambda t: np.delete(np.eye(3)[t] - np.eye(3), t, axis=0)  # noqa: E731
     for i in range(len(x)):
         if (net.forward(x[i:i + 1]).argmax(1)[0] == y[i]) and \

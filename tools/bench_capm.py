@@ -1,12 +1,16 @@
 #!/usr/bin/env python
-"""Benchmark the CAPM MaxPool bound operator (issue 5) at CPU scale.
+"""Benchmark CAPM's MaxPool relaxation (issue 5) at CPU scale, on vnnx's graph engine.
 
 Networks: verivital Convnet_maxpool (its 20 VNN-COMP specs), ERAN convSmallRELU__Point (no
 MaxPool: a control; normalisation (x-0.1307)/0.3081 applied to the box outside the graph),
 and small MNIST maxpool CNNs trained here (2x2/2 pooling and overlapping 3x3/2), normally and
-with PGD. Methods: IBP, CAPM under CROWN and α-CROWN, auto_LiRPA's own MaxPool (CROWN, α-CROWN)
-where it runs, and the exact MILP on a subset. α-CROWN is run only where CROWN did not already
-verify (its result is never worse than CROWN's, which it starts from).
+with PGD. Methods, on the graph engine (:class:`vnnx.engine.ChainBounds`, every neuron an
+activation reads refined): IBP; CROWN and α-CROWN with CAPM's relaxation
+(``relaxations={"MaxPool": CapmMaxPool()}``); CROWN and α-CROWN with the engine's own MaxPool
+relaxation. Cross-checks on auto_LiRPA (:class:`vnnx.bounds.BoundComputer`, an independent
+engine, not the one vnnx verifies with): CROWN with CAPM's auto_LiRPA operator and with
+auto_LiRPA's own MaxPool where it runs. The exact MILP on a subset. α-CROWN is run only where
+CROWN did not already verify (its result is never worse than CROWN's, which it starts from).
 
 Writes out/bench_capm/{results.csv,time_vs_eps.png,summary.md}; the table and the PNG are
 copied into docs/capm.md and docs/capm_time_vs_eps.png by hand. Run: .venv/bin/python tools/bench_capm.py [--quick] [--images N] > log 2>&1
@@ -25,6 +29,7 @@ import torch
 import vnnx  # noqa: F401
 from vnnx.bounds import BoundComputer
 from vnnx.cli import custom_ops_for, relaxations_for
+from vnnx.engine import ChainBounds
 from vnnx.errors import VnnxError
 from vnnx.io.vnnlib import read_vnnlib, read_instances_csv, robustness_property
 from vnnx.verify import refuted_clauses
@@ -32,44 +37,46 @@ from vnnx.verify import refuted_clauses
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 OUT = ROOT / "out" / "bench_capm"
-METHODS = ("ibp", "capm-crown", "capm-alpha", "capm-full-crown", "capm-full-alpha", "lirpa-crown", "lirpa-alpha")
-FULL_ALPHA_ITERATIONS = 20
+#: graph engine: ibp, capm-* (CAPM's relaxation), graph-* (the engine's own MaxPool);
+#: auto_LiRPA cross-checks: lirpa-capm-crown (CAPM's operator), lirpa-crown (its own MaxPool).
+METHODS = ("ibp", "capm-crown", "capm-alpha", "graph-crown", "graph-alpha", "lirpa-capm-crown", "lirpa-crown")
+ALPHA_ITERATIONS = 20
 
 
 class Engines:
-    """Bound engines of one network, CAPM and auto_LiRPA's own MaxPool."""
+    """Bound engines of one network: the graph engine with CAPM's and with its own MaxPool
+    relaxation, and the auto_LiRPA cross-checks."""
 
-    def __init__(self, net, alpha_iterations: int):
+    def __init__(self, net, alpha_iterations: int = ALPHA_ITERATIONS):
         self.net = net
-        self.capm = BoundComputer(net, custom_ops_for("capm"), alpha_iterations=alpha_iterations)
-        try:
-            self.lirpa = BoundComputer(net, custom_ops_for("lirpa"), alpha_iterations=alpha_iterations)
-        except VnnxError:
-            self.lirpa = None
-        from vnnx_plugins.capm import SparseCapmCrown
-
-        self.full = SparseCapmCrown(net)   # CAPM relaxation, every neuron refined (flat in ε)
+        self.capm = ChainBounds(net, relaxations_for("capm"), alpha_iterations=alpha_iterations)
+        self.graph = ChainBounds(net, alpha_iterations=alpha_iterations)
+        self.lirpa_capm = _lirpa(net, custom_ops_for("capm"))
+        self.lirpa = _lirpa(net, custom_ops_for("lirpa"))
 
     def run(self, method: str, prop) -> tuple[str, float]:
         """('verified' | 'unknown' | 'error', seconds) for one property (all clauses refuted)."""
         A = np.concatenate([a for a, _ in prop.clauses])
-        if method.startswith("capm-full"):
-            t0 = time.perf_counter()
-            lower = self.full.bound(prop.x_lower, prop.x_upper, A,
-                                    alpha_iterations=FULL_ALPHA_ITERATIONS if method.endswith("alpha") else 0)
-            ok = all(refuted_clauses(lower, prop.clauses))
-            return ("verified" if ok else "unknown"), time.perf_counter() - t0
-        engine = self.lirpa if method.startswith("lirpa") else self.capm
+        family, bound = method.rsplit("-", 1) if "-" in method else ("capm", method)
+        engine = {"capm": self.capm, "graph": self.graph, "lirpa-capm": self.lirpa_capm,
+                  "lirpa": self.lirpa}[family]
         if engine is None:
             return "error", 0.0
-        bound = {"ibp": "ibp", "crown": "crown", "alpha": "alpha-crown"}[method.split("-")[-1]]
         t0 = time.perf_counter()
         try:
-            res = engine.compute(prop.x_lower, prop.x_upper, bound, C=A)
+            res = engine.compute(prop.x_lower, prop.x_upper, {"alpha": "alpha-crown"}.get(bound, bound), C=A)
         except VnnxError:
             return "error", time.perf_counter() - t0
         ok = all(refuted_clauses(res.lower, prop.clauses))
         return ("verified" if ok else "unknown"), time.perf_counter() - t0
+
+
+def _lirpa(net, custom_ops):
+    """auto_LiRPA's engine (a cross-check only), or None where it cannot build the network."""
+    try:
+        return BoundComputer(net, custom_ops)
+    except VnnxError:
+        return None
 
 
 def milp_status(net, prop, time_limit: float) -> tuple[str, float]:
@@ -81,27 +88,20 @@ def milp_status(net, prop, time_limit: float) -> tuple[str, float]:
 
 
 def evaluate(name: str, eng: Engines, props: list, rows: list, eps: float, milp_limit: float = 0.0,
-             alpha_budget: int = 1, skip: tuple = ()):
-    """α-CROWN costs a full CROWN pass (and its gradient) per iteration in auto_LiRPA 0.3, about
-    5-25 s per image here on one shared core: it runs on at most ``alpha_budget`` images per
-    (net, ε) among those CROWN did not verify; the others are recorded as 'not-run'."""
-    budget = {"capm-alpha": alpha_budget, "lirpa-alpha": alpha_budget}
+             skip: tuple = ()):
+    """Every method on every property; an α method only where its CROWN left the property open."""
     for i, prop in enumerate(props):
         res = {}
         for m in METHODS:
             if m in skip:
                 continue
-            if m.endswith("alpha") and res.get(m.replace("alpha", "crown"), ("",))[0] == "verified":
+            crown = res.get(m.replace("alpha", "crown"), ("",))[0]
+            if m.endswith("alpha") and crown == "verified":
                 res[m] = ("verified", float("nan"))     # α-CROWN starts from CROWN: not run
                 continue
-            if m.endswith("alpha") and res.get(m.replace("alpha", "crown"), ("",))[0] == "error":
+            if m.endswith("alpha") and crown == "error":
                 res[m] = ("error", 0.0)
                 continue
-            if m in budget:
-                if budget[m] <= 0:
-                    res[m] = ("not-run", float("nan"))
-                    continue
-                budget[m] -= 1
             res[m] = eng.run(m, prop)
         if milp_limit:
             res["milp"] = milp_status(eng.net, prop, milp_limit)
@@ -161,9 +161,7 @@ def main() -> None:
     ap.add_argument("--trained-only", action="store_true", help="skip verivital and ERAN convSmall")
     ap.add_argument("--eps", default=None, help="comma-separated ε list for the trained nets")
     ap.add_argument("--out", default=None, help="output folder (default out/bench_capm)")
-    ap.add_argument("--skip", default="", help="comma-separated methods not to run (e.g. capm-alpha,lirpa-alpha)")
-    ap.add_argument("--alpha-images", type=int, default=1,
-                    help="α-CROWN runs per (net, ε) among the images CROWN left open (default 1)")
+    ap.add_argument("--skip", default="", help="comma-separated methods not to run (e.g. lirpa-capm-crown)")
     args = ap.parse_args()
     global OUT
     if args.out:
@@ -197,7 +195,7 @@ def main() -> None:
     vv = SHARED / "benchmarks" / "verivital"
     instances = read_instances_csv(vv / "verivital_instances.csv")[: (4 if args.quick else None)]
     model = load_onnx(instances[0][0])
-    eng = Engines(to_network(model), alpha_iterations=5)
+    eng = Engines(to_network(model))
     verifier = Verifier(model, custom_ops_for("capm"), relaxations=relaxations_for("capm"))
     props = []
     for onnx_path, spec_path, timeout in instances:
@@ -213,7 +211,7 @@ def main() -> None:
     # --- ERAN convSmall (no MaxPool): control ---------------------------------------------
     x_eran, y_eran = load_eran_csv(SHARED / "data" / "mnist" / "eran_mnist_test_first100.csv")
     control = to_network(load_onnx(SHARED / "networks" / "eran-mnist" / "convSmallRELU__Point.onnx"))
-    eng = Engines(control, alpha_iterations=5)
+    eng = Engines(control)
     x_eran = x_eran.reshape(len(x_eran), -1)
     keep = [i for i in range(len(x_eran))
             if int(np.argmax(control.forward(((x_eran[i] - 0.1307) / 0.3081)[None]))) == int(y_eran[i])][: args.images]
@@ -240,12 +238,11 @@ def _trained_part(args, rows: list, info: dict, eps_list, t_start: float) -> Non
     for name, (model, acc) in trained_nets(args.quick, channels, args.hidden, args.train_seconds).items():
         info[name] = f"held-out accuracy {acc:.3f}"
         net = torch_to_network(model)
-        eng = Engines(net, alpha_iterations=5)
+        eng = Engines(net)
         keep = [i for i in range(200) if int(np.argmax(net.forward(tx[i][None]))) == int(ty[i])][: args.images]
         for k, eps in enumerate(eps_list):
             props = [robustness_property(tx[i], eps, int(ty[i]), 10) for i in keep]
-            evaluate(name, eng, props, rows, eps, alpha_budget=args.alpha_images,
-                     skip=tuple(m for m in args.skip.split(",") if m))
+            evaluate(name, eng, props, rows, eps, skip=tuple(m for m in args.skip.split(",") if m))
             if name.startswith("mp2x2") and name.endswith("-normal") and k < 2:   # exact reference, a subset
                 sub = []
                 for i, p in enumerate(props[:3]):
@@ -264,7 +261,7 @@ def _finish(rows: list, info: dict, t_start: float) -> None:
     summary = summarise(rows, info)
     plot(rows, OUT / "time_vs_eps.png")
     total = time.perf_counter() - t_start
-    text = (f"Run 2026-11-23 on a 2-core CPU container, no GPU; other jobs running in parallel. "
+    text = (f"Run {time.strftime('%Y-%m-%d')} on a 2-core CPU container, no GPU; other jobs running in parallel. "
             f"Total wall time {total / 60:.1f} min. `{len(rows)}` rows in {OUT}/results.csv.\n\n" + summary)
     print(text)
     (OUT / "summary.md").write_text(text)
@@ -273,8 +270,7 @@ def _finish(rows: list, info: dict, t_start: float) -> None:
 def summarise(rows: list[dict], info: dict) -> str:
     """Markdown: per net and ε, verified % and mean seconds per image for each method."""
     nets = list(dict.fromkeys(r["net"] for r in rows))
-    methods = ["ibp", "capm-crown", "capm-alpha", "capm-full-crown", "capm-full-alpha", "lirpa-crown", "lirpa-alpha",
-               "milp", "vnnx-verify"]
+    methods = list(METHODS) + ["milp", "vnnx-verify"]
     lines = ["| net | ε | n | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
     for net in nets:
         for eps in sorted({r["eps"] for r in rows if r["net"] == net}):
@@ -312,8 +308,8 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     nets = [n for n in dict.fromkeys(r["net"] for r in rows) if n != "verivital"]
     colours = dict(zip(nets, plt.get_cmap("tab10").colors))
-    styles = {"capm-full-crown": ("-", "^"), "capm-crown": ("--", "o"),
-              "lirpa-crown": (":", "s"), "ibp": ("-.", "x")}
+    styles = {"capm-crown": ("-", "^"), "graph-crown": ("--", "o"), "lirpa-capm-crown": (":", "s"),
+              "ibp": ("-.", "x")}
     for net in nets:
         pts = sorted({r["eps"] for r in rows if r["net"] == net})
         for m, (line, marker) in styles.items():

@@ -1,4 +1,4 @@
-"""CAPM: a MaxPool bound operator for auto_LiRPA (the max as a chain of ReLUs).
+"""CAPM: a MaxPool relaxation (the max as a chain of ReLUs) for vnnx's graph engine and auto_LiRPA.
 
 Paper: "Fast and Robust Verification on Maxpool-based CNN via Dual Network". Each window's max
 is ``z_{j+1} = z_j + ReLU(x_{j+1} − z_j)``; every inner ReLU gets the CROWN relaxation, with
@@ -7,7 +7,8 @@ is ``z_{j+1} = z_j + ReLU(x_{j+1} − z_j)``; every inner ReLU gets the CROWN re
 Use::
 
     from vnnx_plugins import capm
-    BoundedModule(model, x, custom_ops=capm.custom_ops())    # or: with capm.use_capm(): ...
+    ChainBounds(network, relaxations={"MaxPool": capm.CapmMaxPool()})   # vnnx's graph engine
+    BoundedModule(model, x, custom_ops=capm.custom_ops())    # auto_LiRPA; or: with capm.use_capm(): ...
 
 ``reluify_maxpool(network)`` rewrites every MaxPool of a plain network into Conv/ReLU layers
 that compute the same max exactly (a cross-check, and a MaxPool-free net for the MILP).
@@ -20,7 +21,6 @@ from .install import custom_ops, install, is_installed, uninstall, use_capm
 from .operator import BoundCapmMaxPool
 from .relaxation import WindowRelaxation, relax_windows
 from .reluify import reluify_maxpool
-from .sparse_crown import SparseCapmCrown
 from .torch_pool import PaddedMaxPool2d
 
 def _demo(**kwargs):
@@ -32,13 +32,14 @@ def _demo(**kwargs):
 PLUGIN = Plugin(
     name="capm",
     kind="bound-operator",
-    summary="MaxPool bound operator for auto_LiRPA (max as a chain of ReLUs; any kernel/stride/"
-            "padding/ceil_mode; IBP, CROWN, α-CROWN) and a MaxPool→Conv/ReLU rewrite",
+    summary="MaxPool relaxation (max as a chain of ReLUs; any kernel/stride/padding/ceil_mode) for "
+            "the graph engine, the same as an auto_LiRPA bound operator (IBP, CROWN, α-CROWN), and a "
+            "MaxPool→Conv/ReLU rewrite",
     extras={"custom_ops": custom_ops(), "relaxations": {"MaxPool": CapmMaxPool()}, "demo": _demo},
 )
 
 __all__ = [
-    "PLUGIN", "BoundCapmMaxPool", "PaddedMaxPool2d", "PoolSpec", "SparseCapmCrown", "WindowRelaxation",
+    "PLUGIN", "BoundCapmMaxPool", "CapmMaxPool", "PaddedMaxPool2d", "PoolSpec", "WindowRelaxation",
     "custom_ops", "install", "is_installed", "relax_windows", "reluify_maxpool", "uninstall",
     "use_capm",
 ]

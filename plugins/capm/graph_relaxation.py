@@ -1,8 +1,8 @@
 """CAPM's MaxPool relaxation as the MaxPool backward step of vnnx's graph engine.
 
 Each window's max is bounded by the CAPM chain of ReLUs (:func:`relaxation.relax_windows`, the
-same code as the auto_LiRPA operator and the sparse engine), with CROWN's choice of the chain's
-step parameters: ``Σ w_i x_i <= max <= Σ v_i x_i + b`` per window. The plugin announces it in
+same code as the auto_LiRPA operator), with CROWN's choice of the chain's step parameters:
+``Σ w_i x_i <= max <= Σ v_i x_i + b`` per window. The plugin announces it in
 ``PLUGIN.extras["relaxations"]``; the CLI hands it to :class:`vnnx.engine.GraphEngine` under
 ``--maxpool capm``.
 """

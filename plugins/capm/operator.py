@@ -49,15 +49,6 @@ class BoundCapmMaxPool(BoundOptimizableActivation):
         # batch, [a_j / β_j], channel, window, step. auto_LiRPA needs the batch at dim 2.
         self.alpha_batch_dim = 2
 
-    @staticmethod
-    def network_engine(network):
-        """The whole-network engine with this relaxation (:class:`SparseCapmCrown`: every neuron
-        refined, a cost that does not depend on ε). ``vnnx.verify`` runs it after CROWN on
-        networks with MaxPool layers."""
-        from .sparse_crown import SparseCapmCrown
-
-        return SparseCapmCrown(network)
-
     # ---- concrete values ----------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         return max_over_windows(x, self.spec)

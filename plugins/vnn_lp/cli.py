@@ -145,11 +145,11 @@ def _methods(text: str) -> list[str]:
     return methods
 
 
-def _custom_ops():
+def _relaxations():
     try:
-        from vnnx.cli import custom_ops_for
+        from vnnx.cli import relaxations_for
 
-        return custom_ops_for("capm")
+        return relaxations_for("capm")
     except Exception:  # a missing plugin only costs MaxPool bound quality
         return None
 
@@ -162,7 +162,7 @@ def _evaluate(args, networks: dict, xt, yt, progress: bool) -> dict:
             raise ConfigError("--deltas needs a test set: --test, or --val-count smaller than --data")
         return {}
     ev = evaluate(networks, xt, yt, args.deltas, _methods(args.verify), args.milp_timeout, args.clip,
-                  _custom_ops(), progress)
+                  _relaxations(), progress)
     if args.plot and args.deltas:
         plot_robustness(ev["robustness"], args.plot, title=Path(args.onnx).name)
     return ev

@@ -2,8 +2,8 @@
 
 A test sample counts as verified at radius δ when it is classified correctly and every
 ``y_label − y_j`` (j ≠ label) is proven positive over the L∞ box of radius δ around it,
-clipped to the input range: with CROWN/α-CROWN bounds (:mod:`vnnx.bounds`) or exactly with
-the MILP (:func:`vnnx.milp.verify_milp`, under a time limit; a timeout counts as not
+clipped to the input range: with CROWN/α-CROWN bounds of the graph engine
+(:class:`vnnx.engine.ChainBounds`) or exactly with the MILP (:func:`vnnx.milp.verify_milp`, under a time limit; a timeout counts as not
 verified). CROWN plays the part of the paper's DeepPoly (both back-substitute linear bounds).
 """
 from __future__ import annotations
@@ -36,8 +36,9 @@ def _spec_matrix(label: int, n_outputs: int) -> np.ndarray:
 
 def verified_robustness(network: Network, x: np.ndarray, y: np.ndarray, deltas: Sequence[float],
                         method: str = "crown", time_limit: Optional[float] = None,
-                        clip: Optional[tuple[float, float]] = (0.0, 1.0), custom_ops=None,
-                        progress: bool = False, backend: str = "highs") -> dict:
+                        clip: Optional[tuple[float, float]] = (0.0, 1.0),
+                        relaxations: Optional[Mapping] = None, progress: bool = False,
+                        backend: str = "highs") -> dict:
     """Verified robustness of ``network`` on ``x`` (N, n_inputs) with labels ``y`` (N,).
 
     Args:
@@ -45,7 +46,8 @@ def verified_robustness(network: Network, x: np.ndarray, y: np.ndarray, deltas: 
         method: 'crown' | 'alpha-crown' | 'milp'.
         time_limit: seconds per sample and radius (MILP only).
         clip: valid input range the box is intersected with (None: no clipping).
-        custom_ops: auto_LiRPA bound operators (e.g. the CAPM plugin's, for MaxPool).
+        relaxations: the graph engine's operator relaxations (operator kind -> relaxation, e.g.
+            ``{"MaxPool": CapmMaxPool()}`` from the CAPM plugin); None: the engine's own.
 
     Returns:
         ``{delta: {'verified': fraction of all N, 'n_verified', 'n', 'seconds': mean seconds
@@ -58,9 +60,9 @@ def verified_robustness(network: Network, x: np.ndarray, y: np.ndarray, deltas: 
     correct = network.forward(x).argmax(axis=1) == y if len(x) else np.zeros(0, bool)
     engine = None
     if method != "milp":
-        from vnnx.bounds import BoundComputer
+        from vnnx.engine import ChainBounds
 
-        engine = BoundComputer(network, custom_ops)
+        engine = ChainBounds(network, relaxations)
     out = {}
     jobs = [(float(d), i) for d in deltas for i in np.flatnonzero(correct)]
     if progress:
@@ -97,7 +99,7 @@ def verified_robustness(network: Network, x: np.ndarray, y: np.ndarray, deltas: 
 def evaluate(networks: Mapping[str, Network], x_test: np.ndarray, y_test: np.ndarray,
              deltas: Sequence[float] = (), methods: Sequence[str] = ("crown",),
              milp_time_limit: Optional[float] = None, clip: Optional[tuple[float, float]] = (0.0, 1.0),
-             custom_ops=None, progress: bool = False) -> dict:
+             relaxations: Optional[Mapping] = None, progress: bool = False) -> dict:
     """Accuracy and verified robustness of several networks on one test set.
 
     Returns ``{'accuracy': {name: acc}, 'robustness': {name: {method: {delta: {...}}}},
@@ -108,7 +110,8 @@ def evaluate(networks: Mapping[str, Network], x_test: np.ndarray, y_test: np.nda
         result["accuracy"][name] = accuracy(net, x_test, y_test)
         if deltas:
             result["robustness"][name] = {
-                m: verified_robustness(net, x_test, y_test, deltas, m, milp_time_limit, clip, custom_ops, progress)
+                m: verified_robustness(net, x_test, y_test, deltas, m, milp_time_limit, clip, relaxations,
+                                      progress)
                 for m in methods}
     return result
 
