@@ -196,7 +196,7 @@ def main() -> None:
     instances = read_instances_csv(vv / "verivital_instances.csv")[: (4 if args.quick else None)]
     model = load_onnx(instances[0][0])
     eng = Engines(to_network(model))
-    verifier = Verifier(model, custom_ops_for("capm"), relaxations=relaxations_for("capm"))
+    verifier = Verifier(model, relaxations=relaxations_for("capm"))
     props = []
     for onnx_path, spec_path, timeout in instances:
         spec = read_vnnlib(spec_path, eng.net.n_inputs)

@@ -21,7 +21,7 @@ MODELS = {"control": "relu_control.onnx.gz", "+RS": "relu_rs.onnx.gz"}
 
 
 def demo(demo_dir, out_dir, quick: bool = False) -> Optional[dict]:
-    from vnnx.cli import custom_ops_for, relaxations_for
+    from vnnx.cli import relaxations_for
     from vnnx.data import load_npz
     from vnnx.io.onnx import load_onnx, run_onnxruntime, to_network
     from vnnx.io.vnnlib import Spec, robustness_property
@@ -47,7 +47,7 @@ def demo(demo_dir, out_dir, quick: bool = False) -> Optional[dict]:
         x = data.x[:400].reshape(400, -1)
         accuracy = float((run_onnxruntime(model, x).argmax(1) == data.y[:400]).mean())
         rep = friendliness_report(network, data.x[:n_rep], DEMO_EPSILON, "improved-ia")
-        verifier = Verifier(model, custom_ops_for("capm"), relaxations=relaxations_for("capm"))
+        verifier = Verifier(model, relaxations=relaxations_for("capm"))
         provable, seconds, verdicts = 0, [], []
         for i in range(n_ver):
             prop = robustness_property(x[i], DEMO_EPSILON, int(data.y[i]), network.n_outputs)
