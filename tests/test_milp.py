@@ -1,4 +1,4 @@
-"""Interval bounds, the Tjeng MILP encoding, LP tightening and verify_milp.
+"""The Tjeng MILP encoding of layer chains (through ``Network.to_graph``) and verify_milp.
 
 Exactness is checked against an independent reference: enumerate every activation pattern
 (ReLU on/off, MaxPool winner) region by region, and optimise the affine network of each
@@ -14,8 +14,8 @@ from scipy.optimize import linprog
 
 import vnnx  # noqa: F401
 from vnnx.errors import UnsupportedOpError, VnnxError
-from vnnx.interval import interval_bounds
-from vnnx.milp import encode, output_range, tighten_bounds_lp, verify_milp
+from vnnx.engine import ChainBounds
+from vnnx.milp import encode, output_range, verify_milp
 from vnnx.network import Conv, Dense, MaxPool, Network, Relu, Sigmoid, Tanh
 
 # --------------------------------------------------------------------------------------------
@@ -139,60 +139,22 @@ def exact_range(net: Network, lo: np.ndarray, up: np.ndarray, c: np.ndarray) -> 
     return best[0], best[1]
 
 
-# --------------------------------------------------------------------------------------------
-# interval bounds
+def interval_bounds(net, lo, up):
+    """The graph engine's interval bounds of every layer (the reference the MILP's bounds are
+    compared with)."""
+    return ChainBounds(net).layer_bounds(lo, up, "ibp")
 
 
-@pytest.mark.parametrize("make", [lambda: mlp(0, (4, 8, 8, 3)), lambda: conv_net(1), lambda: conv_net(2, Sigmoid),
-                                  lambda: conv_net(3, Tanh), lambda: lifted_maxpool_net(4)])
-def test_interval_bounds_are_sound_by_sampling(make):
-    net = make()
-    rng = np.random.default_rng(10)
-    centre = rng.normal(size=net.n_inputs)
-    lo, up = centre - 0.5, centre + 0.5
-    bounds = interval_bounds(net, lo, up)
-    assert len(bounds) == len(net.layers)
-    outs = net.forward(box_samples(rng, lo, up, 2000), return_all=True)
-    for k, ((bl, bu), y) in enumerate(zip(bounds, outs)):
-        assert bl.shape == bu.shape == y.shape[1:]
-        assert np.all(y >= bl[None]) and np.all(y <= bu[None]), f"layer {k} escapes its bounds"
-    # MaxPool bounds are exact for independent inputs: a box in, the max of lowers/uppers out.
-    mp = next(layer for layer in net.layers if isinstance(layer, MaxPool)) if any(
-        isinstance(layer, MaxPool) for layer in net.layers) else None
-    if mp is not None:
-        a = rng.normal(size=int(np.prod(mp.in_shape)))
-        ml, mu = interval_bounds(Network(mp.in_shape, mp.out_shape, [mp]), a - 1, a + 1)[0]
-        np.testing.assert_allclose(ml, mp.apply((a - 1)[None])[0])
-        np.testing.assert_allclose(mu, mp.apply((a + 1)[None])[0])
-
-
-def test_affine_interval_sparse_equals_dense_and_is_sound(rng):
-    import scipy.sparse as sp
-
-    from vnnx.interval import affine_interval
-
-    w = rng.normal(size=(6, 9)) * (rng.random((6, 9)) < 0.5)
-    b = rng.normal(size=6)
-    lo = rng.normal(size=9)
-    up = lo + rng.random(9)
-    dense = affine_interval(w, b, lo, up)
-    sparse = affine_interval(sp.csr_matrix(w), b, lo, up)
-    for d, s in zip(dense, sparse):
-        np.testing.assert_allclose(s, d, rtol=0, atol=1e-12)   # only the rounding pad differs
-    assert np.all(sparse[0] >= dense[0]) and np.all(sparse[1] <= dense[1])  # fan-in: non-zeros
-    h = lo + rng.random((2000, 9)) * (up - lo)
-    z = h @ w.T + b
-    assert np.all(z >= sparse[0]) and np.all(z <= sparse[1])
-    # Tight: the exact maximum over the box, up to the rounding pad.
-    np.testing.assert_allclose(sparse[1], np.maximum(w, 0) @ up + np.minimum(w, 0) @ lo + b, rtol=0, atol=1e-12)
-
-
-def test_interval_bounds_reject_bad_boxes():
+def test_encode_rejects_bad_boxes_and_contradicting_bounds():
     net = mlp(0)
     with pytest.raises(VnnxError, match="empty input box"):
-        interval_bounds(net, np.ones(2), np.zeros(2))
+        encode(net, np.ones(2), np.zeros(2))
     with pytest.raises(VnnxError, match="expects 2"):
-        interval_bounds(net, np.zeros(3), np.ones(3))
+        encode(net, np.zeros(3), np.ones(3))
+    lo, up = -np.ones(2), np.ones(2)
+    bad = [(b[0] + 100.0, b[1] + 100.0) for b in interval_bounds(net, lo, up)]
+    with pytest.raises(VnnxError, match="contradict"):
+        encode(net, lo, up, bad)
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,50 +231,8 @@ def test_binaries_only_for_unstable_relus_and_contested_windows():
 
 
 def test_sigmoid_is_rejected_with_the_layer_name():
-    with pytest.raises(UnsupportedOpError, match=r"layer 2 \(Sigmoid\)"):
+    with pytest.raises(UnsupportedOpError, match=r"'layer2' \(Sigmoid\)"):
         encode(conv_net(0, Sigmoid), np.zeros(25), np.ones(25))
-
-
-# --------------------------------------------------------------------------------------------
-# LP tightening
-
-
-@pytest.mark.parametrize("make", [lambda: mlp(11, (3, 10, 10, 10, 2)), lambda: conv_net(12)])
-def test_tightened_bounds_are_sound_and_never_looser(make):
-    net = make()
-    rng = np.random.default_rng(13)
-    x = rng.normal(size=net.n_inputs)
-    lo, up = x - 0.5, x + 0.5
-    ibp = interval_bounds(net, lo, up)
-    tight = tighten_bounds_lp(net, lo, up)
-    outs = net.forward(box_samples(rng, lo, up, 3000), return_all=True)
-    gained = 0.0
-    for k, ((il, iu), (tl, tu), y) in enumerate(zip(ibp, tight, outs)):
-        assert np.all(tl >= il) and np.all(tu <= iu), f"layer {k} got looser"
-        assert np.all(y >= tl[None] - 1e-9) and np.all(y <= tu[None] + 1e-9), f"layer {k} unsound"
-        gained += float(np.sum((iu - il) - (tu - tl)))
-    assert gained > 0.1           # the LPs must actually tighten something
-    # tightening keeps the exact answer and needs no more binaries
-    c = rng.normal(size=net.n_outputs)
-    if net.n_inputs <= 3:
-        np.testing.assert_allclose(output_range(net, lo, up, c, layer_bounds=tight),
-                                   output_range(net, lo, up, c), atol=1e-5)
-    assert encode(net, lo, up, tight).n_binaries <= encode(net, lo, up).n_binaries
-
-
-def test_tightening_respects_given_bounds():
-    net = mlp(14, (2, 8, 8, 2))
-    lo, up = -np.ones(2), np.ones(2)
-    ibp = interval_bounds(net, lo, up)
-    # given bounds: IBP shrunk towards the sampled range (still sound: sampled range + margin)
-    outs = net.forward(grid_2d(lo, up, 101), return_all=True)
-    given = [(np.maximum(l, y.min(0) - 0.3), np.minimum(u, y.max(0) + 0.3)) for (l, u), y in zip(ibp, outs)]
-    tight = tighten_bounds_lp(net, lo, up, given)
-    for (gl, gu), (tl, tu) in zip(given, tight):
-        assert np.all(tl >= gl) and np.all(tu <= gu)
-    with pytest.raises(VnnxError, match="contradict"):
-        bad = [(b[0] + 100.0, b[1] + 100.0) for b in ibp]
-        tighten_bounds_lp(net, lo, up, bad)
 
 
 # --------------------------------------------------------------------------------------------

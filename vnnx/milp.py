@@ -1,7 +1,9 @@
 """The MILP encoding of a piecewise-linear network (Tjeng, Xiao & Tedrake, ICLR 2019).
 
-Every layer output gets continuous columns bounded by its pre-computed interval. Affine layers
-(Dense, and Conv through ``layer.matrix()``) are equality rows. A ReLU ``y = max(x, 0)`` whose
+The network is a bound graph (:mod:`vnnx.graph`; a layer chain :class:`vnnx.network.Network`
+is encoded through its ``to_graph()``, with bounds and columns keyed by layer). Every node gets
+continuous columns bounded by the engine's CROWN bounds (:mod:`vnnx.graph_milp` assembles them
+from each operator's ``milp``). Linear operators are equality rows. A ReLU ``y = max(x, 0)`` whose
 pre-activation bounds ``[l, u]`` straddle 0 gets one binary ``a`` (Tjeng et al., eq. 5)::
 
     y >= x,  y >= 0,  y <= x - l (1 - a),  y <= u a
@@ -14,10 +16,10 @@ only the inputs that can win (``u_i >= max_j l_j``), one binary ``a_i`` each::
 
 and a window with one possible winner is the identity.
 
-:func:`verify_milp` decides a VNN-LIB property, :func:`output_range` gives the exact range of
-``c @ y``, and :func:`tighten_bounds_lp` tightens the pre-activation bounds with LP relaxations
-of this same encoding (Tjeng et al., §4.1), which shrinks the big-M constants and the number of
-unstable ReLUs.
+:func:`verify_milp` decides a VNN-LIB property and :func:`output_range` gives the exact range
+of ``c @ y``; :func:`vnnx.graph_lp.tighten_bounds_lp` tightens the bounds with LP relaxations of
+this same encoding (Tjeng et al., §4.1), which shrinks the big-M constants and the number of
+unstable ReLUs (``verify_milp(tighten=True)``).
 
 Float tolerances, and why the answers stay sound:
 
@@ -36,14 +38,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 import scipy.sparse as sp
 
-from vnnx.errors import ShapeMismatchError, SolverError, UnsupportedOpError, VnnxError
-from vnnx.interval import check_box, propagate, window_matrix
-from vnnx.network import Conv, Dense, MaxPool, Network, Relu
+from vnnx.errors import ShapeMismatchError, SolverError, VnnxError
 from vnnx.solvers import LinearProblem, Solution, open_session, solve
 
 Bounds = tuple[np.ndarray, np.ndarray]
@@ -57,8 +57,8 @@ GIVEN_BOUND_SLACK = 1e-6
 class MilpEncoding:
     """The network as a :class:`LinearProblem` with a zero objective.
 
-    ``layer_cols[k]``: (size of layers[k] output,) column index of each output of layers[k]
-    (a column can be shared: an active ReLU reuses its input column, inactive ones share a
+    ``layer_cols[k]``: the column index of each (flattened) output of node ``k + 1`` of a graph,
+    or of ``layers[k]`` of a layer chain (a column can be shared: an active ReLU reuses its input column, inactive ones share a
     column fixed at 0). ``input_cols``: (n_inputs,). ``binary_cols``: the integer columns
     (continuous in [0, 1] when encoded with ``relax=True``). ``layer_bounds``: the bounds used.
     """
@@ -153,107 +153,6 @@ class _Builder:
                              cat(self._col_lo, np.float64), cat(self._col_hi, np.float64), cat(self._col_int, bool))
 
 
-def complete_bounds(network: Network, x_lower: np.ndarray, x_upper: np.ndarray,
-                    layer_bounds=None, slack: float = GIVEN_BOUND_SLACK) -> list[Bounds]:
-    """Per-layer bounds: interval propagation, intersected layer by layer with ``layer_bounds``.
-
-    ``layer_bounds`` may be None, a list with one ``(lower, upper)`` (or None) per layer, or a
-    dict ``{k: (lower, upper)}`` for some layers (as ``BoundsResult.pre_activation``). Given
-    bounds are widened by ``slack`` (relative, :data:`GIVEN_BOUND_SLACK`) before use. Raises
-    :class:`VnnxError` when they contradict the interval bounds (they cannot both be sound).
-    """
-    lower, upper = check_box(network, x_lower, x_upper)
-    given = _given(network, layer_bounds)
-    out: list[Bounds] = []
-    for k, layer in enumerate(network.layers):
-        lower, upper = propagate(layer, lower, upper, name=f"layer {k} ({type(layer).__name__})")
-        if given.get(k) is not None:
-            gl, gu = (np.asarray(b, dtype=np.float64).ravel() for b in given[k])
-            if gl.size != lower.size or gu.size != upper.size:
-                raise ShapeMismatchError(f"layer_bounds[{k}] has {gl.size}/{gu.size} entries, "
-                                         f"layer {k} ({type(layer).__name__}) has {lower.size} outputs")
-            gl = gl - slack * (1.0 + np.abs(gl))
-            gu = gu + slack * (1.0 + np.abs(gu))
-            lower, upper = np.maximum(lower, gl), np.minimum(upper, gu)
-            bad = np.flatnonzero(lower > upper)
-            if bad.size:
-                i = int(bad[0])
-                raise VnnxError(f"layer_bounds[{k}] contradict interval bounds at neuron {i}: "
-                                f"lower {lower[i]:.9g} > upper {upper[i]:.9g}; the given bounds are unsound")
-        out.append((lower, upper))
-    return out
-
-
-def _given(network: Network, layer_bounds) -> dict[int, Any]:
-    if layer_bounds is None:
-        return {}
-    if isinstance(layer_bounds, Mapping):
-        return {int(k): v for k, v in layer_bounds.items()}
-    layer_bounds = list(layer_bounds)
-    if len(layer_bounds) != len(network.layers):
-        raise ShapeMismatchError(f"layer_bounds has {len(layer_bounds)} entries for {len(network.layers)} layers")
-    return dict(enumerate(layer_bounds))
-
-
-def encode(network: Network, x_lower: np.ndarray, x_upper: np.ndarray, layer_bounds=None, *,
-           relax: bool = False, n_layers: int | None = None,
-           bound_slack: float = GIVEN_BOUND_SLACK) -> MilpEncoding:
-    """Encode ``network.layers[:n_layers]`` (all by default) over the input box.
-
-    ``layer_bounds`` as in :func:`complete_bounds`. ``relax``: binaries become continuous in
-    [0, 1] (the LP relaxation). ``bound_slack``: see :func:`complete_bounds` (0 for bounds
-    vnnx computed itself). Raises :class:`UnsupportedOpError` for Sigmoid/Tanh layers.
-    """
-    from vnnx.graph import Graph
-
-    if isinstance(network, Graph):
-        from vnnx.graph_milp import encode_graph
-
-        return encode_graph(network, x_lower, x_upper, layer_bounds, relax=relax, bound_slack=bound_slack)
-    layers = network.layers if n_layers is None else network.layers[:n_layers]
-    for k, layer in enumerate(layers):
-        if not isinstance(layer, (Dense, Conv, Relu, MaxPool)):
-            raise UnsupportedOpError(f"layer {k} ({type(layer).__name__}) is not piecewise linear; the MILP "
-                                     "encoding supports Dense, Conv, Relu and MaxPool only")
-    bounds = complete_bounds(network, x_lower, x_upper, layer_bounds, slack=bound_slack)
-    x_lower, x_upper = check_box(network, x_lower, x_upper)
-    b = _Builder()
-    cols = b.cols(x_lower, x_upper)
-    input_cols, in_lo, in_up = cols, x_lower, x_upper
-    layer_cols: list[np.ndarray] = []
-    binaries: list[np.ndarray] = []
-    for k, layer in enumerate(layers):
-        lo, up = bounds[k]
-        if isinstance(layer, (Dense, Conv)):
-            cols = _affine(b, layer, cols, lo, up)
-        elif isinstance(layer, Relu):
-            cols, bins = _relu(b, cols, in_lo, in_up, relax)
-            binaries.append(bins)
-        else:
-            cols, bins = _maxpool(b, layer, cols, in_lo, in_up, lo, up, relax)
-            binaries.append(bins)
-        layer_cols.append(cols)
-        in_lo, in_up = lo, up
-    binary_cols = np.concatenate(binaries) if binaries else np.zeros(0, dtype=np.int64)
-    problem = b.problem()
-    if relax:
-        problem.integrality = None
-    return MilpEncoding(problem, input_cols, layer_cols, binary_cols, bounds, relax)
-
-
-def _affine(b: _Builder, layer, cols: np.ndarray, lo: np.ndarray, up: np.ndarray) -> np.ndarray:
-    W, bias = layer.matrix()
-    W = sp.coo_matrix(W)
-    out = b.cols(lo, up)
-    n_out = out.size
-    # z - W h = bias, one row per output neuron.
-    r = np.concatenate([np.arange(n_out), W.row])
-    c = np.concatenate([out, cols[W.col]])
-    v = np.concatenate([np.ones(n_out), -W.data])
-    b.rows(r, c, v, bias, bias)
-    return out
-
-
 def _relu(b: _Builder, cols: np.ndarray, lo: np.ndarray, up: np.ndarray, relax: bool) -> tuple[np.ndarray, np.ndarray]:
     out = cols.copy()
     if np.any(up <= 0):
@@ -277,11 +176,6 @@ def _relu(b: _Builder, cols: np.ndarray, lo: np.ndarray, up: np.ndarray, relax: 
            np.full(k, -np.inf), np.zeros(k))
     out[unstable] = y
     return out, a
-
-
-def _maxpool(b: _Builder, layer: MaxPool, cols: np.ndarray, lo: np.ndarray, up: np.ndarray,
-             out_lo: np.ndarray, out_up: np.ndarray, relax: bool) -> tuple[np.ndarray, np.ndarray]:
-    return maxpool_windows(b, window_matrix(layer), cols, lo, up, out_lo, out_up, relax)
 
 
 def maxpool_windows(b: _Builder, idx: np.ndarray, cols: np.ndarray, lo: np.ndarray, up: np.ndarray,
@@ -332,96 +226,70 @@ def maxpool_windows(b: _Builder, idx: np.ndarray, cols: np.ndarray, lo: np.ndarr
 
 
 # --------------------------------------------------------------------------------------------
-# Bound tightening
+# Encoding and queries
 
 
-def tighten_bounds_lp(network: Network, x_lower: np.ndarray, x_upper: np.ndarray, layer_bounds=None,
-                      time_limit: float | None = None, backend: str = "highs") -> list[Bounds]:
-    """Tighten the bounds of every layer output that feeds a ReLU or MaxPool by minimising and
-    maximising it over the LP relaxation of the encoding of the layers before it (Tjeng et al.
-    2019, §4.1), layer by layer so that each LP uses the already-tightened earlier bounds.
-
-    One solver session per layer is re-solved with changing objectives (warm-started). Each new
-    bound is the solver's safe dual bound (valid whatever the solver's tolerances), intersected
-    with the old one, so the result is never looser than ``layer_bounds`` (or IBP when None).
-    Layers after a tightened one are re-propagated by IBP and intersected. ``time_limit`` (s):
-    when it runs out the remaining bounds are returned as they are (still sound).
-
-    Returns one ``(lower, upper)`` per layer, as :func:`vnnx.interval.interval_bounds`.
-    """
-    start = time.perf_counter()
-    deadline = None if time_limit is None else start + float(time_limit)
-    bounds = [(lo.copy(), up.copy()) for lo, up in complete_bounds(network, x_lower, x_upper, layer_bounds)]
-    layers = network.layers
-    seen_nonlinear = False
-    for k, layer in enumerate(layers[:-1]):
-        if not isinstance(layer, (Dense, Conv)) or not isinstance(layers[k + 1], (Relu, MaxPool)):
-            seen_nonlinear = seen_nonlinear or isinstance(layer, (Relu, MaxPool))
-            continue
-        # Before the first nonlinearity the layer is affine in a box: IBP is already exact
-        # when it is the only affine layer.
-        if not seen_nonlinear and k == 0:
-            continue
-        lo, up = bounds[k]
-        if isinstance(layers[k + 1], Relu):
-            neurons = np.flatnonzero((lo < 0) & (up > 0))
-        else:
-            neurons = np.arange(lo.size)
-        if neurons.size == 0:
-            continue
-        enc = encode(network, x_lower, x_upper, bounds, relax=True, n_layers=k + 1, bound_slack=0.0)
-        session = open_session(enc.problem, backend=backend)
-        cols = enc.layer_cols[k]
-        cost = np.zeros(enc.problem.n_cols)
-        timed_out = False
-        for i in neurons:
-            for maximize in (False, True):
-                remaining = None if deadline is None else deadline - time.perf_counter()
-                if remaining is not None and remaining <= 0:
-                    timed_out = True
-                    break
-                cost[cols[i]] = 1.0
-                session.set_objective(cost, maximize=maximize)
-                cost[cols[i]] = 0.0
-                sol = session.solve(remaining)
-                if sol.status != "optimal" or sol.bound is None or not np.isfinite(sol.bound):
-                    continue
-                if maximize:
-                    up[i] = min(up[i], sol.bound)
-                else:
-                    lo[i] = max(lo[i], sol.bound)
-            if timed_out:
-                break
-        # A tiny inversion can come only from round-off when the range is a single point.
-        up[:] = np.maximum(up, lo)
-        bounds[k] = (lo, up)
-        _repropagate(network, bounds, k)
-        if timed_out:
-            break
-    # The caller's bounds were widened for the LPs; the contract is "never looser than given".
-    for k, given in _given(network, layer_bounds).items():
-        if given is not None:
-            gl, gu = (np.asarray(v, dtype=np.float64).ravel() for v in given)
-            lo, up = np.maximum(bounds[k][0], gl), np.minimum(bounds[k][1], gu)
-            bounds[k] = (lo, np.maximum(up, lo))
-    return bounds
+def check_box(model, x_lower: np.ndarray, x_upper: np.ndarray) -> Bounds:
+    """Validate an input box for ``model`` (anything with ``n_inputs``); return it flattened
+    as float64 arrays."""
+    lower = np.asarray(x_lower, dtype=np.float64).ravel()
+    upper = np.asarray(x_upper, dtype=np.float64).ravel()
+    if lower.size != model.n_inputs or upper.size != model.n_inputs:
+        raise ShapeMismatchError(f"input box has {lower.size}/{upper.size} entries, network expects {model.n_inputs}")
+    if not (np.all(np.isfinite(lower)) and np.all(np.isfinite(upper))):
+        raise VnnxError("input box has non-finite bounds")
+    bad = np.flatnonzero(lower > upper)
+    if bad.size:
+        i = int(bad[0])
+        raise VnnxError(f"empty input box: lower[{i}] = {lower[i]} > upper[{i}] = {upper[i]}")
+    return lower, upper
 
 
-def _repropagate(network: Network, bounds: list[Bounds], k: int) -> None:
-    """IBP from layer k onwards, intersected with the current bounds (never looser)."""
-    lo, up = bounds[k]
-    for j in range(k + 1, len(network.layers)):
-        plo, pup = propagate(network.layers[j], lo, up)
-        lo, up = np.maximum(bounds[j][0], plo), np.minimum(bounds[j][1], pup)
-        up = np.maximum(up, lo)
-        bounds[j] = (lo, up)
+def as_graph(model, layer_bounds=None):
+    """``(graph, node bounds, layer nodes)``: ``model`` as a bound graph and ``layer_bounds`` keyed
+    by its nodes. A graph passes through (its bounds are node-keyed already, layer nodes None); a
+    layer chain becomes ``model.to_graph()``, its ``layer_bounds`` (a list with one ``(lower,
+    upper)`` or None per layer, or a dict ``{layer: (lower, upper)}`` as
+    ``BoundsResult.pre_activation``) re-keyed by the layers' nodes."""
+    if not hasattr(model, "to_graph"):
+        return model, layer_bounds, None
+    graph = model.to_graph()
+    nodes = graph.layer_nodes
+    if layer_bounds is None:
+        return graph, None, nodes
+    if isinstance(layer_bounds, Mapping):
+        items = [(int(k), v) for k, v in layer_bounds.items()]
+    else:
+        items = list(enumerate(layer_bounds))
+        if len(items) != len(nodes):
+            raise ShapeMismatchError(f"layer_bounds has {len(items)} entries for {len(nodes)} layers")
+    bad = [k for k, _ in items if not 0 <= k < len(nodes)]
+    if bad:
+        raise ShapeMismatchError(f"layer_bounds names layer {bad[0]}; the network has {len(nodes)} layers")
+    return graph, {nodes[k]: v for k, v in items if v is not None}, nodes
 
 
-# --------------------------------------------------------------------------------------------
-# Queries
+def encode(model, x_lower: np.ndarray, x_upper: np.ndarray, layer_bounds=None, *,
+           relax: bool = False, bound_slack: float = GIVEN_BOUND_SLACK) -> MilpEncoding:
+    """Encode ``model`` (a graph or a layer chain, :func:`as_graph`) over the input box.
+
+    ``layer_bounds``: sound bounds to intersect with CROWN's (keyed by node for a graph, by layer
+    for a chain), widened by ``bound_slack`` (relative, :data:`GIVEN_BOUND_SLACK`; 0 for bounds
+    vnnx computed itself). ``relax``: binaries become continuous in [0, 1] (the LP relaxation).
+    For a chain, ``layer_cols`` / ``layer_bounds`` of the result are per layer. Raises
+    :class:`UnsupportedOpError` for operators that are not piecewise linear (Sigmoid, Tanh)."""
+    from vnnx.graph_milp import encode_graph
+
+    graph, given, nodes = as_graph(model, layer_bounds)
+    x_lower, x_upper = check_box(graph, x_lower, x_upper)
+    enc = encode_graph(graph, x_lower, x_upper, given, relax=relax, bound_slack=bound_slack)
+    if nodes is not None:
+        enc.layer_cols = [enc.layer_cols[k - 1] for k in nodes]
+        enc.layer_bounds = [enc.layer_bounds[k - 1] for k in nodes]
+    return enc
 
 
-def output_range(network: Network, x_lower: np.ndarray, x_upper: np.ndarray, c: np.ndarray,
+def output_range(network, x_lower: np.ndarray, x_upper: np.ndarray, c: np.ndarray,
                  layer_bounds=None, time_limit: float | None = None,
                  backend: str = "highs") -> tuple[float, float]:
     """Exact ``(min, max)`` of ``c @ y`` over the input box, ``c``: (n_outputs,).
@@ -432,6 +300,7 @@ def output_range(network: Network, x_lower: np.ndarray, x_upper: np.ndarray, c: 
     :class:`SolverError` when either is not solved to optimality.
     """
     start = time.perf_counter()
+    network, layer_bounds, _ = as_graph(network, layer_bounds)
     c = np.asarray(c, dtype=np.float64).ravel()
     if c.size != network.n_outputs:
         raise ShapeMismatchError(f"output_range: c has {c.size} entries, network has {network.n_outputs} outputs")
@@ -451,7 +320,7 @@ def output_range(network: Network, x_lower: np.ndarray, x_upper: np.ndarray, c: 
     return result[0], result[1]
 
 
-def verify_milp(network: Network, prop, layer_bounds=None, time_limit: float | None = None,
+def verify_milp(network, prop, layer_bounds=None, time_limit: float | None = None,
                 backend: str = "highs", *, tighten: bool = False, unsat_tol: float = 1e-6) -> MilpResult:
     """Decide one property with the MILP (Tjeng et al. 2019).
 
@@ -467,6 +336,7 @@ def verify_milp(network: Network, prop, layer_bounds=None, time_limit: float | N
     """
     start = time.perf_counter()
     deadline = None if time_limit is None else start + float(time_limit)
+    network, layer_bounds, _ = as_graph(network, layer_bounds)
     x_lower, x_upper = check_box(network, prop.x_lower, prop.x_upper)
     clauses = [(np.atleast_2d(np.asarray(A, dtype=np.float64)), np.asarray(b_, dtype=np.float64).ravel())
                for A, b_ in prop.clauses]
@@ -490,9 +360,11 @@ def verify_milp(network: Network, prop, layer_bounds=None, time_limit: float | N
 
     slack = GIVEN_BOUND_SLACK
     if tighten:
-        layer_bounds = tighten_bounds_lp(network, x_lower, x_upper, layer_bounds,
-                                         None if deadline is None else max(0.0, deadline - time.perf_counter()),
-                                         backend)
+        from vnnx.graph_lp import tighten_bounds_lp
+
+        tight = tighten_bounds_lp(network, x_lower, x_upper, layer_bounds,
+                                  None if deadline is None else max(0.0, deadline - time.perf_counter()), backend)
+        layer_bounds = dict(enumerate(tight[1:], 1))
         slack = 0.0
     enc = encode(network, x_lower, x_upper, layer_bounds, bound_slack=slack)
     # The capped clause MILPs below read 'infeasible' as 'proven'. That is only sound when the
@@ -562,7 +434,7 @@ def _margin_bounds(A: np.ndarray, b: np.ndarray, lo: np.ndarray, up: np.ndarray)
     return float(np.max(row_lo - err)), float(np.max(row_hi + err))
 
 
-def _inside_bounds(network: Network, x: np.ndarray, layer_bounds: list[Bounds], tol: float = 1e-9) -> bool:
+def _inside_bounds(network, x: np.ndarray, layer_bounds: list[Bounds], tol: float = 1e-9) -> bool:
     """Whether every layer output of ``network`` at ``x`` lies within ``layer_bounds``."""
     outs = network.forward(x[None], return_all=True)
     for (lo, up), out in zip(layer_bounds, outs):
@@ -592,7 +464,7 @@ def _clause_problem(enc: MilpEncoding, A: np.ndarray, b: np.ndarray, t_cap: floa
                             np.append(p.col_upper, t_cap), integrality)
 
 
-def _counterexample(network: Network, problem: LinearProblem, enc: MilpEncoding, sol: Solution,
+def _counterexample(network, problem: LinearProblem, enc: MilpEncoding, sol: Solution,
                     A: np.ndarray, b: np.ndarray, x_lower: np.ndarray, x_upper: np.ndarray,
                     backend: str) -> tuple[np.ndarray, np.ndarray, float]:
     """The best float64-checked point from a MILP solution: the solver's input clipped to the
