@@ -375,8 +375,37 @@ def test_friendliness_report_lp_and_crown_are_no_looser_than_improved_ia():
     crown = friendliness_report(net, x, 0.1, "crown")
     ibp = friendliness_report(net, x, 0.1, "ibp")
     assert crown["unstable_total"] <= ibp["unstable_total"]
+    assert lp["unstable_total"] <= crown["unstable_total"]
     with pytest.raises(ConfigError, match="unknown report method"):
         friendliness_report(net, x, 0.1, "zonotope")
+
+
+def test_report_engine_and_lp_bounds_are_sound_and_ordered():
+    """'ibp', 'crown', 'alpha-crown' (the graph engine) and 'lp' (vnnx.graph_lp): every sample's
+    layer bounds hold on points of its box; LP is never looser than CROWN, CROWN never than IBP."""
+    from tests.nets import random_cnn
+    from vnnx_plugins.relu_stability.report import _layer_bounds_engine, _layer_bounds_lp
+
+    net = random_cnn(np.random.default_rng(21))
+    x = np.random.default_rng(22).random((3, net.n_inputs))
+    lo, hi = (t.numpy() for t in input_box(torch.as_tensor(x), 0.15))
+    per_method = {m: _layer_bounds_engine(net, lo, hi, m) for m in ("ibp", "crown", "alpha-crown")}
+    per_method["lp"] = _layer_bounds_lp(net, lo, hi, None)[0]
+    rng = np.random.default_rng(23)
+    for i in range(len(x)):
+        pts = lo[i] + (hi[i] - lo[i]) * rng.random((2000, net.n_inputs))
+        outs = net.forward(pts, return_all=True)
+        for m, bounds in per_method.items():
+            for k, (l, u) in bounds[i].items():
+                assert np.all(outs[k] >= l - 1e-9) and np.all(outs[k] <= u + 1e-9), f"{m}: layer {k} unsound"
+        for k in per_method["ibp"][i]:
+            (il, iu), (cl, cu), (ll, lu) = (per_method[m][i][k] for m in ("ibp", "crown", "lp"))
+            # (IBP runs batched, CROWN per sample: round-off differs)
+            assert np.all(cl >= il - 1e-12) and np.all(cu <= iu + 1e-12)
+            assert np.all(ll >= cl) and np.all(lu <= cu)
+    reps = {m: friendliness_report(net, x, 0.15, m) for m in ("ibp", "crown", "alpha-crown", "lp")}
+    assert reps["lp"]["milp_binaries"] <= reps["crown"]["milp_binaries"] <= reps["ibp"]["milp_binaries"]
+    assert reps["lp"]["mean_bound_width"] < reps["ibp"]["mean_bound_width"]
 
 
 def test_maxpool_binaries_are_counted():

@@ -11,7 +11,7 @@ MNIST, epsilon = 0.1. Three trainings, five models (each row adds to the one bef
   +RS           adversarial training with L1 and the RS loss, then both passes
 
 Per model: test and PGD accuracy on the evaluation images, unstable ReLUs per layer (naive IA,
-improved IA and LP-tightened bounds), provable adversarial accuracy on the first --n-verify
+improved IA and LP-tightened bounds: vnnx.graph_lp, starting from the graph engine's CROWN), provable adversarial accuracy on the first --n-verify
 evaluation images with vnnx.milp.verify_milp (improved-IA bounds as the big-M bounds, a PGD
 attack first, --timeout seconds per image) and the mean verification time per image.
 
@@ -182,14 +182,19 @@ def verify_images(network, eval_data, args) -> dict:
 
 
 def _with_crown(network, prop, ia_bounds: list) -> list:
-    """Improved-IA layer bounds intersected with the core's sparse CROWN pre-activation bounds
-    (both sound; :func:`vnnx.verify.intersect_bounds`, as the verify pipeline does)."""
-    from vnnx.sparse_crown import SparseCrown
-    from vnnx.verify import intersect_bounds
+    """Improved-IA layer bounds intersected with the graph engine's CROWN pre-activation bounds
+    (:class:`vnnx.engine.ChainBounds`; both sound, as the verify pipeline intersects them)."""
+    import numpy as np
 
-    crown = SparseCrown(network).pre_activation_bounds(prop.x_lower, prop.x_upper)
-    merged = intersect_bounds(dict(enumerate(ia_bounds)), crown)
-    return [merged[k] for k in range(len(ia_bounds))]
+    from vnnx.engine import ChainBounds
+
+    crown = ChainBounds(network).compute(prop.x_lower, prop.x_upper, "crown").pre_activation
+    merged = list(ia_bounds)
+    for k, (lo, hi) in crown.items():
+        lo2, hi2 = np.maximum(merged[k][0], lo), np.minimum(merged[k][1], hi)
+        # Both are sound; where round-off makes them cross, keep the span between the two ends.
+        merged[k] = (np.minimum(lo2, hi2), np.maximum(lo2, hi2))
+    return merged
 
 
 def evaluate_network(name: str, entry: dict, eval_data, cfg, args, out_dir: Path) -> dict:
@@ -315,7 +320,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per image for PGD + MILP (default 5)")
     ap.add_argument("--milp-bounds", default="improved-ia", choices=("improved-ia", "crown"),
                     help="big-M bounds of the MILP: improved IA (default), or improved IA intersected with "
-                         "the core's sparse CROWN (vnnx.sparse_crown)")
+                         "the graph engine's CROWN (vnnx.engine.ChainBounds)")
     ap.add_argument("--milp-tighten", action="store_true",
                     help="LP-tighten the unstable neurons' bounds before the MILP, inside each image's "
                          "time budget (verify_milp(tighten=True))")

@@ -128,8 +128,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", required=True, help="network (.onnx)")
     p.add_argument("--data", required=True, help=".npz with x (inputs) and y (labels)")
     p.add_argument("--epsilon", type=float, required=True, help="L-inf radius (model-input units)")
-    p.add_argument("--method", choices=("ibp", "improved-ia", "crown", "lp"), default="improved-ia",
-                   help="bounds: naive IA, improved IA, CROWN, or LP-tightened (slow) (default improved-ia)")
+    p.add_argument("--method", choices=("ibp", "improved-ia", "crown", "alpha-crown", "lp"), default="improved-ia",
+                   help="bounds: naive IA, improved IA, CROWN, alpha-CROWN, or LP-tightened (slow) "
+                        "(default improved-ia)")
     p.add_argument("--n-samples", type=int, default=None, help="use the first N samples (default: all)")
     p.add_argument("--clip-min", type=float, default=0.0, help="lowest valid input value (default 0)")
     p.add_argument("--clip-max", type=float, default=1.0, help="highest valid input value (default 1)")

@@ -11,8 +11,8 @@ training inputs is declared always active); how it is written back into a chain 
   neighbours fold into one Dense layer ``W_next · diag(keep) · W_prev`` (exact);
 * otherwise zero neurons are deleted (rows of the layer before, columns of the layer after),
   and each identity neuron ``z`` stays a ReLU of ``z + s`` with ``s = max(0, −l)``, ``l`` a
-  lower bound of ``z`` over the declared input domain (naive IA), while the next layer's bias
-  takes ``−W_next[:, i] · s``. Over the whole input domain ``relu(z + s) − s = z``, so the
+  lower bound of ``z`` over the declared input domain (the graph engine's interval bounds),
+  while the next layer's bias takes ``−W_next[:, i] · s``. Over the whole input domain ``relu(z + s) − s = z``, so the
   neuron is the identity there, and any verifier's bounds see it as stably active (no binary).
   A chain has no skip connection, so this is how "identity, folded into the next affine
   layer" is spelled without one. Conv layers next to a rewritten ReLU become Dense.
@@ -107,18 +107,12 @@ def _as_dense(layer) -> Dense:
 
 
 def _box_lower_bounds(layers: Sequence, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Naive IA lower bound of the output of ``layers`` (a prefix ending in an affine layer)."""
-    for layer in layers:
-        if isinstance(layer, AFFINE):
-            w, b = layer.matrix()
-            mid, rad = (hi + lo) / 2, (hi - lo) / 2
-            mid, rad = w @ mid + b, np.abs(w) @ rad
-            lo, hi = mid - rad, mid + rad
-        elif isinstance(layer, Relu):
-            lo, hi = np.maximum(lo, 0), np.maximum(hi, 0)
-        else:  # MaxPool: monotone
-            lo, hi = layer.apply(lo[None])[0], layer.apply(hi[None])[0]
-    return lo
+    """Interval (naive IA) lower bound of the output of ``layers`` (a prefix ending in an affine
+    layer) over the box ``lo <= x <= hi``, by the graph engine's interval pass."""
+    from vnnx.engine import ChainBounds
+
+    prefix = Network((1, lo.size), (1, int(np.prod(layers[-1].out_shape))), list(layers))
+    return ChainBounds(prefix).layer_bounds(lo, hi, "ibp")[-1][0]
 
 
 def prune_relus(network: Network, x: np.ndarray, *, active_threshold: float = 0.9,

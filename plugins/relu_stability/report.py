@@ -21,13 +21,17 @@ from vnnx.network import AFFINE, MaxPool, Network, Relu
 from .bounds import input_box, maxpool_binaries, step_bounds
 from .chain import PoolStep, chain_from_network
 
-#: report methods: naive IA ('ibp'), improved IA, CROWN (vnnx.bounds), LP-tightened (vnnx.milp).
-REPORT_METHODS = ("ibp", "improved-ia", "crown", "lp")
+#: report methods: naive IA ('ibp'), improved IA (Appendix C, the plugin's own estimate), CROWN and
+#: alpha-CROWN (the graph engine, :class:`vnnx.engine.ChainBounds`), LP-tightened (:mod:`vnnx.graph_lp`).
+REPORT_METHODS = ("ibp", "improved-ia", "crown", "alpha-crown", "lp")
+
+LayerBounds = dict[int, tuple[np.ndarray, np.ndarray]]
 
 
 def _layer_bounds_ia(network: Network, lo: np.ndarray, hi: np.ndarray, method: str,
                      chunk_size: int) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    """Per sample, one (lower, upper) per layer output, by naive or improved IA (float64)."""
+    """Per sample, one (lower, upper) per layer output, by the plugin's naive or improved IA
+    (float64): the estimates the RS loss trains with (:mod:`.bounds`)."""
     chain = chain_from_network(network)
     with torch.no_grad():
         outs = step_bounds(chain, torch.from_numpy(lo), torch.from_numpy(hi),
@@ -35,32 +39,44 @@ def _layer_bounds_ia(network: Network, lo: np.ndarray, hi: np.ndarray, method: s
     return [[(l[i].numpy(), u[i].numpy()) for l, u in outs] for i in range(len(lo))]
 
 
-def _layer_bounds_crown(network: Network, lo: np.ndarray, hi: np.ndarray) -> list[dict]:
-    try:
-        from vnnx.bounds import BoundComputer
-    except ImportError as exc:  # pragma: no cover - the core module ships with vnnx
-        raise VnnxError(f"method 'crown' needs vnnx.bounds, which failed to import: {exc}") from exc
-    engine = BoundComputer(network)
-    per_sample = []
+def _per_sample(chain, bounds: list, i: int) -> LayerBounds:
+    """Sample ``i``'s bounds of the nodes the activations read, keyed by the layer before them."""
+    return {k: (bounds[node][0][i].reshape(-1).numpy(), bounds[node][1][i].reshape(-1).numpy())
+            for k, node in chain.pre_nodes.items()}
+
+
+def _layer_bounds_engine(network: Network, lo: np.ndarray, hi: np.ndarray, method: str) -> list[LayerBounds]:
+    """Per sample, ``{k: (lower, upper)}`` of the output of each layer k that feeds a ReLU or
+    MaxPool, by the graph engine: IBP (all samples in one batch), CROWN, or alpha-CROWN (the
+    intermediate bounds' lower slopes optimised too)."""
+    from vnnx.engine import ChainBounds
+
+    chain = ChainBounds(network)
+    lo_t, hi_t = torch.from_numpy(lo), torch.from_numpy(hi)
+    if method == "ibp":
+        bounds = chain.engine.intermediate(lo_t, hi_t, "ibp")
+        return [_per_sample(chain, bounds, i) for i in range(len(lo))]
+    out = []
     for i in range(len(lo)):
-        res = engine.compute(lo[i], hi[i], "crown")
-        per_sample.append(dict(res.pre_activation))
-    return per_sample
+        bounds = chain.engine.intermediate(lo_t[i:i + 1], hi_t[i:i + 1], "crown", optimise=method == "alpha-crown")
+        out.append(_per_sample(chain, bounds, 0))
+    return out
 
 
-def _layer_bounds_lp(network: Network, lo: np.ndarray, hi: np.ndarray, chunk_size: int,
-                     time_limit: Optional[float]) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], int]:
-    """LP-tightened bounds per sample (starting from improved IA) and how many samples ran out
-    of ``time_limit`` (their bounds are sound but only partly tightened)."""
-    try:
-        from vnnx.milp import tighten_bounds_lp
-    except ImportError as exc:  # pragma: no cover
-        raise VnnxError(f"method 'lp' needs vnnx.milp, which failed to import: {exc}") from exc
-    start_bounds = _layer_bounds_ia(network, lo, hi, "improved-ia", chunk_size)
+def _layer_bounds_lp(network: Network, lo: np.ndarray, hi: np.ndarray,
+                     time_limit: Optional[float]) -> tuple[list[LayerBounds], int]:
+    """LP-tightened bounds per sample (:func:`vnnx.graph_lp.tighten_bounds_lp`, starting from
+    CROWN) and how many samples ran out of ``time_limit`` (their bounds are sound but only
+    partly tightened)."""
+    from vnnx.engine import ChainBounds
+    from vnnx.graph_lp import tighten_bounds_lp
+
+    chain = ChainBounds(network)
     out, timed_out = [], 0
     for i in range(len(lo)):
         start = time.monotonic()
-        out.append(tighten_bounds_lp(network, lo[i], hi[i], start_bounds[i], time_limit=time_limit))
+        bounds = tighten_bounds_lp(chain.graph, lo[i], hi[i], time_limit=time_limit)
+        out.append({k: bounds[node] for k, node in chain.pre_nodes.items()})
         # tighten_bounds_lp returns its (sound, partly tightened) bounds when time runs out.
         timed_out += time_limit is not None and time.monotonic() - start >= 0.98 * time_limit
     return out, timed_out
@@ -72,10 +88,11 @@ def friendliness_report(network: Network, x: np.ndarray, epsilon: float, method:
     """Unstable ReLUs, bound widths, MILP binaries and sparsity of ``network`` around ``x``.
 
     ``x``: (N, ...) samples in model-input space (flattened to the network's inputs);
-    ``epsilon``: L∞ radius, boxes clipped to ``clip``. ``method``: 'ibp' (naive IA),
-    'improved-ia' (Appendix C), 'crown' (auto_LiRPA through :mod:`vnnx.bounds`) or 'lp'
-    (improved IA, then LP tightening of every unstable neuron with :mod:`vnnx.milp`, slow;
-    ``lp_time_limit`` seconds per sample). Returns a JSON-ready dict; per-sample counts are
+    ``epsilon``: L∞ radius, boxes clipped to ``clip``. ``method``: 'ibp' (naive IA, the graph
+    engine's interval pass), 'improved-ia' (Appendix C, the plugin's own estimate, as the RS
+    loss computes it), 'crown' / 'alpha-crown' (the graph engine, :class:`vnnx.engine.ChainBounds`)
+    or 'lp' (CROWN, then LP tightening of every unstable neuron with
+    :func:`vnnx.graph_lp.tighten_bounds_lp`, slow; ``lp_time_limit`` seconds per sample). Returns a JSON-ready dict; per-sample counts are
     averaged over the N samples.
 
     Example: ``friendliness_report(net, x_eval[:100], 0.1, "improved-ia")["milp_binaries"]``.
@@ -106,12 +123,12 @@ def friendliness_report(network: Network, x: np.ndarray, epsilon: float, method:
         return np.asarray(b[0]).ravel(), np.asarray(b[1]).ravel()
 
     lp_timeouts = None
-    if method in ("ibp", "improved-ia"):
+    if method == "improved-ia":
         per_sample = _layer_bounds_ia(network, lo, hi, method, chunk_size)
-    elif method == "crown":
-        per_sample = _layer_bounds_crown(network, lo, hi)
+    elif method == "lp":
+        per_sample, lp_timeouts = _layer_bounds_lp(network, lo, hi, lp_time_limit)
     else:
-        per_sample, lp_timeouts = _layer_bounds_lp(network, lo, hi, chunk_size, lp_time_limit)
+        per_sample = _layer_bounds_engine(network, lo, hi, method)
 
     relu_rows = []
     widths_all = []
