@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import vnnx  # noqa: F401
-import vnnx.milp
 from vnnx.errors import UnsupportedOpError, VnnxError
 from vnnx.graph_lp import tighten_bounds_lp
 from vnnx.graph_milp import node_bounds
@@ -102,26 +101,3 @@ def test_lp_tightening_rejects_non_piecewise_linear_graphs():
                                    Dense(rng.normal(size=(2, 3)), np.zeros(2), (3,), (2,))])
     with pytest.raises(UnsupportedOpError, match="piecewise linear"):
         tighten_bounds_lp(net.to_graph(), -np.ones(2), np.ones(2))
-
-
-@pytest.mark.parametrize("name,net", list(_nets()), ids=[n for n, _ in _nets()])
-def test_same_unstable_relus_as_the_chain_version(name, net):
-    chain_version = getattr(vnnx.milp, "tighten_bounds_lp", None)
-    if chain_version is None:
-        pytest.skip("the chain version of LP tightening is gone")
-    rng = np.random.default_rng(9)
-    graph = net.to_graph()
-    x = rng.random(net.n_inputs)
-    lo, hi = x - 0.4, x + 0.4
-    by_layer = chain_version(net, lo, hi)
-    by_node = tighten_bounds_lp(graph, lo, hi)
-    for k, layer in enumerate(net.layers[1:], 1):
-        if not isinstance(layer, Relu):
-            continue
-        node = graph.nodes[graph.layer_nodes[k]].inputs[0]
-        (cl, cu), (gl, gu) = by_layer[k - 1], by_node[node]
-        unstable = (gl < 0) & (gu > 0)
-        assert np.array_equal((cl < 0) & (cu > 0), unstable), f"layer {k}: different unstable ReLUs"
-        # Both are the LP optimum over the same relaxation where the relaxation depends on them.
-        np.testing.assert_allclose(gl[unstable], cl[unstable], atol=1e-6)
-        np.testing.assert_allclose(gu[unstable], cu[unstable], atol=1e-6)
