@@ -118,7 +118,8 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
             if rep is None or not np.any(rep.removed):
                 if W is None:
                     new_layer = layer
-                    cur_lo, cur_up = affine_interval(*matrix_cache.sparse(layer), cur_lo, cur_up)
+                    W0, b0 = (layer.weight, layer.bias) if isinstance(layer, Dense) else matrix_cache.sparse(layer)
+                    cur_lo, cur_up = affine_interval(W0, b0, cur_lo, cur_up)
                 else:
                     new_layer = _dense_layer(W, b, matrix_cache)
                     cur_lo, cur_up = affine_interval(W, b, cur_lo, cur_up)
@@ -176,15 +177,19 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
     return sub, info
 
 
-def affine_interval(W: sp.spmatrix, b: np.ndarray, lo: np.ndarray, up: np.ndarray):
+def affine_interval(W, b: np.ndarray, lo: np.ndarray, up: np.ndarray):
     """Sound float64 bounds of ``W @ h + b`` for ``h`` in ``[lo, up]`` (all flattened; ``W`` a
-    scipy sparse matrix), padded for the rounding of the products and the bias:
-    ``|error| <= γ_{2n+2} (|W| |h| + |b|)``, n the longest row's non-zeros."""
-    W = sp.csr_matrix(W)
-    # The parts share W's pattern (explicit zeros are harmless in a product).
-    w_pos, w_neg, w_abs = (sp.csr_matrix((f(W.data), W.indices, W.indptr), shape=W.shape)
-                           for f in (lambda d: np.maximum(d, 0.0), lambda d: np.minimum(d, 0.0), np.abs))
-    fan_in = int(np.diff(W.indptr).max()) if W.nnz else 0
+    dense array or a scipy sparse matrix), padded for the rounding of the products and the
+    bias: ``|error| <= γ_{2n+2} (|W| |h| + |b|)``, n the longest row's non-zeros."""
+    if sp.issparse(W):
+        W = W.tocsr()
+        # The parts share W's pattern (explicit zeros are harmless in a product).
+        w_pos, w_neg, w_abs = (sp.csr_matrix((f(W.data), W.indices, W.indptr), shape=W.shape)
+                               for f in (lambda d: np.maximum(d, 0.0), lambda d: np.minimum(d, 0.0), np.abs))
+        fan_in = int(np.diff(W.indptr).max()) if W.nnz else 0
+    else:
+        w_pos, w_neg, w_abs = np.maximum(W, 0.0), np.minimum(W, 0.0), np.abs(W)
+        fan_in = W.shape[1]
     out_lo = w_pos @ lo + w_neg @ up + b
     out_up = w_pos @ up + w_neg @ lo + b
     err = (2 * fan_in + 4) * _EPS * (w_abs @ np.maximum(np.abs(lo), np.abs(up)) + np.abs(b))
