@@ -330,7 +330,7 @@ def _crown_pre_activation(network: Network, lo: np.ndarray, hi: np.ndarray) -> d
 
 def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *, gamma0: float = 0.5,
                     clip=(0.0, 1.0), label: Optional[int] = None, adv: Optional[AdvResult] = None,
-                    pgd_restarts: int = 10, pgd_steps: int = 50, fixed_lines: bool = False,
+                    pgd_restarts: int = 10, pgd_steps: int = 50, fixed_lines: bool = True,
                     ranking: str = "width") -> SubstituteResult:
     """Algorithm 1: PGD gives d_adv and x_adv; CROWN pre-activation bounds at ε = d_adv; remove
     the fraction ``gamma0`` of the remaining ReLUs with the smallest width u − l, recompute the
@@ -342,12 +342,14 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
     stable ReLU's replacement is exact on the ball for every kind (x0 and x_adv lie in it, so
     each piece agrees with the ReLU); later rounds bound the partial substitute.
 
-    Each partial substitute is folded (sparse matrices) and bounded (CROWN on the graph engine,
-    every ReLU input refined: :class:`.bounds.SubstituteBounds`). ``fixed_lines=True`` bounds f
-    itself instead, with the replaced neurons on fixed lines (``SubstituteBounds``'s
-    ``linear``), and folds once at the end: the same bounds and the same ReLUs (tested); with
-    the earlier sparse engine it measured 0–15% slower on the paper's CNN, where the folded
-    networks shrink quickly."""
+    The bounds are CROWN on the graph engine with every ReLU input refined
+    (:class:`.bounds.SubstituteBounds`). ``fixed_lines`` (the default): f itself is bounded,
+    with the replaced neurons on fixed lines (``SubstituteBounds``'s ``linear``), and the
+    substitute is folded once at the end. ``fixed_lines=False`` folds each partial substitute
+    (sparse matrices) and bounds it: the same bounds and the same ReLUs (tested), but 1.6–2.5x
+    slower on the graph engine, whose dense layers the folded networks become (measured on
+    ``specs/mnist_demo`` 2x50 and vc_backbone; with the earlier sparse engine folding was the
+    faster one)."""
     if kind not in KINDS:
         raise ConfigError(f"unknown substitute kind {kind!r}; choose one of {', '.join(KINDS)}")
     if not 0.0 <= gamma <= 1.0:
