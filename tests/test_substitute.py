@@ -10,10 +10,9 @@ from vnnx.data import save_npz
 from vnnx.io.onnx import network_to_onnx, run_onnxruntime
 from vnnx.io.vnnlib import robustness_property
 from vnnx.milp import MilpResult, encode, verify_milp
-from vnnx.errors import UnsupportedOpError
 from vnnx.network import Relu
-from vnnx.sparse_crown import SparseCrown
 from vnnx_plugins.substitute import core
+from vnnx_plugins.substitute.bounds import SubstituteBounds
 from vnnx_plugins.substitute.core import (boundary_distance, find_adversarial, make_substitute,
                                           substitute_collapsed)
 from vnnx_plugins.substitute.fold import Replacement, build_substitute, candidate_layers, layer_size
@@ -241,13 +240,20 @@ def test_cli_bad_index_or_data(files, capsys, args, message):
     assert message in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("which", ["mlp", "cnn"])
-def test_fixed_lines_bound_the_substitute_like_its_folded_network(which, mlp, cnn):
-    """Algorithm 1 bounds each partial substitute with SparseCrown on f and the replaced
-    neurons as fixed lines (no folding per iteration): the kept neurons' bounds must equal
-    CROWN on the folded substitute, and every bound must hold for the substitute by sampling.
-    Nonnegative slopes are those of con/lin/act; the negative ones check the general line."""
-    net, x0 = mlp if which == "mlp" else cnn
+@pytest.fixture(scope="module")
+def pool_cnn():
+    rng = np.random.default_rng(9)
+    return random_cnn(rng, maxpool=True), rng.uniform(0.2, 0.8, 36)
+
+
+@pytest.mark.parametrize("which", ["mlp", "cnn", "pool_cnn"])
+def test_fixed_lines_bound_the_substitute_like_its_folded_network(which, mlp, cnn, pool_cnn):
+    """Algorithm 1 bounds each partial substitute on the graph engine with f and the replaced
+    neurons as fixed lines (``SubstituteBounds``'s ``linear``, no folding per iteration): the
+    kept neurons' bounds must equal CROWN on the folded substitute, and every bound must hold for
+    the substitute by sampling. Nonnegative slopes are those of con/lin/act; the negative ones
+    check the general line. ``pool_cnn`` has a MaxPool (the engine's own relaxation)."""
+    net, x0 = {"mlp": mlp, "cnn": cnn, "pool_cnn": pool_cnn}[which]
     rng = np.random.default_rng(5)
     lo, hi = np.clip(x0 - 0.15, *CLIP), np.clip(x0 + 0.15, *CLIP)
     for slopes in ((0.0, 1.0), (-0.7, 1.3)):
@@ -257,9 +263,9 @@ def test_fixed_lines_bound_the_substitute_like_its_folded_network(which, mlp, cn
             reps[k] = Replacement(rng.random(n) < 0.5, rng.uniform(*slopes, n), rng.normal(scale=0.3, size=n))
         domain = (np.zeros(net.n_inputs), np.ones(net.n_inputs))
         sub, info = build_substitute(net, reps, domain)
-        fixed = SparseCrown(net).pre_activation_bounds(lo, hi, {k: (r.removed, r.slope, r.intercept)
-                                                                for k, r in reps.items()})
-        folded = SparseCrown(sub).pre_activation_bounds(lo, hi)
+        fixed = SubstituteBounds(net).pre_activation_bounds(lo, hi, {k: (r.removed, r.slope, r.intercept)
+                                                                     for k, r in reps.items()})
+        folded = SubstituteBounds(sub).pre_activation_bounds(lo, hi)
         compared = 0
         for new_k, (orig_k, idx, nonlinear) in info.neuron_map.items():
             sel = np.flatnonzero(nonlinear)
@@ -279,30 +285,21 @@ def test_fixed_lines_bound_the_substitute_like_its_folded_network(which, mlp, cn
                 h = layer.apply(h)
         lines = {k: (r.removed, r.slope, r.intercept) for k, r in reps.items()}
         C = rng.normal(size=(3, net.n_outputs))
-        eng = SparseCrown(net)
-        crown, alpha = (eng.bound(lo, hi, C, alpha_iterations=it, linear=lines) for it in (0, 15))
-        np.testing.assert_allclose(crown, SparseCrown(sub).bound(lo, hi, C), rtol=1e-9, atol=1e-9)
+        eng = SubstituteBounds(net)
+        crown, alpha = (eng.bound(lo, hi, C, method, linear=lines) for method in ("crown", "alpha-crown"))
+        np.testing.assert_allclose(crown, SubstituteBounds(sub).bound(lo, hi, C), rtol=1e-9, atol=1e-9)
         assert (alpha >= crown - 1e-12).all() and (h @ C.T >= alpha - 1e-9).all()
 
 
-@pytest.mark.parametrize("how", ["fixed lines", "engine refuses f"])
-def test_algorithm1_with_fixed_lines_equals_refolding_each_iteration(how, cnn, monkeypatch):
-    """Bounding f with the replaced neurons on fixed lines (``fixed_lines=True``) picks the
-    same ReLUs as folding and bounding every partial substitute (the default); when the sparse
-    engine refuses f, ``fixed_lines`` falls back to folding."""
-    net, x0 = cnn
+@pytest.mark.parametrize("which", ["cnn", "pool_cnn"])
+def test_algorithm1_with_fixed_lines_equals_refolding_each_iteration(which, cnn, pool_cnn):
+    """Bounding f with the replaced neurons on fixed lines (``fixed_lines=True``, the default)
+    picks the same ReLUs as folding and bounding every partial substitute, also with a MaxPool
+    (where the earlier sparse engine fell back to folding)."""
+    net, x0 = cnn if which == "cnn" else pool_cnn
     lab = core.anchor_label(net, x0)
     adv_ = find_adversarial(net, x0, lab, CLIP)
-    slow = make_substitute(net, x0, "lin", 0.95, clip=CLIP, label=lab, adv=adv_)
-    if how == "engine refuses f":
-        real = core.SparseCrown
-
-        def refuse_f(network, matrices=None):
-            if network is net:
-                raise UnsupportedOpError("forced fallback")
-            return real(network, matrices)
-
-        monkeypatch.setattr(core, "SparseCrown", refuse_f)
+    slow = make_substitute(net, x0, "lin", 0.95, clip=CLIP, label=lab, adv=adv_, fixed_lines=False)
     fast = make_substitute(net, x0, "lin", 0.95, clip=CLIP, label=lab, adv=adv_, fixed_lines=True)
     assert fast.iterations == slow.iterations > 1
     assert fast.replacements.keys() == slow.replacements.keys()
@@ -448,3 +445,31 @@ def test_cli_radius_refine_lowers_gamma_and_intersects_the_brackets(files, capsy
     assert b["upper"] == min(a["upper"] for a in att if a["upper"] is not None)
     assert b["lower"] <= b["estimate"] <= b["upper"]
     assert r["substitute"]["gamma"] == 0.0 and r["substitute"]["ranking"] == "stable-first"
+
+
+@pytest.mark.parametrize("which", ["mlp", "cnn", "pool_cnn"])
+def test_substitute_bounds_refine_every_relu_and_match_the_cross_check(which, mlp, cnn, pool_cnn):
+    """Algorithm 1's bounds (graph engine, every ReLU input refined): sound by sampling and,
+    without MaxPool (whose relaxations differ between the engines), never looser than
+    auto_LiRPA's CROWN (the cross-check engine): equal where auto_LiRPA refines (the neurons its
+    interval bounds leave unstable), at least as tight on the rest."""
+    from vnnx.bounds import BoundComputer
+
+    net, x0 = {"mlp": mlp, "cnn": cnn, "pool_cnn": pool_cnn}[which]
+    lo, hi = np.clip(x0 - 0.1, *CLIP), np.clip(x0 + 0.1, *CLIP)
+    ours = SubstituteBounds(net).pre_activation_bounds(lo, hi)
+    ref = BoundComputer(net).compute(lo, hi, "crown").pre_activation
+    x = np.random.default_rng(4).uniform(lo, hi, (3000, net.n_inputs))
+    z = net.forward(x, return_all=True)
+    tighter = 0
+    for k, (l, u) in ours.items():
+        zk = z[k].reshape(len(x), -1)
+        assert (zk >= l - 1e-9).all() and (zk <= u + 1e-9).all()
+        if which == "pool_cnn":
+            continue
+        rl, ru = ref[k]
+        assert (l >= rl - 1e-9).all() and (u <= ru + 1e-9).all()
+        if isinstance(net.layers[k + 1], Relu) and k > 0:
+            tighter += int(np.sum((u - l) < (ru - rl) - 1e-9))
+    if which == "mlp":
+        assert tighter > 0     # the stable neurons auto_LiRPA leaves at interval bounds

@@ -8,7 +8,8 @@ d_bnd found the same way. Reported per (kind, γ):
 * mean relative d_bnd difference |d_sub - d_f| / d_f, over anchors where both searches completed;
 * pruning time per run (Algorithm 1 after PGD);
 * mean time of one MILP solve on f and on the substitute at the SAME ε values (those f's
-  search visited), so that the speed-up is paired, not an artefact of different ε;
+  search visited), so that the speed-up is paired, not an artefact of different ε (a solve:
+  CROWN big-M bounds on vnnx's graph engine, ``vnnx.engine.ChainBounds``, then the MILP);
 * ReLUs kept, and how many anchors collapsed (con) or were incomplete.
 
 With ``--engine verify`` every d_bnd search decides each ε with the complete ``vnnx verify``
@@ -16,10 +17,10 @@ pipeline instead of one MILP (for networks where the MILP on f does not finish, 
 CNNs); the MILP timings are then measured separately, on f and on each substitute, at the first
 ``--paired`` ε values of f's search.
 
-``--prune-only R``: time Algorithm 1 alone, R rounds per (image, kind, γ), alternating the
-default (fold and bound every partial substitute) with ``fixed_lines=True`` (bound f with the
-replaced neurons on fixed lines, fold once) in the same process, and check that both pick the
-same ReLUs. Writes {--out}/prune_timing.{json,md}.
+``--prune-only R``: time Algorithm 1 alone, R rounds per (image, kind, γ), alternating
+``fixed_lines=False`` (fold and bound every partial substitute) with ``fixed_lines=True`` (the
+default since the graph engine: bound f with the replaced neurons on fixed lines, fold once) in
+the same process, and check that both pick the same ReLUs. Writes {--out}/prune_timing.{json,md}.
 
 Writes {--out}/{results.json,summary.md}; copy summary.md into docs/substitute.md.
 Run: .venv/bin/python tools/bench_substitute.py [--onnx M] [--data D] [--count N] > log 2>&1
@@ -35,8 +36,8 @@ import numpy as np
 import torch
 
 import vnnx  # noqa: F401
-from vnnx.bounds import BoundComputer
 from vnnx.data import fit_to_input, load_npz
+from vnnx.engine import ChainBounds
 from vnnx.io.onnx import load_onnx, to_network
 from vnnx_plugins.substitute.core import anchor_label, boundary_distance, find_adversarial, make_substitute, milp_at
 
@@ -45,7 +46,7 @@ CLIP = (0.0, 1.0)
 
 
 def solve_times(network, x0, label, eps_values, timeout):
-    bc = BoundComputer(network)
+    bc = ChainBounds(network)
     times, statuses = [], []
     for eps in eps_values:
         res, seconds = milp_at(bc, x0, label, eps, CLIP, timeout)
@@ -71,7 +72,7 @@ def main() -> None:
     ap.add_argument("--narrow", action="store_true",
                     help="f's search keeps bisecting below a timed-out ε (a tighter bracket; still incomplete)")
     ap.add_argument("--prune-only", type=int, default=0, metavar="R",
-                    help="only time Algorithm 1: R rounds, default against fixed_lines=True (see above)")
+                    help="only time Algorithm 1: R rounds, folding each round against fixed lines (see above)")
     args = ap.parse_args()
     OUT = Path(args.out)
     warnings.filterwarnings("ignore")
@@ -150,7 +151,7 @@ def prune_timing(network, data, kinds, gammas, args, out: Path) -> None:
     (out / "prune_timing.json").write_text(json.dumps(rows, indent=1))
     lines = [f"network `{Path(args.onnx).name}`, first {min(args.count, len(data))} images, "
              f"{args.prune_only} alternating rounds, one thread", "",
-             "| kind | γ | ReLUs kept | iterations | fold (default) s/run (mean, min–max) | fixed lines s/run | fixed lines / fold | same ReLUs |",
+             "| kind | γ | ReLUs kept | iterations | fold s/run (mean, min–max) | fixed lines (default) s/run | fixed lines / fold | same ReLUs |",
              "|---|---|---|---|---|---|---|---|"]
     for kind in kinds:
         for gamma in gammas:

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 
 from vnnx.attack import pgd_spec
-from vnnx.bounds import BoundComputer
-from vnnx.errors import ConfigError, UnsupportedOpError, VnnxError
+from vnnx.engine import ChainBounds
+from vnnx.errors import ConfigError, VnnxError
 from vnnx.io.vnnlib import robustness_property
 from vnnx.milp import verify_milp
 from vnnx.network import MatrixCache, Network
-from vnnx.sparse_crown import SparseCrown
 
+from .bounds import SubstituteBounds
 from .fold import FoldInfo, Replacement, build_substitute, candidate_layers, layer_size
 
 KINDS = ("con", "lin", "act")
@@ -141,9 +141,10 @@ class RadiusResult:
         return d
 
 
-def milp_at(bc: BoundComputer, x0: np.ndarray, label: int, eps: float, clip, timeout: Optional[float]):
-    """Exact MILP (CROWN big-M bounds) of "label stays the argmax on the L-inf ball of radius
-    ``eps`` around ``x0``, clipped to ``clip``", on ``bc.network``. Returns ``(result, seconds)``."""
+def milp_at(bc: ChainBounds, x0: np.ndarray, label: int, eps: float, clip, timeout: Optional[float]):
+    """Exact MILP (CROWN big-M bounds of ``bc``, the graph engine on the chain) of "label stays
+    the argmax on the L-inf ball of radius ``eps`` around ``x0``, clipped to ``clip``", on
+    ``bc.network``. Returns ``(result, seconds)``."""
     prop = robustness_property(x0, eps, label, bc.network.n_outputs, clip)
     t = time.monotonic()
     bounds = bc.compute(prop.x_lower, prop.x_upper, "crown").pre_activation
@@ -216,7 +217,7 @@ def boundary_distance(network: Network, x0: np.ndarray, label: Optional[int] = N
     if adv is None:
         adv = find_adversarial(network, x0, label, clip, restarts=pgd_restarts, steps=pgd_steps)
     if engine == "milp":
-        bc = BoundComputer(network)
+        bc = ChainBounds(network)
 
         def decide(eps: float):
             return milp_at(bc, x0, label, eps, clip, timeout)
@@ -320,22 +321,16 @@ def _replacement_values(kind: str, z0: np.ndarray, za: np.ndarray) -> tuple[np.n
     raise ConfigError(f"unknown substitute kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
-def _crown_pre_activation(network: Network, lo: np.ndarray, hi: np.ndarray,
-                          matrices: Optional[MatrixCache] = None) -> dict:
-    """CROWN pre-activation bounds {layer index: (l, u)}: vnnx's own sparse CROWN
-    (:class:`vnnx.sparse_crown.SparseCrown`, every neuron refined; equal to auto_LiRPA's CROWN on
-    the neurons that one refines, tighter on those it leaves at looser bounds) for Dense/Conv/ReLU
-    networks, auto_LiRPA otherwise."""
-    try:
-        engine = SparseCrown(network, matrices)
-    except UnsupportedOpError:
-        return BoundComputer(network).compute(lo, hi, "crown").pre_activation
-    return engine.pre_activation_bounds(lo, hi)
+def _crown_pre_activation(network: Network, lo: np.ndarray, hi: np.ndarray) -> dict:
+    """CROWN pre-activation bounds {layer index: (l, u)} with every ReLU input refined, on the
+    graph engine (:class:`.bounds.SubstituteBounds`; equal to the sparse CROWN used before, to
+    round-off)."""
+    return SubstituteBounds(network).pre_activation_bounds(lo, hi)
 
 
 def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *, gamma0: float = 0.5,
                     clip=(0.0, 1.0), label: Optional[int] = None, adv: Optional[AdvResult] = None,
-                    pgd_restarts: int = 10, pgd_steps: int = 50, fixed_lines: bool = False,
+                    pgd_restarts: int = 10, pgd_steps: int = 50, fixed_lines: bool = True,
                     ranking: str = "width") -> SubstituteResult:
     """Algorithm 1: PGD gives d_adv and x_adv; CROWN pre-activation bounds at ε = d_adv; remove
     the fraction ``gamma0`` of the remaining ReLUs with the smallest width u − l, recompute the
@@ -347,11 +342,14 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
     stable ReLU's replacement is exact on the ball for every kind (x0 and x_adv lie in it, so
     each piece agrees with the ReLU); later rounds bound the partial substitute.
 
-    Each partial substitute is folded (sparse matrices) and bounded. ``fixed_lines=True``
-    bounds f itself instead, with the replaced neurons on fixed lines (``SparseCrown``'s
-    ``linear``), and folds once at the end: the same bounds and the same ReLUs (tested), but
-    measured 0–15% slower on the paper's CNN, where the folded networks shrink quickly; it
-    falls back to folding on networks the sparse engine refuses (MaxPool)."""
+    The bounds are CROWN on the graph engine with every ReLU input refined
+    (:class:`.bounds.SubstituteBounds`). ``fixed_lines`` (the default): f itself is bounded,
+    with the replaced neurons on fixed lines (``SubstituteBounds``'s ``linear``), and the
+    substitute is folded once at the end. ``fixed_lines=False`` folds each partial substitute
+    (sparse matrices) and bounds it: the same bounds and the same ReLUs (tested), but 1.6–2.5x
+    slower on the graph engine, whose dense layers the folded networks become (measured on
+    ``specs/mnist_demo`` 2x50 and vc_backbone; with the earlier sparse engine folding was the
+    faster one)."""
     if kind not in KINDS:
         raise ConfigError(f"unknown substitute kind {kind!r}; choose one of {', '.join(KINDS)}")
     if not 0.0 <= gamma <= 1.0:
@@ -382,16 +380,11 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
     target = int(math.floor(gamma * total + 1e-9))
     domain = (np.full(network.n_inputs, clip[0], np.float64), np.full(network.n_inputs, clip[1], np.float64))
     lo, hi = _box(x0, adv.d_adv, clip)
-    matrix_cache = MatrixCache()   # the layers' sparse matrices, for the folding and the bounds
-    engine: Optional[SparseCrown] = None
-    if fixed_lines:
-        try:
-            # One engine on f for every iteration: the replaced neurons are its fixed lines, so
-            # the substitute is folded once, at the end (the CROWN bounds of the folded network,
-            # as a test checks).
-            engine = SparseCrown(network, matrix_cache)
-        except UnsupportedOpError:
-            pass
+    matrix_cache = MatrixCache()   # the layers' sparse matrices, kept across the foldings
+    # With fixed lines, one engine on f for every iteration: the replaced neurons are its fixed
+    # lines, so the substitute is folded once, at the end (the CROWN bounds of the folded
+    # network, as a test checks).
+    engine = SubstituteBounds(network) if fixed_lines else None
     sub, info = (network, None) if engine is not None else build_substitute(network, {}, domain, matrix_cache)
     n_removed, iterations, n_stable = 0, 0, 0
     while n_removed < target:
@@ -408,7 +401,7 @@ def make_substitute(network: Network, x0: np.ndarray, kind: str, gamma: float, *
                 widths.append(pre[k][1][sel] - pre[k][0][sel])
                 stable.append((pre[k][0][sel] >= 0) | (pre[k][1][sel] <= 0))
         else:
-            pre = _crown_pre_activation(sub, lo, hi, matrix_cache)
+            pre = _crown_pre_activation(sub, lo, hi)
             for new_k, (orig_k, idx, nonlinear) in info.neuron_map.items():
                 if orig_k not in reps or new_k not in pre:
                     continue
@@ -448,7 +441,7 @@ def substitute_collapsed(network: Network, x0: np.ndarray, label: int, clip=(0.0
     x0 = np.asarray(x0, np.float64).ravel()
     prop = robustness_property(x0, domain_radius(x0, clip), label, network.n_outputs, clip)
     C = np.concatenate([A for A, _ in prop.clauses])
-    bounds = BoundComputer(network).compute(prop.x_lower, prop.x_upper, "crown", C)
+    bounds = ChainBounds(network).compute(prop.x_lower, prop.x_upper, "crown", C)
     if np.all(bounds.lower > 0):
         return True
     res = verify_milp(network, prop, layer_bounds=bounds.pre_activation, time_limit=timeout)
@@ -497,7 +490,7 @@ def crown_radius(network: Network, x0: np.ndarray, label: int, hi: float, clip=(
     ``label`` the argmax on the clipped ε-ball of ``network``: a sound lower bound on d_bnd."""
     from vnnx.verify import refuted_clauses
 
-    bc = BoundComputer(network)
+    bc = ChainBounds(network)
     lo, top = 0.0, float(hi)
     for _ in range(steps):
         mid = (lo + top) / 2

@@ -27,10 +27,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from vnnx.errors import ConfigError
-from vnnx.interval import affine_interval, propagate
 from vnnx.network import AFFINE, Dense, MatrixCache, Network, Relu
 
 PASSTHROUGH_MARGIN = 1e-3
+_EPS = np.finfo(np.float64).eps
 
 
 @dataclass
@@ -118,7 +118,8 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
             if rep is None or not np.any(rep.removed):
                 if W is None:
                     new_layer = layer
-                    cur_lo, cur_up = propagate(layer, cur_lo, cur_up)
+                    W0, b0 = (layer.weight, layer.bias) if isinstance(layer, Dense) else matrix_cache.sparse(layer)
+                    cur_lo, cur_up = affine_interval(W0, b0, cur_lo, cur_up)
                 else:
                     new_layer = _dense_layer(W, b, matrix_cache)
                     cur_lo, cur_up = affine_interval(W, b, cur_lo, cur_up)
@@ -170,10 +171,41 @@ def build_substitute(network: Network, replacements: dict[int, Replacement],
         if M is not None:  # pragma: no cover - candidates are followed by an affine layer
             raise ConfigError(f"layer {k} ({type(layer).__name__}) follows a replaced ReLU layer")
         out.append(layer)
-        cur_lo, cur_up = propagate(layer, cur_lo, cur_up)
+        cur_lo, cur_up = layer_interval(layer, cur_lo, cur_up)
         k += 1
     sub = Network(tuple(network.input_shape), tuple(network.output_shape), out)
     return sub, info
+
+
+def affine_interval(W, b: np.ndarray, lo: np.ndarray, up: np.ndarray):
+    """Sound float64 bounds of ``W @ h + b`` for ``h`` in ``[lo, up]`` (all flattened; ``W`` a
+    dense array or a scipy sparse matrix), padded for the rounding of the products and the
+    bias: ``|error| <= γ_{2n+2} (|W| |h| + |b|)``, n the longest row's non-zeros."""
+    if sp.issparse(W):
+        W = W.tocsr()
+        # The parts share W's pattern (explicit zeros are harmless in a product).
+        w_pos, w_neg, w_abs = (sp.csr_matrix((f(W.data), W.indices, W.indptr), shape=W.shape)
+                               for f in (lambda d: np.maximum(d, 0.0), lambda d: np.minimum(d, 0.0), np.abs))
+        fan_in = int(np.diff(W.indptr).max()) if W.nnz else 0
+    else:
+        w_pos, w_neg, w_abs = np.maximum(W, 0.0), np.minimum(W, 0.0), np.abs(W)
+        fan_in = W.shape[1]
+    out_lo = w_pos @ lo + w_neg @ up + b
+    out_up = w_pos @ up + w_neg @ lo + b
+    err = (2 * fan_in + 4) * _EPS * (w_abs @ np.maximum(np.abs(lo), np.abs(up)) + np.abs(b))
+    return out_lo - err, out_up + err
+
+
+def layer_interval(layer, lo: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sound bounds of a non-affine layer's output for inputs in ``[lo, up]`` (flattened):
+    ReLU clamped; any other layer (MaxPool, ...) by the graph engine's interval rule."""
+    if isinstance(layer, Relu):
+        return np.maximum(lo, 0.0), np.maximum(up, 0.0)
+    from vnnx.engine import ChainBounds
+
+    in_shape = getattr(layer, "in_shape", None) or layer.shape
+    out_shape = getattr(layer, "out_shape", None) or layer.shape
+    return ChainBounds(Network(tuple(in_shape), tuple(out_shape), [layer])).layer_bounds(lo, up, "ibp")[0]
 
 
 def _n(shape) -> int:

@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from vnnx.bounds import BoundComputer
+from vnnx.engine import ChainBounds
 from vnnx.io.vnnlib import Property
 from vnnx.milp import verify_milp
 from vnnx.network import Network
@@ -44,7 +44,7 @@ def flip_radius(network: Network, x0: np.ndarray, sub: SubstituteResult, clip=(0
     eps_max = domain_radius(x0, clip)
     if not pruned:
         return {"delta": eps_max, "method": "none", "solves": 0, "seconds": 0.0}
-    bc = BoundComputer(network)
+    bc = ChainBounds(network)
 
     def crown_ok(eps: float) -> bool:
         pre = bc.compute(*_box(x0, eps, clip), "crown").pre_activation
