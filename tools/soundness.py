@@ -13,7 +13,7 @@ verdicts.
   ``m* = min over (box, clause) of min_{x in box} max_rows (a.y(x) - b)``. For Sigmoid/Tanh networks
   only an onnxruntime-confirmed witness (dense sampling + gradient search) proves sat and only this
   file's interval arithmetic (with input bisection) proves unsat; anything else is "uncertain".
-  None of vnnx.milp / bounds / bab / interval / sparse_crown / network is imported by truth code.
+  None of vnnx.milp / bounds / bab / engine / graph / network is imported by truth code.
 * Verdict rules: ``sat`` is WRONG when its witness fails this harness's own check (inputs within 1e-4
   of some disjunct's box, onnxruntime output satisfying every row of a clause of that same disjunct
   within 1e-4); ``unsat`` is WRONG when the truth is certain sat. A confirmed ``sat`` on a certain-unsat
