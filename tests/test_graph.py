@@ -212,6 +212,29 @@ def test_unknown_operator_is_named_with_its_node(tmp_path):
         from_onnx(model, "m.onnx")
 
 
+def _auto_pad_model(mode: str):
+    import onnx
+    from onnx import TensorProto, helper as h, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(2, 1, 3, 3)).astype(np.float32), "w")
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], name="the_conv", auto_pad=mode, kernel_shape=[3, 3]),
+             h.make_node("MaxPool", ["c"], ["y"], name="the_pool", auto_pad=mode, kernel_shape=[2, 2], strides=[2, 2])]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
+                         [h.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 2, 2])], initializer=[w])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+
+
+def test_auto_pad_valid_is_no_padding_and_same_is_refused_by_name(rng):
+    """auto_pad=VALID (no padding) on Conv and MaxPool computes what onnxruntime computes;
+    SAME_UPPER gets one line naming the node."""
+    model = _auto_pad_model("VALID")
+    x = rng.normal(size=(5, 36)).astype(np.float32)
+    y = from_onnx(model, "m.onnx").forward(x.astype(np.float64))
+    np.testing.assert_allclose(y, run_onnxruntime(model, x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(UnsupportedOpError, match="the_conv.*auto_pad=SAME_UPPER"):
+        from_onnx(_auto_pad_model("SAME_UPPER"), "m.onnx")
+
+
 def _verify(onnx_path, spec, timeout=60, *extra):
     run = subprocess.run([sys.executable, "-m", "vnnx.cli", "verify", "--onnx", str(onnx_path), "--vnnlib", str(spec),
                           "--timeout", str(timeout), *extra], capture_output=True, text=True, timeout=timeout + 60)

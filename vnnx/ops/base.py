@@ -295,16 +295,29 @@ def rowdot(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return (A * v).flatten(2).sum(-1)
 
 
+def check_auto_pad(node, attrs: dict, label: str) -> None:
+    """Accept ``auto_pad`` NOTSET (explicit ``pads``) and VALID (no padding: ``pads`` absent, so
+    zero); refuse SAME_UPPER / SAME_LOWER with the node named."""
+    from vnnx.errors import UnsupportedOpError
+
+    mode = attrs.get("auto_pad", b"NOTSET")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode not in ("NOTSET", "VALID"):
+        raise UnsupportedOpError(f"{label}: {node.op_type} node '{node.name}': auto_pad={mode} is not supported "
+                                 "(NOTSET and VALID are)")
+    if mode == "VALID" and any(attrs.get("pads", [])):
+        raise UnsupportedOpError(f"{label}: {node.op_type} node '{node.name}': auto_pad=VALID with non-zero pads")
+
+
 def pool_window(node, attrs: dict, label: str) -> tuple[tuple, tuple, tuple]:
     """``(kernel, strides, pads)`` of a 2-D pooling node (MaxPool, AveragePool), refusing what
-    vnnx does not handle (other ranks, auto_pad, dilations) with the node named."""
+    vnnx does not handle (other ranks, auto_pad SAME_*, dilations) with the node named."""
     from vnnx.errors import UnsupportedOpError
 
     kernel = tuple(attrs["kernel_shape"])
     if len(kernel) != 2:
         raise UnsupportedOpError(f"{label}: {node.op_type} node '{node.name}' is {len(kernel)}-D; vnnx handles 2-D")
-    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise UnsupportedOpError(f"{label}: {node.op_type} node '{node.name}': auto_pad is not supported")
+    check_auto_pad(node, attrs, label)
     if any(d != 1 for d in attrs.get("dilations", [1, 1])):
         raise UnsupportedOpError(f"{label}: {node.op_type} node '{node.name}' with dilations")
     return kernel, tuple(attrs.get("strides", [1, 1])), tuple(attrs.get("pads", [0, 0, 0, 0]))

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from vnnx.errors import UnsupportedOpError
 from vnnx.ops import Var, onnx_builder
-from vnnx.ops.base import LinearOperator
+from vnnx.ops.base import LinearOperator, check_auto_pad
 
 
 class Conv(LinearOperator):
@@ -79,8 +79,7 @@ def _conv(node, attrs, args, label):
     if not isinstance(x, Var) or isinstance(w, Var) or isinstance(b, Var):
         raise UnsupportedOpError(f"{label}: Conv node '{node.name}' needs constant weights and bias")
     w = np.asarray(w, dtype=np.float64)
-    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise UnsupportedOpError(f"{label}: Conv node '{node.name}': auto_pad is not supported")
+    check_auto_pad(node, attrs, label)
     if w.ndim == 3:        # 1-D: (O, C, k) -> (O, C, 1, k)
         w = w[:, :, None, :]
         one = lambda v, d: (d,) + tuple(v)  # noqa: E731
