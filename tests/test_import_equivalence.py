@@ -2,8 +2,9 @@
 
 ``tests/fixtures/import_views.json`` holds, per network, the chain's fingerprint (accept/refuse,
 layer types, shapes, attributes, weight statistics) written by
-``tools/check_import_equivalence.py --write`` after ``--compare`` showed the two readers agree
-(one deliberate difference: a float-to-float ``Cast`` no longer becomes an identity Dense). This
+``tools/check_import_equivalence.py --write`` after the two readers were compared entrywise on
+every network (see that tool's docstring: one deliberate difference, a float-to-float ``Cast`` no
+longer becomes an identity Dense). This
 test reads the networks again with :func:`vnnx.io.onnx.to_network` and compares: the test
 generators' networks, and shared networks one per suite (all of them: the tool's ``--check``).
 """

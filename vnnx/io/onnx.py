@@ -1,8 +1,10 @@
-"""ONNX in and out: load a file into a torch module, run it in onnxruntime, export back.
+"""ONNX in and out: load a file, run it in onnxruntime, export back.
 
-Data flow (DESIGN.md): ONNX file -> torch module (onnx2torch) -> plain :class:`~vnnx.network.Network`
-view (:func:`to_network`) -> ... -> torch module -> ONNX file (:func:`export_onnx`), checked
-against onnxruntime on seeded random inputs before it is written atomically.
+Data flow (DESIGN.md): ONNX file -> :class:`LoadedModel` (the proto; an onnx2torch module for the
+load-time cross-check) -> bound graph (:func:`vnnx.graph.from_onnx`, the one representation the
+engines read) -> plain :class:`~vnnx.network.Network` layer chain derived from it for the plugins
+(:func:`to_network`) -> ... -> torch module -> ONNX file (:func:`export_onnx`), checked against
+onnxruntime on seeded random inputs before it is written atomically.
 
 Sample layout: every function that takes or returns data uses flattened samples, ``x``:
 ``(N, n_inputs)`` in C order of the ONNX input tensor (the order of VNN-LIB's ``X_i``) and
@@ -69,7 +71,9 @@ class LoadedModel:
     ``input_shape``/``output_shape`` are the exact ONNX tensor shapes (a symbolic leading batch
     dim reads as 1, see ``batch_dynamic``), e.g. ``(1, 784, 1)``, ``(1, 1, 28, 28)``, ``(1,)``.
     ``module`` is the onnx2torch ``GraphModule`` (float32, eval mode) taking one tensor of
-    ``input_shape``. ``converted_model`` is the proto onnx2torch converted: ``onnx_model``
+    ``input_shape``: :func:`load_onnx` checks it against onnxruntime and reads the output shape
+    from it; nothing downstream reads it (the graph and the chain come from ``onnx_model``).
+    ``converted_model`` is the proto onnx2torch converted: ``onnx_model``
     itself, or its opset upgrade when the file's opset was too old for onnx2torch.
     """
 
