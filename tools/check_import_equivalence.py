@@ -244,7 +244,8 @@ def main(argv=None) -> int:
                 print(f"      recorded: {old.get('error', 'accept')}\n      now:      {new.get('error', 'accept')}")
     if args.write:
         Path(args.write).parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"{json.dumps(k)}: {json.dumps(v, sort_keys=True, separators=(',', ':'))}" for k, v in sorted(views.items())]
+        lines = [f"{json.dumps(k)}: {json.dumps(v, sort_keys=True, separators=(',', ':'))}"
+                 for k, v in sorted(views.items())]
         Path(args.write).write_text("{\n" + ",\n".join(lines) + "\n}\n")
         print(f"wrote {len(views)} fingerprints to {args.write}")
         return 0
