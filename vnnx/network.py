@@ -1,9 +1,10 @@
 """A plain view of a feed-forward network: a chain of affine maps and activations.
 
 Every layer acts on one sample, flattened in C order (the order VNN-LIB's ``X_i`` and ``Y_j``
-use). An ONNX graph that is a chain (Gemm/MatMul/Conv/BatchNorm/Reshape/... between ReLU,
-MaxPool, Sigmoid and Tanh nodes) maps onto this view: consecutive affine ops fold into one
-:class:`Dense` (or a :class:`Conv` when the group is one convolution).
+use). A bound graph (:mod:`vnnx.graph`, the one representation read from ONNX) that is a chain
+(Gemm/MatMul/Conv/BatchNorm/Reshape/... between ReLU, MaxPool, Sigmoid and Tanh nodes) maps onto
+this view (:func:`vnnx.io.onnx.to_network`): consecutive affine ops fold into one :class:`Dense`
+(or a :class:`Conv` when the group is one convolution); :meth:`Network.to_graph` goes back.
 
 The view is what the MILP encoding, the plugins' passes and the canonical torch module (given
 to auto_LiRPA) are built from. It holds float64 numpy arrays so that exact encodings do not

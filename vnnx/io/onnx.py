@@ -1,8 +1,10 @@
-"""ONNX in and out: load a file into a torch module, run it in onnxruntime, export back.
+"""ONNX in and out: load a file, run it in onnxruntime, export back.
 
-Data flow (DESIGN.md): ONNX file -> torch module (onnx2torch) -> plain :class:`~vnnx.network.Network`
-view (:func:`to_network`) -> ... -> torch module -> ONNX file (:func:`export_onnx`), checked
-against onnxruntime on seeded random inputs before it is written atomically.
+Data flow (DESIGN.md): ONNX file -> :class:`LoadedModel` (the proto; an onnx2torch module for the
+load-time cross-check) -> bound graph (:func:`vnnx.graph.from_onnx`, the one representation the
+engines read) -> plain :class:`~vnnx.network.Network` layer chain derived from it for the plugins
+(:func:`to_network`) -> ... -> torch module -> ONNX file (:func:`export_onnx`), checked against
+onnxruntime on seeded random inputs before it is written atomically.
 
 Sample layout: every function that takes or returns data uses flattened samples, ``x``:
 ``(N, n_inputs)`` in C order of the ONNX input tensor (the order of VNN-LIB's ``X_i``) and
@@ -69,7 +71,9 @@ class LoadedModel:
     ``input_shape``/``output_shape`` are the exact ONNX tensor shapes (a symbolic leading batch
     dim reads as 1, see ``batch_dynamic``), e.g. ``(1, 784, 1)``, ``(1, 1, 28, 28)``, ``(1,)``.
     ``module`` is the onnx2torch ``GraphModule`` (float32, eval mode) taking one tensor of
-    ``input_shape``. ``converted_model`` is the proto onnx2torch converted: ``onnx_model``
+    ``input_shape``: :func:`load_onnx` checks it against onnxruntime and reads the output shape
+    from it; nothing downstream reads it (the graph and the chain come from ``onnx_model``).
+    ``converted_model`` is the proto onnx2torch converted: ``onnx_model``
     itself, or its opset upgrade when the file's opset was too old for onnx2torch.
     """
 
@@ -316,23 +320,24 @@ def run_onnxruntime(model: LoadedModel | onnx.ModelProto | PathLike, x: np.ndarr
 
 # ------------------------------------------------------------------------------ plain view
 def to_network(model: LoadedModel) -> Network:
-    """The plain float64 :class:`Network` view of a loaded model.
+    """The plain float64 :class:`Network` view of a loaded model, derived from its bound graph
+    (:func:`vnnx.graph.from_onnx`, the one representation read from the file).
 
-    The data path (the nodes that depend on the input) must be a chain; constants are folded.
-    Relu, Sigmoid, Tanh and MaxPool become their layers; each maximal run of affine nodes
-    between them becomes one :class:`~vnnx.network.Conv` (a single 2-D convolution, with
-    zero ``Pad`` nodes before it and per-channel affine nodes such as BatchNormalization after
-    it folded in) or one exact :class:`~vnnx.network.Dense`. Pure reshapes become no layer.
-    Layer ``in_shape``/``out_shape`` are per-sample shapes: a leading dim of 1 on a tensor of
-    rank >= 2 is the batch dim and is dropped (``(1, 1, 28, 28)`` -> ``(1, 28, 28)``).
+    The graph must be a chain; constants are already folded. Relu, Sigmoid, Tanh and MaxPool
+    become their layers; each maximal run of linear operators between them becomes one
+    :class:`~vnnx.network.Conv` (a single 2-D convolution, with zero ``Pad`` nodes before it
+    and per-channel affine maps such as BatchNormalization after it folded in) or one exact
+    :class:`~vnnx.network.Dense`. Pure reshapes become no layer. Layer ``in_shape``/``out_shape``
+    are per-sample shapes: a leading dim of 1 on a tensor of rank >= 2 is the batch dim and is
+    dropped (``(1, 1, 28, 28)`` -> ``(1, 28, 28)``).
 
-    Raises :class:`UnsupportedOpError` naming the node for a non-sequential graph, a non-affine
-    node outside the activations, or an unsupported MaxPool variant.
+    Raises :class:`UnsupportedOpError` naming the node for a non-sequential graph, a nonlinear
+    operator the chain has no layer for (LeakyRelu), or an unsupported MaxPool variant.
     """
-    from vnnx.io._fx_view import fx_to_network
+    from vnnx.graph import from_onnx
+    from vnnx.io._graph_view import graph_to_network
 
-    proto = model.converted_model if model.converted_model is not None else model.onnx_model
-    return fx_to_network(model.module, proto, model.input_shape, model.output_shape, model.path)
+    return graph_to_network(from_onnx(model), model.path)
 
 
 # -------------------------------------------------------------------------------------- export
