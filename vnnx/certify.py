@@ -48,6 +48,8 @@ __all__ = ["SampleResult", "CertifyReport", "ball", "same_argmax_query", "output
 
 #: Seconds of the per-sample time a not-certified sample spends searching for a disagreement.
 DISAGREEMENT_SEARCH_FRACTION = 0.2
+#: At most this many PGD rounds (8 restarts of 60 steps each, new seeds) in that time.
+DISAGREEMENT_SEARCH_ROUNDS = 4
 
 #: What a certified same-argmax ball means, said once for the table, the JSON and the plugins.
 GUARANTEE = ("certified = proven for every input in the L-inf ball (clipped to the input range): "
@@ -238,11 +240,19 @@ def _search_disagreement(product, models, lo, hi, c, mode, tolerance, seconds: f
     prop = product.spec.properties[0]
     n_out = len(product.output_columns) // 2
     clauses = _disagreement_clauses(n_out, product.spec.n_outputs, c, mode, tolerance)
-    res = pgd_spec(product.graph.to_torch(), prop.x_lower, prop.x_upper, clauses, restarts=8, steps=60,
-                   seed=seed, time_limit=seconds)
-    if res.x is None:
-        return None
-    return _check_witness(models, product.inputs_of(res.x)[:len(lo)], lo, hi, mode, tolerance)
+    module = product.graph.to_torch()
+    end = time.monotonic() + seconds
+    for round_ in range(DISAGREEMENT_SEARCH_ROUNDS):
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        res = pgd_spec(module, prop.x_lower, prop.x_upper, clauses, restarts=8, steps=60,
+                       seed=seed + round_, time_limit=left)
+        if res.x is not None:
+            witness = _check_witness(models, product.inputs_of(res.x)[:len(lo)], lo, hi, mode, tolerance)
+            if witness is not None:
+                return witness
+    return None
 
 
 # ------------------------------------------------------------------------------ one sample
@@ -406,30 +416,51 @@ def _write_instances(out: Path, original: str, transformed: str, rows: list[tupl
 
 
 # ------------------------------------------------------------------------------ for the transforms
+def _radius(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite radius >= 0, got {text!r}")
+    return value
+
+
 def add_certify_flags(parser) -> None:
-    """``--certify EPS`` and ``--certify-timeout S`` for a transform command."""
-    parser.add_argument("--certify", type=float, default=None, metavar="EPS",
-                        help="after writing the network, certify on the command's own samples that it keeps "
-                             "the input network's argmax on every L-inf ball of radius EPS (vnnx certify "
+    """``--certify EPS`` and ``--certify-timeout S`` for a transform command (checked when the
+    command line is parsed, before the transform runs)."""
+    parser.add_argument("--certify", type=_radius, default=None, metavar="EPS",
+                        help="after writing the network, prove on the command's own samples that it keeps the "
+                             "input network's argmax on every L-inf ball of radius EPS (vnnx certify "
                              "--same-argmax); prints the counts and what they guarantee")
-    parser.add_argument("--certify-timeout", type=float, default=10.0, metavar="S",
+    parser.add_argument("--certify-timeout", type=_radius, default=10.0, metavar="S",
                         help="seconds per sample for --certify (default 10)")
 
 
 def certify_transform(original: str, transformed: str, x: np.ndarray, epsilon: float, *,
                       what: str = "validation points", timeout: Optional[float] = 10.0,
-                      clip: Optional[tuple[float, float]] = (0.0, 1.0), progress: bool = True) -> str:
-    """Same-argmax certification of a transform's output against its input on ``x``; returns
-    the lines a transform command prints (counts, then the guarantee in one sentence)."""
-    report = certify(original, transformed, x, epsilon, timeout=timeout, clip=clip, progress=progress)
+                      clip: Optional[tuple[float, float]] = (0.0, 1.0),
+                      progress: bool = True) -> tuple[str, dict]:
+    """Same-argmax certification of a transform's output against its input network on the
+    samples ``x`` ((N, ...), model-input space). Returns the two lines a transform command
+    prints (the counts, then the guarantee beyond the samples in one sentence) and a summary
+    dict for a JSON report."""
+    report = certify(original, transformed, x, epsilon, timeout=timeout or None, clip=clip,
+                     progress=progress)
     c = report.counts()
     lo, hi = ("-inf", "inf") if clip is None else (f"{clip[0]:g}", f"{clip[1]:g}")
-    return (f"certify (radius {epsilon:g}, {len(report.samples)} {what}, {report.seconds:.1f} s): "
+    text = (f"certify (radius {epsilon:g}, {len(report.samples)} {what}, {report.seconds:.1f} s): "
             f"{report.summary()}\n"
             f"guarantee: on each of the {c['certified']} certified balls (every input within {epsilon:g} "
             f"in L-inf of one of the {what}, inside [{lo}, {hi}]) {Path(transformed).name} provably "
-            f"gives the same class as {Path(original).name}; elsewhere nothing is proven "
-            f"({c['refuted']} balls hold an input where they disagree).")
+            f"gives the same class as {Path(original).name}; beyond those balls nothing is proven, and "
+            f"{c['refuted']} of the balls contain an input where onnxruntime shows that they disagree.")
+    summary = {"epsilon": epsilon, "samples": len(report.samples), "counts": c,
+               "seconds": round(report.seconds, 3), "meaning": GUARANTEE,
+               "refuted": [s.index for s in report.samples if s.status == "refuted"]}
+    return text, summary
 
 
 def write_json(path: str, report: CertifyReport) -> None:
