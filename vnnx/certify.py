@@ -302,6 +302,8 @@ def certify_sample(models: dict, x0: np.ndarray, epsilon: float, *, index: int =
             left = None if timeout is None else timeout - (time.monotonic() - start)
             seconds = 2.0 if left is None else max(0.2, left)
             witness = _search_disagreement(product, models, lo, hi, c, mode, tolerance, seconds, seed)
+            if witness is not None:
+                result.decided_by = "disagreement-pgd"
         if witness is not None:
             result.status, result.witness = "refuted", witness
     result.seconds = time.monotonic() - start
