@@ -122,7 +122,7 @@ def main(argv=None) -> int:
             rec = {"case": case, "radius": radius, "timeout": args.timeout, "n": len(x),
                    "date": time.strftime("%Y-%m-%d"), "machine": machine, **extra,
                    "counts": rep.counts(), "seconds": rep.seconds,
-                   "decided_by": dict(collections.Counter(s.decided_by for s in rep.samples)),
+                   "decided_by": dict(collections.Counter(s.decided_by or s.verdict for s in rep.samples)),
                    "max_sample_seconds": max(s.seconds for s in rep.samples),
                    "report": rep.as_dict()}
             c = rec["counts"]
