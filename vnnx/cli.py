@@ -225,6 +225,41 @@ def _cmd_spec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_certify(args: argparse.Namespace) -> int:
+    from vnnx.certify import GUARANTEE, certify, check_epsilon, load_data, write_json
+
+    check_epsilon(args.epsilon, args.output_tolerance)
+    if args.count is not None and args.count < 1:
+        raise VnnxError("--count must be at least 1")
+    x, y = load_data(args.data)
+    if not 0 <= args.start < len(x):
+        raise VnnxError(f"--start {args.start} is outside the data (it has {len(x)} samples)")
+    stop = len(x) if args.count is None else min(len(x), args.start + args.count)
+    report = certify(args.original, args.transformed, x[args.start:stop], args.epsilon,
+                     labels=None if y is None else y[args.start:stop], indices=range(args.start, stop),
+                     tolerance=args.output_tolerance, clip=args.clip, timeout=args.timeout,
+                     out_dir=args.out_dir, progress=not args.quiet)
+    if args.json:
+        write_json(args.json, report)
+    print(report.table())
+    if args.output_tolerance is None:
+        print(f"# {GUARANTEE}")
+    print(report.summary())
+    return 0
+
+
+def _clip_range(text: str):
+    if text.strip().lower() == "none":
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI or none, got {text!r}") from None
+    if not lo <= hi:
+        raise argparse.ArgumentTypeError(f"LO must not exceed HI, got {text!r}")
+    return (lo, hi)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from vnnx.bench import run_benchmark
 
@@ -329,6 +364,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("1.0", "2.0"), default="1.0",
                    help="VNN-LIB version to write (default 1.0, the VNN-COMP dialect)")
     p.set_defaults(func=_cmd_spec)
+
+    p = sub.add_parser("certify", help="prove that a transformed network agrees with its original on L-inf balls")
+    p.add_argument("--original", required=True, help="the network F it started from (.onnx)")
+    p.add_argument("--transformed", required=True, help="the transformed network G (.onnx)")
+    p.add_argument("--data", required=True, help="ball centres: .npz (x, optional y) or ERAN .csv")
+    p.add_argument("--epsilon", type=float, required=True, help="L-inf radius (model-input units)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--output-tolerance", type=float, default=None, metavar="D",
+                      help="prove |G(x) - F(x)|_inf <= D on each ball")
+    mode.add_argument("--same-argmax", action="store_true",
+                      help="prove that F and G both keep F's class at the centre on each ball (default)")
+    p.add_argument("--timeout", type=_seconds, default=None, help="seconds per sample (default: none)")
+    p.add_argument("--count", type=int, default=None, help="number of samples (default: all)")
+    p.add_argument("--start", type=int, default=0, help="index of the first sample (default 0)")
+    p.add_argument("--clip", type=_clip_range, default=(0.0, 1.0), help="input range LO,HI or none (default 0,1)")
+    p.add_argument("--out-dir", default=None, help="write each certified VNN-LIB 2.0 query and an instances.csv here")
+    p.add_argument("--json", default=None, help="every result, witnesses included, as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_certify)
 
     p = sub.add_parser("bench", help="run every instance of a VNN-COMP instances.csv")
     p.add_argument("instances", help="instances.csv (onnx, vnnlib, timeout per row)")

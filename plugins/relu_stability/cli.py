@@ -108,11 +108,17 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     for rep in reports:
         print(json.dumps(rep.as_dict()))
     print(f"wrote {args.out}")
+    if args.certify is not None:
+        from vnnx.certify import certify_transform
+
+        print(certify_transform(args.onnx, args.out, data.x, args.certify, what="samples of --data",
+                                clip=(args.clip_min, args.clip_max), timeout=args.certify_timeout)[0])
     return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``train``, ``report`` and ``rs-prune`` to the ``vnnx`` command line."""
+    from vnnx.certify import add_certify_flags
     from .config import add_config_flags
 
     p = sub.add_parser("train", help="train a network (plain, PGD, +L1, +RS loss; ReLU-stability plugin)",
@@ -154,4 +160,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-min", type=float, default=0.0, help="lowest valid input value (default 0)")
     p.add_argument("--clip-max", type=float, default=1.0, help="highest valid input value (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the PGD starts")
+    add_certify_flags(p)
     p.set_defaults(func=_cmd_prune)

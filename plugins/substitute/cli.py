@@ -59,6 +59,8 @@ def _add_substitute_flags(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from vnnx.certify import add_certify_flags
+
     p = subparsers.add_parser(
         "radius", help="distance to the decision boundary (MILP binary search), optionally on a local substitute",
         description="Binary search over the L∞ radius ε between 0 and d_adv (PGD), one exact MILP per ε "
@@ -105,6 +107,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_substitute_flags(q, required=True)
     q.add_argument("--out", required=True, help="substitute network (.onnx)")
     q.add_argument("--report", default=None, help="also write the JSON summary here")
+    add_certify_flags(q)
     q.set_defaults(func=cmd_substitute)
 
 
@@ -330,5 +333,11 @@ def cmd_substitute(args: argparse.Namespace) -> int:
     out = {"onnx": args.onnx, "index": args.index, "true_label": y, "out": args.out, **sub.summary(),
            "collapsed": substitute_collapsed(sub.network, x0, sub.label, args.clip),
            "seconds": time.monotonic() - start}
+    if args.certify is not None:   # the anchor's own ball; the text on stderr keeps stdout JSON
+        from vnnx.certify import certify_transform
+
+        text, out["certify"] = certify_transform(args.onnx, args.out, x0[None], args.certify, what="anchor",
+                                                 clip=args.clip, timeout=args.certify_timeout, progress=False)
+        print(text, file=sys.stderr)
     _emit(out, args.report)
     return 0

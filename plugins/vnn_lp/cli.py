@@ -61,6 +61,8 @@ def _add_eval_flags(p: argparse.ArgumentParser) -> None:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``sparsify`` and ``prune-magnitude`` to the ``vnnx`` command line."""
+    from vnnx.certify import add_certify_flags
+
     d = SparsifyOptions()
     p = subparsers.add_parser(
         "sparsify", help="VNN LP sparsification with guarantees on a validation set (ONNX in, ONNX out)",
@@ -89,6 +91,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--report", default=None, help="JSON report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_eval_flags(p)
+    add_certify_flags(p)
     p.set_defaults(func=cmd_sparsify)
 
     q = subparsers.add_parser("prune-magnitude", help="magnitude-based pruning baseline (no guarantee)",
@@ -187,6 +190,12 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
     report.evaluation = _evaluate(args, networks, xt, yt, not args.quiet)
     print(report.table())
     print(f"wrote {args.out}")
+    if args.certify is not None:
+        from vnnx.certify import certify_transform
+
+        text, report.evaluation["certify"] = certify_transform(args.onnx, args.out, xv, args.certify, clip=args.clip,
+                                                               timeout=args.certify_timeout, progress=not args.quiet)
+        print(text)
     if args.report:
         report.to_json(args.report)
         print(f"wrote {args.report}")
