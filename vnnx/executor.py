@@ -1,0 +1,522 @@
+"""Run independent tasks in this process, in local processes, or on a Dask cluster.
+
+Every embarrassingly parallel loop of vnnx (``vnnx bench`` over instances, ``vnnx radius`` over
+anchors, VNN LP's per-neuron LPs, certification sweeps) goes through :func:`open_executor`;
+this is the one module that knows about Dask.
+
+Back ends (:class:`ExecutorSpec`):
+
+- in-process (the default): the tasks run one after another in this process;
+- local processes (``jobs > 1``): ``jobs`` tasks at once on this machine;
+- Dask: ``scheduler='tcp://HOST:PORT'`` (a running cluster) or ``local_cluster=N`` (a
+  ``LocalCluster`` of N single-threaded worker processes on 127.0.0.1).
+
+A task is isolated (``isolate=True``, the default away from in-process) when it runs in its own
+subprocess on the worker, in its own process group, under a hard timeout: a hung solver or a
+crash costs that task (its outcome is ``timeout`` or ``error`` with the reason), never the
+worker. Its seed derives from its key (:func:`task_seed`), so every back end gives the same
+answers. Outcomes stream back in finishing order.
+
+Example (a certification sweep)::
+
+    from vnnx.executor import ExecutorSpec, Task, run_tasks
+    tasks = [Task(key=f"sample-{i}", fn=certify_one, args=(i,), timeout=60) for i in range(100)]
+    for outcome in run_tasks(tasks, ExecutorSpec(local_cluster=2)):
+        print(outcome.task.key, outcome.status, outcome.value or outcome.reason)
+
+``fn`` must be a module-level function and ``args`` picklable (they travel to other processes).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+from vnnx.errors import ConfigError, VnnxError
+
+#: Seconds to wait for a Dask scheduler before giving up (one-line error, exit 2).
+CONNECT_TIMEOUT = 5.0
+#: Times a task is tried again after its worker died under it, before it becomes an ``error``.
+RETRIES = 2
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: ``fn(*args)``. ``key`` names it (a results row's key) and fixes its
+    seed; ``timeout`` is the hard limit in seconds of an isolated run (None: none)."""
+
+    key: str
+    fn: Callable
+    args: tuple = ()
+    timeout: Optional[float] = None
+
+
+@dataclass
+class Outcome:
+    """How a task ended: ``status`` 'ok' (``value`` is what ``fn`` returned), 'timeout' (killed
+    at its hard limit) or 'error' (``fn`` raised, its process died, or its worker died more
+    than :data:`RETRIES` times); ``reason`` says which. ``seconds``: wall time of the run."""
+
+    task: Task
+    status: str
+    value: Any = None
+    reason: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """Which back end: ``jobs`` local processes, or a Dask ``scheduler`` address, or a
+    ``local_cluster`` of that many single-threaded workers. At most one of the Dask two."""
+
+    jobs: int = 1
+    scheduler: Optional[str] = None
+    local_cluster: Optional[int] = None
+    retries: int = RETRIES
+    connect_timeout: float = CONNECT_TIMEOUT
+
+    def validate(self) -> "ExecutorSpec":
+        if self.jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, got {self.jobs}")
+        if self.scheduler and self.local_cluster:
+            raise ConfigError("--scheduler and --local-cluster exclude each other")
+        if self.local_cluster is not None and self.local_cluster < 1:
+            raise ConfigError(f"--local-cluster must be at least 1, got {self.local_cluster}")
+        if self.scheduler is not None and "://" not in self.scheduler:
+            raise ConfigError(f"--scheduler wants an address like tcp://HOST:PORT, got {self.scheduler!r}")
+        if self.retries < 0:
+            raise ConfigError(f"retries must be >= 0, got {self.retries}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.scheduler or self.local_cluster:
+            return "dask"
+        return "processes" if self.jobs > 1 else "in-process"
+
+
+def task_seed(key: str) -> int:
+    """A seed in [0, 2**31) derived from a task's key: the same on every back end and run."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    with contextlib.suppress(ImportError):
+        import numpy as np
+
+        np.random.seed(seed)
+    if "torch" in sys.modules:   # only where the task imported it: no torch import for an LP
+        sys.modules["torch"].manual_seed(seed)
+
+
+def run_direct(task: Task) -> Outcome:
+    """Run ``task`` here (no subprocess); an exception is its ``error`` outcome."""
+    t0 = time.monotonic()
+    _seed_everything(task_seed(task.key))
+    try:
+        value = task.fn(*task.args)
+    except VnnxError as exc:
+        return Outcome(task, "error", reason=str(exc)[:300], seconds=time.monotonic() - t0)
+    except Exception as exc:  # noqa: BLE001 - a bug in one task is that task's error, not the run's
+        return Outcome(task, "error", reason=f"{type(exc).__name__}: {exc}"[:300], seconds=time.monotonic() - t0)
+    return Outcome(task, "ok", value=value, seconds=time.monotonic() - t0)
+
+
+# ---- isolation: one subprocess per task ------------------------------------------------------
+
+# Process groups of the task subprocesses this process started and still runs.
+_LIVE: set[int] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_live_tasks() -> None:
+    """SIGKILL every task subprocess group this process still runs (client interrupted)."""
+    with _LIVE_LOCK:
+        groups = list(_LIVE)
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the thread that started it ends (its worker died)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+
+
+def run_isolated(task: Task, stop: Optional[threading.Event] = None) -> Outcome:
+    """Run ``task`` in a fresh Python subprocess (its own process group, killed with its parent)
+    and wait at most ``task.timeout`` seconds; then SIGKILL the group. ``stop`` set: kill it now."""
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="vnnx-task-") as tmp:
+        src, dst, err = Path(tmp) / "task.pkl", Path(tmp) / "outcome.pkl", Path(tmp) / "stderr"
+        src.write_bytes(pickle.dumps((task.fn, task.args, task_seed(task.key))))
+        env = dict(os.environ, OMP_NUM_THREADS="1", VNNX_THREADS="1")
+        with open(err, "wb") as err_fh:
+            proc = subprocess.Popen([sys.executable, "-m", "vnnx.executor", str(src), str(dst)],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_fh,
+                                    env=env, start_new_session=True, preexec_fn=_die_with_parent)
+        with _LIVE_LOCK:
+            _LIVE.add(proc.pid)
+        try:
+            killed = _wait(proc, task.timeout, stop)
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)   # whatever the task started goes with it
+            with _LIVE_LOCK:
+                _LIVE.discard(proc.pid)
+        seconds = time.monotonic() - t0
+        if killed:
+            return Outcome(task, "timeout" if killed == "timeout" else "error",
+                           reason=f"hard timeout: killed after {seconds:.0f} s" if killed == "timeout"
+                           else "stopped: the run was interrupted", seconds=seconds)
+        if proc.returncode == 0 and dst.is_file():
+            status, value = pickle.loads(dst.read_bytes())
+            if status == "ok":
+                return Outcome(task, "ok", value=value, seconds=seconds)
+            return Outcome(task, "error", reason=value, seconds=seconds)
+        return Outcome(task, "error", reason=_death_reason(proc.returncode, err), seconds=seconds)
+
+
+def _wait(proc: subprocess.Popen, timeout: Optional[float], stop: Optional[threading.Event]) -> str:
+    """Wait for ``proc``: '' when it exited, 'timeout' or 'stopped' when it was killed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
+        try:
+            proc.wait(timeout=step)
+            return ""
+        except subprocess.TimeoutExpired:
+            pass
+        why = "stopped" if stop is not None and stop.is_set() else \
+            "timeout" if deadline is not None and time.monotonic() >= deadline else ""
+        if why:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return why
+
+
+def _death_reason(code: Optional[int], err: Path) -> str:
+    tail = ""
+    with contextlib.suppress(OSError):
+        lines = [ln for ln in err.read_text(errors="replace").splitlines() if ln.strip()]
+        tail = lines[-1].strip() if lines else ""
+    if code is not None and code < 0:
+        what = f"task process killed by {signal.Signals(-code).name}"
+    else:
+        what = f"task process exited with code {code}"
+    return (f"{what}: {tail}" if tail else what)[:300]
+
+
+def _child_main(src: str, dst: str) -> int:
+    """The task subprocess: load (fn, args, seed), run, write ('ok', value) or ('error', reason)
+    atomically. A crash writes nothing; the parent reports the exit status."""
+    _die_with_parent()
+    if os.getppid() == 1:   # the parent died before prctl took effect
+        return 1
+    fn, args, seed = pickle.loads(Path(src).read_bytes())
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    _seed_everything(seed)
+    try:
+        result = ("ok", fn(*args))
+    except VnnxError as exc:
+        result = ("error", str(exc)[:300])
+    except Exception as exc:  # noqa: BLE001 - reported as the task's error
+        result = ("error", f"{type(exc).__name__}: {exc}"[:300])
+    tmp = Path(dst + ".tmp")
+    tmp.write_bytes(pickle.dumps(result))
+    os.replace(tmp, dst)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)   # a solver thread still running must not hold the process
+
+
+# ---- back ends -------------------------------------------------------------------------------
+
+class Executor:
+    """An open back end. :meth:`run` yields each task's :class:`Outcome` as it finishes; leaving
+    the loop early (an exception, Ctrl-C) stops the tasks still running."""
+
+    slots = 1
+    name = "in-process"
+
+    def run(self, tasks: Sequence[Task], *, isolate: bool = True, progress: bool = False, desc: str = "tasks",
+            initializer: Optional[Callable[[], None]] = None) -> Iterator[Outcome]:
+        """``isolate``: each task in its own subprocess with its hard timeout (not in-process).
+        ``initializer``: run once in each local worker process of non-isolated tasks."""
+        bar = _Bar(len(tasks), f"{desc} ({self.name})", progress, self.slots)
+        try:
+            for outcome in self._outcomes(list(tasks), isolate, initializer):
+                bar.done(outcome)
+                yield outcome
+        finally:
+            bar.close()
+
+    def _outcomes(self, tasks, isolate, initializer) -> Iterator[Outcome]:
+        for task in tasks:
+            yield run_direct(task)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Bar:
+    """tqdm bar: done, with running and failed (timeout or error) beside it."""
+
+    def __init__(self, total: int, desc: str, enabled: bool, slots: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.total, self.slots, self.failed, self.n = total, slots, 0, 0
+        self.bar = tqdm(total=total, desc=desc, disable=not enabled, unit="task")
+        self._post()
+
+    def _post(self) -> None:
+        self.bar.set_postfix_str(f"running {min(self.slots, self.total - self.n)}, failed {self.failed}")
+
+    def done(self, outcome: Outcome) -> None:
+        self.n += 1
+        self.failed += outcome.status != "ok"
+        self.bar.update(1)
+        self._post()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class LocalExecutor(Executor):
+    """``jobs`` tasks at once on this machine: isolated tasks each in a subprocess (started by
+    one thread per slot), others in a pool of forked worker processes."""
+
+    def __init__(self, jobs: int) -> None:
+        self.slots, self.name = jobs, f"{jobs} processes"
+
+    def _outcomes(self, tasks, isolate, initializer) -> Iterator[Outcome]:
+        from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+
+        if not tasks:
+            return
+        stop = threading.Event()
+        if isolate:
+            pool = ThreadPoolExecutor(max_workers=self.slots)
+            futures = [pool.submit(run_isolated, t, stop) for t in tasks]
+        else:
+            import multiprocessing as mp
+
+            # fork: non-isolated tasks (LPs) need numpy and a solver only; a spawn re-imports torch.
+            pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=mp.get_context("fork"),
+                                       initializer=_local_init, initargs=(initializer,))
+            futures = [pool.submit(run_direct, t) for t in tasks]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        except BaseException:
+            stop.set()
+            kill_live_tasks()
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                with contextlib.suppress(Exception):
+                    proc.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+
+
+def _local_init(initializer: Optional[Callable[[], None]]) -> None:
+    """In each forked worker: die with the parent, leave Ctrl-C to it (it stops the workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    if os.getppid() == 1:
+        os._exit(1)
+    if initializer is not None:
+        initializer()
+
+
+def _dask_task(task: Task, isolate: bool) -> Outcome:
+    """What a Dask worker runs for one task: an isolated task's subprocess is killed as soon as
+    the client cancels it (an interrupted client leaves nothing running on the cluster)."""
+    if not isolate:
+        return run_direct(task)
+    stop, done = threading.Event(), threading.Event()
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        key = worker.get_current_task()   # thread-local: asked here, in the task's thread
+        threading.Thread(target=_watch_cancel, args=(worker, key, stop, done), daemon=True).start()
+    except Exception:  # noqa: BLE001 - not on a worker, or another distributed: no early stop
+        pass
+    try:
+        return run_isolated(task, stop)
+    finally:
+        done.set()
+
+
+def _watch_cancel(worker, key, stop: threading.Event, done: threading.Event) -> None:
+    """On a Dask worker: set ``stop`` when the scheduler forgets or cancels the running task."""
+    while not done.wait(0.5):
+        ts = worker.state.tasks.get(key)
+        if ts is None or ts.state in ("cancelled", "released", "forgotten"):
+            stop.set()
+            return
+
+
+class DaskExecutor(Executor):
+    """Tasks on a Dask cluster: a running one at ``scheduler``, or a ``LocalCluster`` of
+    ``local_cluster`` single-threaded worker processes on 127.0.0.1 started here (and stopped on
+    close). A task whose worker dies is tried again on another worker by the scheduler, at most
+    ``retries`` times (its ``allowed-failures``); then it is an ``error`` naming the cause."""
+
+    def __init__(self, spec: ExecutorSpec) -> None:
+        import logging
+
+        import dask
+        from distributed import Client, LocalCluster
+
+        self.spec, self.cluster = spec, None
+        # allowed-failures is the scheduler's: it holds for a LocalCluster (scheduler in this
+        # process); a running scheduler has its own (docs/cluster.md).
+        config = {"distributed.scheduler.allowed-failures": spec.retries,
+                  "distributed.comm.timeouts.connect": f"{spec.connect_timeout}s"}
+        with dask.config.set(config):
+            try:
+                if spec.local_cluster:
+                    self.cluster = LocalCluster(n_workers=spec.local_cluster, threads_per_worker=1, processes=True,
+                                                host="127.0.0.1", dashboard_address=None,
+                                                silence_logs=logging.ERROR)
+                    self.client = Client(self.cluster, timeout=spec.connect_timeout)
+                else:
+                    self.client = Client(spec.scheduler, timeout=spec.connect_timeout)
+            except (OSError, TimeoutError) as exc:
+                if self.cluster is not None:
+                    self.cluster.close()
+                where = spec.scheduler or "a local cluster"
+                raise VnnxError(f"cannot reach the Dask scheduler at {where}: "
+                                f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
+        n = len(self.client.scheduler_info().get("workers", {}))
+        self.slots = max(1, sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values())) \
+            if n else 1
+        self.name = f"dask, {n} workers" if spec.scheduler else f"local cluster, {n} workers"
+
+    def _outcomes(self, tasks, isolate, initializer) -> Iterator[Outcome]:
+        from distributed import as_completed
+
+        if not tasks:
+            return
+        by_key = {}
+        futures = []
+        for i, task in enumerate(tasks):
+            fut = self.client.submit(_dask_task, task, isolate, pure=False,
+                                     key=f"vnnx-{i}-{task_seed(task.key + str(time.time_ns()))}")
+            by_key[fut.key] = task
+            futures.append(fut)
+        try:
+            for fut in as_completed(futures):
+                task = by_key[fut.key]
+                if fut.status == "finished":
+                    yield fut.result()
+                else:
+                    yield Outcome(task, "error", reason=self._failure(fut))
+                fut.release()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.cancel(futures, force=True)
+            raise
+
+    def _failure(self, fut) -> str:
+        try:
+            exc = fut.exception(timeout=self.spec.connect_timeout)
+        except Exception as err:  # noqa: BLE001 - the reason is all we need
+            exc = err
+        name = type(exc).__name__
+        if name == "KilledWorker":
+            return f"its worker died {self.spec.retries + 1} times while running it (KilledWorker)"
+        return f"{name}: {exc}"[:300]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close(timeout=self.spec.connect_timeout)
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.close(timeout=self.spec.connect_timeout)
+
+
+def open_executor(spec: Optional[ExecutorSpec] = None) -> Executor:
+    """The back end ``spec`` names, opened (a Dask client connected, a local cluster started).
+    Use it as a context manager. Raises :class:`VnnxError` (one line) when the scheduler
+    cannot be reached within ``spec.connect_timeout`` seconds."""
+    spec = (spec or ExecutorSpec()).validate()
+    if spec.kind == "dask":
+        return DaskExecutor(spec)
+    if spec.kind == "processes":
+        return LocalExecutor(spec.jobs)
+    return Executor()
+
+
+def run_tasks(tasks: Sequence[Task], spec: Optional[ExecutorSpec] = None, *, isolate: Optional[bool] = None,
+              progress: bool = False, desc: str = "tasks") -> Iterator[Outcome]:
+    """Open ``spec``'s back end, yield every task's :class:`Outcome` as it finishes, close it.
+    ``isolate`` None: isolated on every back end but in-process."""
+    spec = (spec or ExecutorSpec()).validate()
+    with open_executor(spec) as ex:
+        yield from ex.run(tasks, isolate=spec.kind != "in-process" if isolate is None else isolate,
+                          progress=progress, desc=desc)
+
+
+def map_tasks(fn: Callable, arg_tuples: Iterable[tuple], keys: Optional[Sequence[str]] = None,
+              spec: Optional[ExecutorSpec] = None, *, timeout: Optional[float] = None,
+              isolate: Optional[bool] = None, progress: bool = False, desc: str = "tasks") -> list[Outcome]:
+    """``fn(*args)`` for every tuple of ``arg_tuples``, outcomes in the input order (keys default
+    to the tuples' reprs, which fix the seeds)."""
+    arg_tuples = [tuple(a) for a in arg_tuples]
+    keys = list(keys) if keys is not None else [repr(a) for a in arg_tuples]
+    if len(keys) != len(arg_tuples) or len(set(keys)) != len(keys):
+        raise ConfigError("map_tasks: keys must be unique, one per argument tuple")
+    tasks = [Task(k, fn, a, timeout) for k, a in zip(keys, arg_tuples)]
+    done = {o.task.key: o for o in run_tasks(tasks, spec, isolate=isolate, progress=progress, desc=desc)}
+    return [done[k] for k in keys]
+
+
+# ---- command-line flags ----------------------------------------------------------------------
+
+def add_executor_flags(p, jobs: bool = True) -> None:
+    """``--jobs`` (unless the command has its own), ``--scheduler``, ``--local-cluster``."""
+    if jobs:
+        p.add_argument("--jobs", type=int, default=1,
+                       help="tasks at once in local processes, one thread each, each task in its own "
+                            "subprocess (default 1: in this process)")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="run the tasks on this running Dask cluster (docs/cluster.md)")
+    p.add_argument("--local-cluster", type=int, default=None, metavar="N",
+                   help="start a Dask LocalCluster of N single-threaded worker processes on 127.0.0.1")
+
+
+def executor_spec(args, jobs_attr: str = "jobs") -> ExecutorSpec:
+    """The :class:`ExecutorSpec` of a command's parsed flags (see :func:`add_executor_flags`)."""
+    return ExecutorSpec(jobs=int(getattr(args, jobs_attr, 1) or 1), scheduler=getattr(args, "scheduler", None),
+                        local_cluster=getattr(args, "local_cluster", None)).validate()
+
+
+if __name__ == "__main__":  # the isolated task's subprocess (run_isolated)
+    sys.exit(_child_main(sys.argv[1], sys.argv[2]))
