@@ -90,6 +90,9 @@ class ExecutorSpec:
             raise ConfigError(f"--jobs must be at least 1, got {self.jobs}")
         if self.scheduler and self.local_cluster:
             raise ConfigError("--scheduler and --local-cluster exclude each other")
+        if self.jobs > 1 and (self.scheduler or self.local_cluster):
+            raise ConfigError("--jobs is for local processes; with --scheduler or --local-cluster the "
+                              "cluster's workers set how many tasks run at once")
         if self.local_cluster is not None and self.local_cluster < 1:
             raise ConfigError(f"--local-cluster must be at least 1, got {self.local_cluster}")
         if self.scheduler is not None and "://" not in self.scheduler:
@@ -136,8 +139,13 @@ def run_direct(task: Task) -> Outcome:
 
 
 # ---- isolation: one subprocess per task ------------------------------------------------------
+#
+# A task's subprocess is forked from a "zygote": a Python process of this worker that imported
+# the task's module (torch, the verifier) once. A fresh interpreter per task would import torch
+# again each time (2-4 s, more than many instances take); a fork costs milliseconds. The zygote
+# has run nothing (no torch op, no solve), so no thread or solver state is forked with it.
 
-# Process groups of the task subprocesses this process started and still runs.
+# Process groups of the task subprocesses this process runs (each task is its group's leader).
 _LIVE: set[int] = set()
 _LIVE_LOCK = threading.Lock()
 
@@ -152,100 +160,225 @@ def kill_live_tasks() -> None:
 
 
 def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when the thread that started it ends (its worker died)."""
+    """Linux: SIGKILL this process when the thread that started it ends (its parent died)."""
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
 
 
+class _Zygote:
+    """The zygote process and its protocol: ``RUN id dir`` in; ``PID id pid`` and ``EXIT id
+    status`` (``os.waitpid``'s) out. It exits, killing its tasks, when its stdin closes: when
+    this process ends, however it ends."""
+
+    def __init__(self, preload: Sequence[str]) -> None:
+        self.preload = tuple(preload)
+        self.proc = subprocess.Popen([sys.executable, "-m", "vnnx.executor", "--zygote", *self.preload],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env=dict(os.environ, OMP_NUM_THREADS="1", VNNX_THREADS="1"),
+                                     text=True, bufsize=1)
+        self.lock = threading.Lock()
+        self.pids: dict[str, int] = {}
+        self.status: dict[str, int] = {}
+        self.events: dict[str, tuple[threading.Event, threading.Event]] = {}
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            kind, tid, value = line.split()
+            with self.lock:
+                started, ended = self.events.get(tid, (None, None))
+                if kind == "PID":
+                    self.pids[tid] = int(value)
+                    if started:
+                        started.set()
+                elif kind == "EXIT":
+                    self.status[tid] = int(value)
+                    if ended:
+                        ended.set()
+        with self.lock:   # the zygote died: nothing more will come
+            for started, ended in self.events.values():
+                started.set()
+                ended.set()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def start(self, tid: str, task_dir: str) -> tuple[Optional[int], threading.Event]:
+        started, ended = threading.Event(), threading.Event()
+        with self.lock:
+            self.events[tid] = (started, ended)
+            self.proc.stdin.write(f"RUN {tid} {task_dir}\n")
+            self.proc.stdin.flush()
+        started.wait()
+        return self.pids.get(tid), ended
+
+    def finish(self, tid: str) -> Optional[int]:
+        with self.lock:
+            self.events.pop(tid, None)
+            self.pids.pop(tid, None)
+            return self.status.pop(tid, None)
+
+
+_ZYGOTE: Optional[_Zygote] = None
+_ZYGOTE_LOCK = threading.Lock()
+
+
+def _zygote(module: str) -> _Zygote:
+    global _ZYGOTE
+    with _ZYGOTE_LOCK:
+        if _ZYGOTE is None or not _ZYGOTE.alive():
+            _ZYGOTE = _Zygote([module] if module and module != "__main__" else [])
+        return _ZYGOTE
+
+
 def run_isolated(task: Task, stop: Optional[threading.Event] = None) -> Outcome:
-    """Run ``task`` in a fresh Python subprocess (its own process group, killed with its parent)
-    and wait at most ``task.timeout`` seconds; then SIGKILL the group. ``stop`` set: kill it now."""
+    """Run ``task`` in its own subprocess (forked from this process's zygote, in its own process
+    group, killed with the zygote) and wait at most ``task.timeout`` seconds; then SIGKILL the
+    group. ``stop`` set: kill it now."""
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vnnx-task-") as tmp:
-        src, dst, err = Path(tmp) / "task.pkl", Path(tmp) / "outcome.pkl", Path(tmp) / "stderr"
-        src.write_bytes(pickle.dumps((task.fn, task.args, task_seed(task.key))))
-        env = dict(os.environ, OMP_NUM_THREADS="1", VNNX_THREADS="1")
-        with open(err, "wb") as err_fh:
-            proc = subprocess.Popen([sys.executable, "-m", "vnnx.executor", str(src), str(dst)],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_fh,
-                                    env=env, start_new_session=True, preexec_fn=_die_with_parent)
+        (Path(tmp) / "task.pkl").write_bytes(pickle.dumps((task.fn, task.args, task_seed(task.key))))
+        zygote = _zygote(getattr(task.fn, "__module__", "") or "")
+        tid = Path(tmp).name
+        pid, ended = zygote.start(tid, tmp)
+        if pid is None:
+            zygote.finish(tid)
+            return Outcome(task, "error", reason="the task process could not be started", seconds=time.monotonic() - t0)
         with _LIVE_LOCK:
-            _LIVE.add(proc.pid)
+            _LIVE.add(pid)
         try:
-            killed = _wait(proc, task.timeout, stop)
+            killed = _wait(pid, ended, task.timeout, stop)
         finally:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)   # whatever the task started goes with it
+                os.killpg(pid, signal.SIGKILL)   # whatever the task started goes with it
             with _LIVE_LOCK:
-                _LIVE.discard(proc.pid)
+                _LIVE.discard(pid)
+        status = zygote.finish(tid)
         seconds = time.monotonic() - t0
-        if killed:
-            return Outcome(task, "timeout" if killed == "timeout" else "error",
-                           reason=f"hard timeout: killed after {seconds:.0f} s" if killed == "timeout"
-                           else "stopped: the run was interrupted", seconds=seconds)
-        if proc.returncode == 0 and dst.is_file():
-            status, value = pickle.loads(dst.read_bytes())
-            if status == "ok":
+        if killed == "timeout":
+            return Outcome(task, "timeout", reason=f"hard timeout: killed after {seconds:.0f} s", seconds=seconds)
+        if killed == "stopped":
+            return Outcome(task, "error", reason="stopped: the run was interrupted", seconds=seconds)
+        dst = Path(tmp) / "outcome.pkl"
+        if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and dst.is_file():
+            kind, value = pickle.loads(dst.read_bytes())
+            if kind == "ok":
                 return Outcome(task, "ok", value=value, seconds=seconds)
             return Outcome(task, "error", reason=value, seconds=seconds)
-        return Outcome(task, "error", reason=_death_reason(proc.returncode, err), seconds=seconds)
+        return Outcome(task, "error", reason=_death_reason(status, Path(tmp) / "stderr"), seconds=seconds)
 
 
-def _wait(proc: subprocess.Popen, timeout: Optional[float], stop: Optional[threading.Event]) -> str:
-    """Wait for ``proc``: '' when it exited, 'timeout' or 'stopped' when it was killed."""
+def _wait(pid: int, ended: threading.Event, timeout: Optional[float], stop: Optional[threading.Event]) -> str:
+    """Wait for the task process ``pid``: '' when it ended, 'timeout' or 'stopped' when killed."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         step = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
-        try:
-            proc.wait(timeout=step)
+        if ended.wait(step):
             return ""
-        except subprocess.TimeoutExpired:
-            pass
         why = "stopped" if stop is not None and stop.is_set() else \
             "timeout" if deadline is not None and time.monotonic() >= deadline else ""
         if why:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+                os.killpg(pid, signal.SIGKILL)
+            ended.wait(5.0)
             return why
 
 
-def _death_reason(code: Optional[int], err: Path) -> str:
+def _death_reason(status: Optional[int], err: Path) -> str:
     tail = ""
     with contextlib.suppress(OSError):
         lines = [ln for ln in err.read_text(errors="replace").splitlines() if ln.strip()]
         tail = lines[-1].strip() if lines else ""
-    if code is not None and code < 0:
-        what = f"task process killed by {signal.Signals(-code).name}"
+    if status is None:
+        what = "the task process was lost (its zygote died)"
+    elif os.WIFSIGNALED(status):
+        what = f"task process killed by {signal.Signals(os.WTERMSIG(status)).name}"
     else:
-        what = f"task process exited with code {code}"
+        what = f"task process exited with code {os.WEXITSTATUS(status)}"
     return (f"{what}: {tail}" if tail else what)[:300]
 
 
-def _child_main(src: str, dst: str) -> int:
-    """The task subprocess: load (fn, args, seed), run, write ('ok', value) or ('error', reason)
-    atomically. A crash writes nothing; the parent reports the exit status."""
-    _die_with_parent()
-    if os.getppid() == 1:   # the parent died before prctl took effect
-        return 1
-    fn, args, seed = pickle.loads(Path(src).read_bytes())
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-    _seed_everything(seed)
+def _zygote_main(preload: Sequence[str]) -> int:
+    """The zygote: import ``preload``, then fork a task process per ``RUN`` line, report its pid
+    and, once reaped, its status. Stdin closed (its parent ended): kill every task, exit."""
+    import importlib
+    import select
+
+    for module in preload:
+        with contextlib.suppress(Exception):   # the task itself will report a module that fails
+            importlib.import_module(module)
+    children: dict[int, str] = {}
+    out = sys.stdout
+    stdin = sys.stdin.fileno()
+    buffer = b""
+    while True:
+        ready, _, _ = select.select([stdin], [], [], 0.05)
+        if ready:
+            chunk = os.read(stdin, 65536)
+            if not chunk:
+                for pid in children:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, signal.SIGKILL)
+                return 0
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                _, tid, task_dir = line.decode().split(" ", 2)
+                pid = os.fork()
+                if pid == 0:
+                    _task_child(task_dir)   # never returns
+                children[pid] = tid
+                out.write(f"PID {tid} {pid}\n")
+                out.flush()
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            tid = children.pop(pid, None)
+            if tid is not None:
+                out.write(f"EXIT {tid} {status}\n")
+                out.flush()
+
+
+def _task_child(task_dir: str) -> None:
+    """A forked task process: its own session, dies with the zygote, runs the task, writes
+    ('ok', value) or ('error', reason) atomically. A crash writes nothing; the parent reports
+    the exit status and the last line of stderr."""
+    code = 1
     try:
-        result = ("ok", fn(*args))
-    except VnnxError as exc:
-        result = ("error", str(exc)[:300])
-    except Exception as exc:  # noqa: BLE001 - reported as the task's error
-        result = ("error", f"{type(exc).__name__}: {exc}"[:300])
-    tmp = Path(dst + ".tmp")
-    tmp.write_bytes(pickle.dumps(result))
-    os.replace(tmp, dst)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)   # a solver thread still running must not hold the process
+        os.setsid()
+        _die_with_parent()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        d = Path(task_dir)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        err = os.open(d / "stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.dup2(err, 2)
+        fn, args, seed = pickle.loads((d / "task.pkl").read_bytes())
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)
+        _seed_everything(seed)
+        try:
+            result = ("ok", fn(*args))
+        except VnnxError as exc:
+            result = ("error", str(exc)[:300])
+        except Exception as exc:  # noqa: BLE001 - reported as the task's error
+            result = ("error", f"{type(exc).__name__}: {exc}"[:300])
+        tmp = d / "outcome.pkl.tmp"
+        tmp.write_bytes(pickle.dumps(result))
+        os.replace(tmp, d / "outcome.pkl")
+        code = 0
+    except BaseException:  # noqa: BLE001 - the traceback goes to the task's stderr
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os._exit(code)   # never back into the zygote's loop; a solver thread must not hold it
 
 
 # ---- back ends -------------------------------------------------------------------------------
@@ -518,5 +651,5 @@ def executor_spec(args, jobs_attr: str = "jobs") -> ExecutorSpec:
                         local_cluster=getattr(args, "local_cluster", None)).validate()
 
 
-if __name__ == "__main__":  # the isolated task's subprocess (run_isolated)
-    sys.exit(_child_main(sys.argv[1], sys.argv[2]))
+if __name__ == "__main__" and sys.argv[1:2] == ["--zygote"]:  # run_isolated's zygote
+    sys.exit(_zygote_main(sys.argv[2:]))
