@@ -528,6 +528,11 @@ class DaskExecutor(Executor):
         from distributed import Client, LocalCluster
 
         self.spec, self.cluster = spec, None
+        # Dask's INFO lines (cluster start, "State start", ...) are not for vnnx's users, whose
+        # stdout a pipeline may parse: warnings and errors only.
+        for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker",
+                     "distributed.core", "distributed.http.proxy"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         # allowed-failures is the scheduler's: it holds for a LocalCluster (scheduler in this
         # process); a running scheduler has its own (docs/cluster.md).
         config = {"distributed.scheduler.allowed-failures": spec.retries,
