@@ -172,12 +172,16 @@ class _Zygote:
     status`` (``os.waitpid``'s) out. It exits, killing its tasks, when its stdin closes: when
     this process ends, however it ends."""
 
-    def __init__(self, preload: Sequence[str]) -> None:
+    def __init__(self, preload: Sequence[str], sample: str) -> None:
         self.preload = tuple(preload)
-        self.proc = subprocess.Popen([sys.executable, "-m", "vnnx.executor", "--zygote", *self.preload],
+        env = dict(os.environ, OMP_NUM_THREADS="1", VNNX_THREADS="1")
+        # A Dask nanny sets a 64 KiB malloc trim threshold for its workers: a task process,
+        # which frees and reallocates tensors all the time, would give memory back to the OS
+        # and map it again on every large free. Tasks are short-lived; glibc's default is right.
+        env.pop("MALLOC_TRIM_THRESHOLD_", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "vnnx.executor", "--zygote", sample, *self.preload],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     env=dict(os.environ, OMP_NUM_THREADS="1", VNNX_THREADS="1"),
-                                     text=True, bufsize=1)
+                                     env=env, text=True, bufsize=1)
         self.lock = threading.Lock()
         self.pids: dict[str, int] = {}
         self.status: dict[str, int] = {}
@@ -221,16 +225,19 @@ class _Zygote:
             return self.status.pop(tid, None)
 
 
-_ZYGOTE: Optional[_Zygote] = None
+# This process's zygotes, one per task function module.
+_ZYGOTES: dict[str, _Zygote] = {}
 _ZYGOTE_LOCK = threading.Lock()
 
 
-def _zygote(module: str) -> _Zygote:
-    global _ZYGOTE
+def _zygote(module: str, sample: Path) -> _Zygote:
+    """The zygote for tasks of ``module``; a new one imports that module and unpickles
+    ``sample`` (a task's pickle: the modules of its arguments) without running it."""
     with _ZYGOTE_LOCK:
-        if _ZYGOTE is None or not _ZYGOTE.alive():
-            _ZYGOTE = _Zygote([module] if module and module != "__main__" else [])
-        return _ZYGOTE
+        z = _ZYGOTES.get(module)
+        if z is None or not z.alive():
+            z = _ZYGOTES[module] = _Zygote([module] if module and module != "__main__" else [], str(sample))
+        return z
 
 
 def run_isolated(task: Task, stop: Optional[threading.Event] = None) -> Outcome:
@@ -240,7 +247,7 @@ def run_isolated(task: Task, stop: Optional[threading.Event] = None) -> Outcome:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vnnx-task-") as tmp:
         (Path(tmp) / "task.pkl").write_bytes(pickle.dumps((task.fn, task.args, task_seed(task.key))))
-        zygote = _zygote(getattr(task.fn, "__module__", "") or "")
+        zygote = _zygote(getattr(task.fn, "__module__", "") or "", Path(tmp) / "task.pkl")
         tid = Path(tmp).name
         pid, ended = zygote.start(tid, tmp)
         if pid is None:
@@ -300,15 +307,18 @@ def _death_reason(status: Optional[int], err: Path) -> str:
     return (f"{what}: {tail}" if tail else what)[:300]
 
 
-def _zygote_main(preload: Sequence[str]) -> int:
-    """The zygote: import ``preload``, then fork a task process per ``RUN`` line, report its pid
-    and, once reaped, its status. Stdin closed (its parent ended): kill every task, exit."""
+def _zygote_main(sample: str, preload: Sequence[str]) -> int:
+    """The zygote: import ``preload`` and what unpickling the task ``sample`` imports (not run),
+    then fork a task process per ``RUN`` line, report its pid and, once reaped, its status.
+    Stdin closed (its parent ended): kill every task, exit."""
     import importlib
     import select
 
     for module in preload:
         with contextlib.suppress(Exception):   # the task itself will report a module that fails
             importlib.import_module(module)
+    with contextlib.suppress(Exception):
+        pickle.loads(Path(sample).read_bytes())
     children: dict[int, str] = {}
     out = sys.stdout
     stdin = sys.stdin.fileno()
@@ -427,13 +437,14 @@ class _Bar:
         self._post()
 
     def _post(self) -> None:
-        self.bar.set_postfix_str(f"running {min(self.slots, self.total - self.n)}, failed {self.failed}")
+        self.bar.set_postfix_str(f"running {min(self.slots, self.total - self.n)}, failed {self.failed}",
+                                 refresh=False)
 
     def done(self, outcome: Outcome) -> None:
         self.n += 1
         self.failed += outcome.status != "ok"
-        self.bar.update(1)
         self._post()
+        self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()
@@ -657,4 +668,4 @@ def executor_spec(args, jobs_attr: str = "jobs") -> ExecutorSpec:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--zygote"]:  # run_isolated's zygote
-    sys.exit(_zygote_main(sys.argv[2:]))
+    sys.exit(_zygote_main(sys.argv[2], sys.argv[3:]))
