@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 import json
 import time
 from collections import Counter
@@ -12,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
-from tqdm.auto import tqdm
 
 from vnnx.errors import VnnxError
+from vnnx.executor import ExecutorSpec, Outcome, Task, open_executor, task_seed
 from vnnx.util import atomic_path, check_writable_file
 from vnnx.verify import WITNESS_TOL
 
@@ -73,10 +71,10 @@ _VERIFIERS: dict = {}
 
 def _run_one(onnx_path: str, vnnlib_path: str, budget: float, method: str, solver: str,
              witness_tol: float = WITNESS_TOL, threads: Optional[int] = None,
-             relaxations: Optional[Mapping] = None) -> dict:
+             relaxations: Optional[Mapping] = None, seed: int = 0) -> dict:
     """Verify one instance within ``budget`` seconds; returns its results row. Any exception
     (a bad file, or a bug) becomes the row's verdict ``error`` with its message: one row never
-    takes the whole run down."""
+    takes the whole run down. ``seed``: the attack's (a run derives it from the row's key)."""
     from vnnx.io.onnx import load_onnx
     from vnnx.io.vnnlib import read_vnnlib
     from vnnx.verify import Verifier
@@ -95,6 +93,7 @@ def _run_one(onnx_path: str, vnnlib_path: str, budget: float, method: str, solve
             _VERIFIERS[key] = Verifier(load_onnx(onnx_path), milp_backend=solver, witness_tol=witness_tol,
                                        relaxations=relaxations)
         v = _VERIFIERS[key]
+        v.seed = seed
         spec = read_vnnlib(vnnlib_path, v.n_inputs, v.n_outputs)
         left = max(0.0, budget - (time.monotonic() - t0))
         result = v.verify(spec, method=method, timeout=left)
@@ -138,30 +137,6 @@ FIELDS = ["onnx", "vnnlib", "verdict", "seconds", "decided_by", "timeout"]
 DECIDED = ("sat", "unsat")
 
 
-def _worker_init() -> None:
-    """In each worker: die with the parent (Linux PR_SET_PDEATHSIG), and leave Ctrl-C to the
-    parent, which stops the workers itself (a terminal sends SIGINT to the whole group)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() == 1:   # the parent died before prctl took effect
-            os._exit(1)
-    except (OSError, AttributeError):
-        pass
-
-
-def _kill_workers(pool) -> None:
-    for proc in list(getattr(pool, "_processes", {}).values()):
-        with contextlib.suppress(Exception):
-            proc.kill()
-
-
 def _read_done(out: Path) -> dict[tuple[str, str], dict]:
     """Rows of an earlier results CSV with a decided verdict, by (onnx, vnnlib)."""
     if not out.is_file():
@@ -177,7 +152,7 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
                   method: str = "auto", limit: Optional[int] = None, solver: str = "highs", progress: bool = True,
                   max_timeout: Optional[float] = None, jobs: int = 1,
                   witness_tol: float = WITNESS_TOL, resume: bool = False,
-                  relaxations: Optional[Mapping] = None) -> BenchSummary:
+                  relaxations: Optional[Mapping] = None, executor: Optional[ExecutorSpec] = None) -> BenchSummary:
     """Verify every instance in ``instances`` (onnx, vnnlib, timeout rows) and write a CSV
     (onnx, vnnlib, verdict, seconds, decided_by, timeout) plus a ``.summary.json`` beside it.
 
@@ -189,8 +164,11 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
 
     ``max_timeout`` caps each instance's (scaled) timeout. One verifier per network is kept
     across its instances (loading is counted in the first instance's time). A failing instance
-    is recorded as ``error`` and the run goes on. ``jobs > 1`` verifies that many instances at
-    once in worker processes, one torch thread each; they die with this process.
+    is recorded as ``error`` and the run goes on. ``jobs > 1`` (or ``executor``, a Dask back end:
+    :mod:`vnnx.executor`) verifies that many instances at once, each in its own subprocess with
+    one torch thread and a hard timeout of :func:`hard_limit` seconds (a row killed there is
+    ``timeout``, a crashed one ``error``, with the reason in ``decided_by``); every row's attack
+    seed derives from its (onnx, vnnlib) key, so the verdicts do not depend on the back end.
     ``relaxations``: a bound plugin's operator relaxations for the graph engine
     (:class:`vnnx.verify.Verifier`).
     """
@@ -198,8 +176,7 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
 
     if timeout_scale <= 0:
         raise VnnxError("--timeout-scale must be positive")
-    if jobs < 1:
-        raise VnnxError("--jobs must be at least 1")
+    spec = (executor or ExecutorSpec(jobs=jobs)).validate()
     rows_in = read_instances_csv(instances)
     if limit is not None:
         rows_in = rows_in[:limit]
@@ -216,43 +193,28 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
         key = (str(onnx_path), str(vnnlib_path))
         order.append(key)
         if key not in done:
-            tasks.append((str(onnx_path), str(vnnlib_path), budget, method, solver, witness_tol))
+            threads = None if spec.kind == "in-process" else 1
+            args = (str(onnx_path), str(vnnlib_path), budget, method, solver, witness_tol, threads, relaxations,
+                    task_seed(row_key(*key)))
+            tasks.append(Task(row_key(*key), _run_one, args, timeout=hard_limit(budget)))
     kept = [done[k] for k in order if k in done]
-    # The kept rows first (rewritten atomically), then each new row appended as it finishes.
-    with atomic_path(out) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=FIELDS)
-            w.writeheader()
-            for r in kept:
-                w.writerow({k: r.get(k, "") for k in FIELDS})
     finished: dict[tuple[str, str], dict] = {}
-    with open(out, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS)
-
-        def record(row: dict) -> None:
-            writer.writerow({k: row.get(k, "") for k in FIELDS})
-            fh.flush()
-            finished[(row["onnx"], row["vnnlib"])] = row
-
-        if jobs == 1:
-            for task in tqdm(tasks, desc="instances", disable=not progress):
-                record(_run_one(*task, None, relaxations))
-        elif tasks:
-            import multiprocessing
-
-            # spawn: a forked torch/HiGHS process state is not safe to share.
-            ctx = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
-            try:
-                futures = [pool.submit(_run_one, *task, 1, relaxations) for task in tasks]
-                for fut in tqdm(as_completed(futures), total=len(futures), desc=f"instances ({jobs} jobs)",
-                                disable=not progress):
-                    record(fut.result())
-            except BaseException:
-                _kill_workers(pool)
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown()
+    # Opened first: an unreachable scheduler fails before the results CSV is touched.
+    with open_executor(spec) as ex:
+        # The kept rows first (rewritten atomically), then each new row appended as it finishes.
+        with atomic_path(out) as tmp:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=FIELDS)
+                w.writeheader()
+                for r in kept:
+                    w.writerow({k: r.get(k, "") for k in FIELDS})
+        with open(out, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=FIELDS)
+            for outcome in ex.run(tasks, isolate=spec.kind != "in-process", progress=progress, desc="instances"):
+                row = _outcome_row(outcome)
+                writer.writerow({k: row.get(k, "") for k in FIELDS})
+                fh.flush()
+                finished[(row["onnx"], row["vnnlib"])] = row
     for key in order:
         row = finished.get(key) or done.get(key)
         if row is not None:
@@ -261,6 +223,27 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
         tmp.write_text(json.dumps({"counts": dict(summary.counts()), "score": summary.score(),
                                    "instances": len(summary.rows)}, indent=2))
     return summary
+
+
+def row_key(onnx: str, vnnlib: str) -> str:
+    """A results row's key as one string (a task's key, which fixes its seed)."""
+    return f"{onnx}\t{vnnlib}"
+
+
+def hard_limit(budget: float) -> float:
+    """Seconds an isolated row may run before its process group is killed: the budget, plus
+    the task process's start (torch's import) and the overrun of a stage that stops late."""
+    return budget * 1.25 + 30.0
+
+
+def _outcome_row(outcome: Outcome) -> dict:
+    """The results row of a finished task; a task killed or crashed is its ``timeout`` or
+    ``error`` row, with the reason in ``decided_by``."""
+    if outcome.status == "ok":
+        return outcome.value
+    onnx, vnnlib, budget = outcome.task.args[:3]
+    return {"onnx": onnx, "vnnlib": vnnlib, "timeout": budget, "verdict": outcome.status,
+            "decided_by": outcome.reason[:200], "seconds": round(outcome.seconds, 3)}
 
 
 def _typed(row: dict) -> dict:

@@ -262,10 +262,11 @@ def _clip_range(text: str):
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from vnnx.bench import run_benchmark
+    from vnnx.executor import executor_spec
 
     summary = run_benchmark(args.instances, out_csv=args.out, timeout_scale=args.timeout_scale,
                             method=args.method, relaxations=relaxations_for(args.maxpool), limit=args.limit,
-                            solver=args.solver, jobs=args.jobs, witness_tol=args.witness_tol,
+                            solver=args.solver, executor=executor_spec(args), witness_tol=args.witness_tol,
                             resume=args.resume)
     print(summary.table())
     return 0
@@ -392,8 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_witness_flag(p)
     p.add_argument("--limit", type=int, default=None, help="run only the first N instances")
     p.add_argument("--solver", choices=("highs", "gurobi", "auto"), default="highs", help="MILP back end")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="instances verified at once, in worker processes with one thread each (default 1)")
+    from vnnx.executor import add_executor_flags
+
+    add_executor_flags(p)
     p.add_argument("--resume", action="store_true",
                    help="keep the decided (sat/unsat) rows of an earlier --out CSV and run only the rest "
                         "(error, timeout and unknown rows run again)")

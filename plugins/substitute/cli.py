@@ -95,6 +95,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                         "the estimates' errors, the brackets and the time against f's search")
     p.add_argument("--plot", default=None, help="with --index A:B and --substitute: PNG of brackets and estimates per anchor")
     p.add_argument("--report", default=None, help="also write the JSON here")
+    from vnnx.executor import add_executor_flags
+
+    add_executor_flags(p)   # --index A:B: anchors at once, locally or on a Dask cluster
     p.set_defaults(func=cmd_radius)
 
     q = subparsers.add_parser(
@@ -240,21 +243,30 @@ def _by(attempts, end, value):
 def _radius_many(args) -> int:
     """Every anchor of ``--index A:B``; with ``--truth`` also f's own d_bnd search, and a summary of
     the estimates' errors, the brackets and the time against f's search (``--plot``: per anchor)."""
-    from vnnx.errors import VnnxError
+    from vnnx.executor import Task, executor_spec, run_tasks
 
-    anchors = []
-    for i in args.index:
-        print(f"vnnx radius: anchor {i}", file=sys.stderr, flush=True)
-        try:
-            anchors.append(_radius_one(args, i, truth=args.truth and bool(args.substitute)))
-        except VnnxError as exc:   # one anchor that cannot be searched (no adversarial example) is its row
-            print(f"vnnx radius: anchor {i}: {exc}", file=sys.stderr, flush=True)
-            anchors.append({"onnx": args.onnx, "index": i, "status": "error", "error": str(exc)})
+    spec = executor_spec(args)
+    tasks = [Task(f"{args.onnx}\t{args.data}\t{i}", _radius_anchor, (args, i)) for i in args.index]
+    by_index = {}
+    for outcome in run_tasks(tasks, spec, progress=spec.kind != "in-process", desc="anchors"):
+        i = outcome.task.args[1]
+        if outcome.status == "ok":
+            by_index[i] = outcome.value
+        else:   # one anchor that cannot be searched (no adversarial example, a crash) is its row
+            print(f"vnnx radius: anchor {i}: {outcome.reason}", file=sys.stderr, flush=True)
+            by_index[i] = {"onnx": args.onnx, "index": i, "status": "error", "error": outcome.reason}
+    anchors = [by_index[i] for i in args.index]
     out = {"onnx": args.onnx, "anchors": anchors, "summary": radius_summary(anchors)}
     if args.plot and args.substitute:
         plot_brackets(anchors, args.plot)
     _emit(out, args.report)
     return 0
+
+
+def _radius_anchor(args, i: int) -> dict:
+    """One anchor of ``--index A:B`` (a task of :mod:`vnnx.executor`)."""
+    print(f"vnnx radius: anchor {i}", file=sys.stderr, flush=True)
+    return _radius_one(args, i, truth=args.truth and bool(args.substitute))
 
 
 def radius_summary(anchors: list[dict]) -> dict:

@@ -84,6 +84,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--formulation", choices=FORMULATIONS, default=d.formulation,
                    help="auto: per-neuron LPs when possible (default); coupled: one LP per layer; paper: the paper's LP")
     p.add_argument("--workers", type=int, default=d.workers, help="processes for per-neuron LPs (default 1)")
+    from vnnx.executor import add_executor_flags
+
+    add_executor_flags(p, jobs=False)   # or a Dask cluster for them
     p.add_argument("--no-onnx-check", action="store_true",
                    help="check in float64/float32 numpy only, not in onnxruntime (not recommended)")
     p.add_argument("--mbp", action="store_true",
@@ -182,6 +185,7 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
     opts = SparsifyOptions(epsilon=args.epsilon, epsilon_mode=args.epsilon_mode, margin=args.margin,
                            layers=args.layers, solver=args.solver, time_limit=args.time_limit, slack=args.slack,
                            formulation=args.formulation, workers=args.workers,
+                           scheduler=args.scheduler, local_cluster=args.local_cluster,
                            check_onnx=not args.no_onnx_check, progress=not args.quiet)
     sparse, report = sparsify(network, xv, yv, opts, out=args.out)
     networks = {"original": network, "vnn": sparse}

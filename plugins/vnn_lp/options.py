@@ -31,6 +31,7 @@ class SparsifyOptions:
         only the non-redundant coupling rows), 'coupled' (always one LP per layer, all rows) or
         'paper' (the paper's LP with variables for every later layer; a timing baseline).
     workers: processes solving per-neuron LPs in parallel (1: in this process).
+    scheduler, local_cluster: solve them on a Dask cluster instead (:mod:`vnnx.executor`).
     zero_tol: weights with |w| <= zero_tol after the LP are set to 0 if the check still passes.
     margin_tol: float32 allowance on the margin check (network units).
     check_onnx: run the final check in onnxruntime on the exported file (else numpy float32 only).
@@ -46,6 +47,8 @@ class SparsifyOptions:
     slack: float = 1e-4
     formulation: str = "auto"
     workers: int = 1
+    scheduler: Optional[str] = None
+    local_cluster: Optional[int] = None
     zero_tol: float = 1e-9
     margin_tol: float = 1e-5
     check_onnx: bool = True

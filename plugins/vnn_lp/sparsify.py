@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from vnnx.errors import VnnxError
+from vnnx.errors import SolverError, VnnxError
+from vnnx.executor import Executor, ExecutorSpec, Task, open_executor
 from vnnx.network import Network
 from vnnx.solvers import LinearProblem, Solution, solve
 
@@ -74,22 +74,30 @@ def _solve_one(args: tuple[LinearProblem, Optional[float], str]) -> Solution:
     return solve(problem, time_limit=time_limit, backend=backend, threads=1, highs_options=_highs_options(problem))
 
 
-def _solve_many(problems: Sequence[LinearProblem], opts: SparsifyOptions, desc: str) -> list[Solution]:
-    """Solve independent LPs, in a process pool when ``opts.workers > 1`` and it pays off."""
-    jobs = [(p, opts.time_limit, opts.solver) for p in problems]
-    if opts.workers > 1 and len(jobs) >= _MIN_GROUPS_FOR_POOL:
-        import multiprocessing as mp
+def _solve_chunk(jobs: Sequence[tuple[LinearProblem, Optional[float], str]]) -> list[Solution]:
+    """Several LPs in one task: a task per LP would cost more in scheduling than the LP."""
+    return [_solve_one(j) for j in jobs]
 
-        # fork: the workers need only numpy and the solver, and a spawn would re-import torch.
-        # A forked child inherits HiGHS's global thread scheduler without its threads (the
-        # parent made it on its first solve): every solve in the child then fails unless the
-        # scheduler is reset there first.
-        with ProcessPoolExecutor(max_workers=opts.workers, mp_context=mp.get_context("fork"),
-                                 initializer=_reset_highs_scheduler) as pool:
-            chunk = max(1, len(jobs) // (4 * opts.workers))
-            return list(_progress(pool.map(_solve_one, jobs, chunksize=chunk), opts.progress,
-                                  total=len(jobs), desc=desc, leave=False))
-    return [_solve_one(j) for j in _progress(jobs, opts.progress, desc=desc, leave=False)]
+
+def _solve_many(problems: Sequence[LinearProblem], opts: SparsifyOptions, desc: str,
+                executor: Optional[Executor] = None) -> list[Solution]:
+    """Solve independent LPs, on ``executor``'s workers (local processes or a Dask cluster) when
+    it has several and there are enough LPs to pay for it, else here. Each LP is solved alone
+    whichever runs it, so the optimum does not depend on the back end."""
+    jobs = [(p, opts.time_limit, opts.solver) for p in problems]
+    if executor is None or executor.slots < 2 or len(jobs) < _MIN_GROUPS_FOR_POOL:
+        return [_solve_one(j) for j in _progress(jobs, opts.progress, desc=desc, leave=False)]
+    size = max(1, -(-len(jobs) // (4 * executor.slots)))
+    tasks = [Task(f"{desc} {c}", _solve_chunk, (jobs[c:c + size],)) for c in range(0, len(jobs), size)]
+    # A forked child inherits HiGHS's global thread scheduler without its threads (the parent
+    # made it on its first solve): every solve in the child then fails unless it is reset there.
+    sols: dict[int, list[Solution]] = {}
+    for outcome in executor.run(tasks, isolate=False, progress=opts.progress, desc=desc,
+                                initializer=_reset_highs_scheduler):
+        if outcome.status != "ok":
+            raise SolverError(f"{desc}: {outcome.reason}")
+        sols[int(outcome.task.key.rsplit(" ", 1)[1])] = outcome.value
+    return [s for c in sorted(sols) for s in sols[c]]
 
 
 def _lp_size(lps: Sequence[LayerLP]) -> tuple[int, int, int]:
@@ -103,8 +111,9 @@ def _cross_group_pairs(param: Parametrisation, bounds: LayerBounds) -> np.ndarra
 
 
 def solve_layer(network: Network, ref: Reference, t: int, opts: SparsifyOptions,
-                rep: LayerReport) -> Optional[np.ndarray]:
+                rep: LayerReport, executor: Optional[Executor] = None) -> Optional[np.ndarray]:
     """Solve segment t's LP(s) for the current ``network``; return θ (None: keep the layer).
+    ``executor``: where the per-neuron LPs run (:func:`open_executor`; None: here).
 
     Fills the LP fields of ``rep``. Groups whose own LP fails keep their original parameters
     (the caller's check decides whether that is still sound).
@@ -132,7 +141,7 @@ def solve_layer(network: Network, ref: Reference, t: int, opts: SparsifyOptions,
             lps = [coupled_lp(param, bounds, later)]
     rep.n_lps = len(lps)
     rep.lp_rows, rep.lp_cols, rep.lp_nnz = _lp_size(lps)
-    sols = _solve_many([lp.problem for lp in lps], opts, desc=f"layer {seg.affine} LPs")
+    sols = _solve_many([lp.problem for lp in lps], opts, desc=f"layer {seg.affine} LPs", executor=executor)
     rep.lp_seconds = float(sum(s.seconds for s in sols))
     theta = param.theta0.copy()
     failed = [(g, s) for g, s in enumerate(sols) if s.status != "optimal" or s.x is None]
@@ -251,6 +260,27 @@ def sparsify(network: Network, x_val, y_val, options: Optional[SparsifyOptions] 
         raise VnnxError(f"vnn-lp: all {len(x)} validation samples are degenerate for this network "
                         f"({ref.degenerate_reasons}); nothing to keep")
     reports = [layer_report(seg.affine, network.layers[seg.affine]) for seg in segments]
+    spec = ExecutorSpec(jobs=int(opts.workers), scheduler=opts.scheduler, local_cluster=opts.local_cluster)
+    with open_executor(spec) as executor:
+        current, accepted = _sparsify_layers(network, ref, segments, targets, reports, opts, executor)
+    current, final, model = _final_check(current, ref, accepted, reports, opts, network)
+    if out is not None:
+        from vnnx.io.onnx import write_atomic
+
+        if model is None:
+            model = export_checked(current)
+        write_atomic(out, model.SerializeToString())
+    for rep in reports:
+        rep.nnz_after = nonzeros(current.layers[rep.index])
+        rep.l1_after = l1_norm(current.layers[rep.index])
+    report = SparsifyReport(opts.as_dict(), len(x), len(ref.x), ref.n_degenerate, ref.degenerate_reasons,
+                            int(ref.argmax_exempt.sum()), reports, final.as_dict(), time.perf_counter() - start)
+    return current, report
+
+
+def _sparsify_layers(network: Network, ref: Reference, segments, targets: list[int], reports: list[LayerReport],
+                     opts: SparsifyOptions, executor: Executor) -> tuple[Network, list]:
+    """Each target layer in turn: its LPs, then the step check; returns (network, accepted)."""
     current = network
     accepted: list[tuple[int, object]] = []          # (layer index, original layer) in order
     for t in _progress(targets, opts.progress, desc="vnn-lp layers"):
@@ -258,7 +288,7 @@ def sparsify(network: Network, x_val, y_val, options: Optional[SparsifyOptions] 
         rep = reports[t]
         t0 = time.perf_counter()
         try:
-            theta = solve_layer(current, ref, t, opts, rep)
+            theta = solve_layer(current, ref, t, opts, rep, executor)
         except VnnxError as exc:
             theta = None
             rep.message = f"solver error: {exc}"
@@ -277,19 +307,7 @@ def sparsify(network: Network, x_val, y_val, options: Optional[SparsifyOptions] 
         rep.nnz_after = nonzeros(current.layers[seg.affine])
         rep.l1_after = l1_norm(current.layers[seg.affine])
         rep.seconds = time.perf_counter() - t0
-    current, final, model = _final_check(current, ref, accepted, reports, opts, network)
-    if out is not None:
-        from vnnx.io.onnx import write_atomic
-
-        if model is None:
-            model = export_checked(current)
-        write_atomic(out, model.SerializeToString())
-    for rep in reports:
-        rep.nnz_after = nonzeros(current.layers[rep.index])
-        rep.l1_after = l1_norm(current.layers[rep.index])
-    report = SparsifyReport(opts.as_dict(), len(x), len(ref.x), ref.n_degenerate, ref.degenerate_reasons,
-                            int(ref.argmax_exempt.sum()), reports, final.as_dict(), time.perf_counter() - start)
-    return current, report
+    return current, accepted
 
 
 def _accept(network: Network, ref: Reference, k: int, theta: np.ndarray, opts: SparsifyOptions, original: Network):
