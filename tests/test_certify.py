@@ -86,6 +86,19 @@ def test_perturbed_copy_is_refuted_with_confirmed_witnesses(tmp_path):
             assert np.all(np.argmax(_outputs(f, pts), 1) == np.argmax(_outputs(g, pts), 1))
 
 
+def test_local_processes_give_the_in_process_statuses(tmp_path):
+    """Samples run as isolated tasks (``--jobs 2``, vnnx.executor) end as they do in process."""
+    from vnnx.executor import ExecutorSpec
+
+    f, g, rng = _pair(tmp_path, (4, 12, 12, 3), seed=2, perturb=1.5)
+    x = rng.uniform(0, 1, size=(4, 4)).astype(np.float32)
+    one = certify(str(f), str(g), x, 0.15, timeout=20, progress=False)
+    two = certify(str(f), str(g), x, 0.15, timeout=20, progress=False, executor=ExecutorSpec(jobs=2))
+    assert [s.status for s in two.samples] == [s.status for s in one.samples]
+    assert [s.index for s in two.samples] == list(range(4))
+    assert {s.status for s in one.samples} >= {"refuted"}
+
+
 def test_agrees_with_brute_force_on_two_inputs(tmp_path):
     f, g, rng = _pair(tmp_path, (2, 10, 10, 3), seed=1, perturb=1.5)
     centres = rng.uniform(0, 1, size=(14, 2)).astype(np.float32)

@@ -357,11 +357,14 @@ def certify(original: str, transformed: str, x: np.ndarray, epsilon: float, *,
             labels: Optional[np.ndarray] = None, indices: Optional[Sequence[int]] = None,
             tolerance: Optional[float] = None, clip: Optional[tuple[float, float]] = (0.0, 1.0),
             timeout: Optional[float] = None, out_dir: Optional[str] = None, method: str = "auto",
-            progress: bool = True) -> CertifyReport:
+            progress: bool = True, executor=None) -> CertifyReport:
     """Certify G (``transformed``) against F (``original``), two ONNX paths, on the ball of every
     sample of ``x`` ((N, ...), model-input space; ``indices`` names them, default 0..N-1).
     ``timeout``: seconds per sample. With ``out_dir``, every certified query is written to
-    ``out_dir/queries/`` and listed in ``out_dir/instances.csv`` (VNN-COMP 2026 form)."""
+    ``out_dir/queries/`` and listed in ``out_dir/instances.csv`` (VNN-COMP 2026 form).
+    ``executor``: a :class:`vnnx.executor.ExecutorSpec`; away from in-process each sample runs
+    as an isolated task (local processes or a Dask cluster, docs/cluster.md) under a hard limit
+    of twice ``timeout`` plus 30 s; a task that dies or hits it leaves its sample 'unknown'."""
     from tqdm.auto import tqdm
 
     from vnnx.data import fit_to_input
@@ -376,11 +379,21 @@ def certify(original: str, transformed: str, x: np.ndarray, epsilon: float, *,
     t0 = time.monotonic()
     rows = []
     out = None if out_dir is None else Path(out_dir)
-    for k in tqdm(range(len(flat)), desc="certify", disable=not progress, leave=False):
-        label = None if labels is None else int(labels[k])
-        res, text = certify_sample(models, flat[k], epsilon, index=indices[k], label=label,
-                                   tolerance=tolerance, clip=clip, timeout=timeout, method=method,
-                                   comment=f"{Path(transformed).name} vs {Path(original).name}")
+    comment = f"{Path(transformed).name} vs {Path(original).name}"
+    args = [(str(original), str(transformed), flat[k], float(epsilon), indices[k],
+             None if labels is None else int(labels[k]), tolerance, clip, timeout, method, comment)
+            for k in range(len(flat))]
+    if executor is None or executor.kind == "in-process":
+        done = (_certify_task(*a, models=models)
+                for a in tqdm(args, desc="certify", disable=not progress, leave=False))
+    else:
+        from vnnx.executor import map_tasks
+
+        limit = None if timeout is None else 2 * float(timeout) + 30.0
+        outcomes = map_tasks(_certify_task, args, keys=[f"sample {a[4]}" for a in args], spec=executor,
+                             timeout=limit, progress=progress, desc="certify")
+        done = (o.value if o.status == "ok" else (_failed(a, o), "") for a, o in zip(args, outcomes))
+    for res, text in done:
         if res.status == "certified" and out is not None:
             rows.append(_write_query(out, res, text, timeout))
         report.samples.append(res)
@@ -388,6 +401,29 @@ def certify(original: str, transformed: str, x: np.ndarray, epsilon: float, *,
     if out is not None:
         _write_instances(out, original, transformed, rows)
     return report
+
+
+_MODELS: dict = {}   # a worker process's loaded pairs, by (original, transformed)
+
+
+def _certify_task(original: str, transformed: str, x0, epsilon, index, label, tolerance, clip, timeout,
+                  method, comment, models: Optional[dict] = None):
+    """One sample, as a picklable task: :func:`certify_sample` on the pair (loaded once per
+    process)."""
+    if models is None:
+        key = (original, transformed)
+        if key not in _MODELS:
+            _MODELS[key] = _load_pair(original, transformed)
+        models = _MODELS[key]
+    return certify_sample(models, x0, epsilon, index=index, label=label, tolerance=tolerance, clip=clip,
+                          timeout=timeout, method=method, comment=comment)
+
+
+def _failed(args: tuple, outcome) -> SampleResult:
+    """The 'unknown' result of a sample whose task did not finish (its reason in decided_by)."""
+    return SampleResult(index=args[4], status="unknown", seconds=float(outcome.seconds), centre_class=-1,
+                        label=args[5], verdict=outcome.status, decided_by=outcome.reason.splitlines()[0][:80]
+                        if outcome.reason else outcome.status)
 
 
 def _write_query(out: Path, res: SampleResult, text: str, timeout: Optional[float]) -> tuple[str, float]:

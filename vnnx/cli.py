@@ -235,10 +235,12 @@ def _cmd_certify(args: argparse.Namespace) -> int:
     if not 0 <= args.start < len(x):
         raise VnnxError(f"--start {args.start} is outside the data (it has {len(x)} samples)")
     stop = len(x) if args.count is None else min(len(x), args.start + args.count)
+    from vnnx.executor import executor_spec
+
     report = certify(args.original, args.transformed, x[args.start:stop], args.epsilon,
                      labels=None if y is None else y[args.start:stop], indices=range(args.start, stop),
                      tolerance=args.output_tolerance, clip=args.clip, timeout=args.timeout,
-                     out_dir=args.out_dir, progress=not args.quiet)
+                     out_dir=args.out_dir, progress=not args.quiet, executor=executor_spec(args))
     if args.json:
         write_json(args.json, report)
     print(report.table())
@@ -383,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default=None, help="write each certified VNN-LIB 2.0 query and an instances.csv here")
     p.add_argument("--json", default=None, help="every result, witnesses included, as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from vnnx.executor import add_executor_flags
+
+    add_executor_flags(p)
     p.set_defaults(func=_cmd_certify)
 
     p = sub.add_parser("bench", help="run every instance of a VNN-COMP instances.csv")

@@ -111,20 +111,32 @@ class GraphEngine:
                             time.monotonic() - start)
 
     def lower_bounds_batch(self, x_lower: np.ndarray, x_upper: np.ndarray, C: np.ndarray,
-                           method: str = "crown") -> np.ndarray:
+                           method: str = "crown", info: Optional[dict] = None) -> np.ndarray:
         """Lower bounds of ``C @ y`` over each of B boxes: (B, n_inputs) each -> (B, rows).
 
         The refined bounds are not intersected with the interval ones here (CROWN exactly as
         auto_LiRPA computes it): CROWN's adaptive slopes are not monotone in the intermediate
         bounds, and on ACAS Xu 1_1 prop_2 input splitting needed 87,797 boxes with the
-        intersection against 46,429 without (auto_LiRPA: 46,429)."""
+        intersection against 46,429 without (auto_LiRPA: 46,429).
+
+        ``info`` (CROWN only): filled with ``info["input"]``, the bound's coefficients on the
+        input, (B, rows, n_inputs) numpy: row r's lower bound is ``A[b, r] · x + const`` minimised
+        over box b (what input splitting reads to choose a dimension)."""
         if method not in ("ibp", "crown"):
             raise VnnxError(f"batched bounds support ibp and crown, not {method!r}")
+        if info is not None and method != "crown":
+            raise VnnxError("the input coefficients (info) come with CROWN only")
         lo, hi = self._box(np.asarray(x_lower), np.asarray(x_upper))
         c = self._spec(np.asarray(C, dtype=np.float64), lo.shape[0])
         bounds = self.intermediate(lo, hi, method, intersect=False)
         with torch.no_grad():
-            return self._final(c, bounds, method, None).cpu().numpy()
+            if info is None:
+                return self._final(c, bounds, method, None).cpu().numpy()
+            coeffs: dict = {}
+            lower = self.backward(self.graph.output, c, bounds, info=coeffs)
+            A0 = coeffs.get("input")
+            info["input"] = None if A0 is None else A0.reshape(A0.shape[0], A0.shape[1], -1).cpu().numpy()
+            return lower.cpu().numpy()
 
     # ------------------------------------------------------------------ the passes
     def intermediate(self, lo: torch.Tensor, hi: torch.Tensor, method: str = "crown",
@@ -435,7 +447,7 @@ class ChainBounds:
         return res
 
     def lower_bounds_batch(self, x_lower: np.ndarray, x_upper: np.ndarray, C: np.ndarray,
-                           method: str = "crown") -> np.ndarray:
+                           method: str = "crown", info: Optional[dict] = None) -> np.ndarray:
         return self.engine.lower_bounds_batch(x_lower, x_upper, C, method)
 
     def layer_bounds(self, x_lower: np.ndarray, x_upper: np.ndarray, method: str = "crown",

@@ -8,19 +8,47 @@ import numpy as np
 
 from vnnx.stages import Outcome, Problem, Stage
 
-# Input splitting runs for networks with at most this many inputs (ACAS Xu has 5); boxes are
-# bounded this many at a time, and it gives up beyond INPUT_SPLIT_MAX_BOXES open boxes.
+# Input splitting runs for networks with at most this many inputs (ACAS Xu has 5); this many open
+# boxes are split per round (each round bounds up to four children per box), and it gives up
+# beyond INPUT_SPLIT_MAX_BOXES open boxes.
 INPUT_SPLIT_MAX_INPUTS = 16
-INPUT_SPLIT_BATCH = 512
+INPUT_SPLIT_BATCH = 256
 INPUT_SPLIT_MAX_BOXES = 200_000
+# PGD (this many restarts and steps) searches the few boxes furthest from refuted, in the rounds
+# that keep its share of the search's time under INPUT_SPLIT_ATTACK_SHARE.
+INPUT_SPLIT_ATTACK_SHARE = 0.15
+INPUT_SPLIT_ATTACK_BOXES = 4
+INPUT_SPLIT_ATTACK_RESTARTS = 16
+INPUT_SPLIT_ATTACK_STEPS = 30
 
 
 class InputSplitStage(Stage):
-    """Sub-boxes are bounded with CROWN, ``batch`` at a time; a box is closed once every clause
-    is refuted on it (a clause refuted on a box stays refuted on its halves). An open box is
-    halved along the input with the largest |gradient of its least-refuted row| x width at its
-    centre, and its centre is tried as a witness. The halves of a box cover it exactly, so
-    'unsat' means every clause is refuted on a cover of the box.
+    """Branch and bound on the input box. Every box is bounded with CROWN (many at a time); a
+    clause is refuted on a box once one of its rows is (and stays refuted on the box's halves), and
+    a box is closed once every clause is. The halves of a box cover it exactly, so 'unsat' means
+    every clause is refuted on a cover of the box.
+
+    Which dimension to halve: two candidates, and when they differ both splits are bounded and the
+    one refuting more clauses on its halves (then with the larger worst margin) is kept (its halves
+    are already bounded, so only the other pair is extra work):
+
+    * the dimension of largest |CROWN's input coefficient| x width of the box's *target row*: the
+      best row (largest lower-bound margin) of its worst open clause. A clause (a conjunction) is
+      refuted by any one of its rows, so the row nearest to refutation is the one to push;
+    * the dimension of largest |gradient| x width at the box centre of its least refuted row
+      (the only rule before 2026-12-02).
+
+    Neither wins everywhere. On ACAS Xu 1_1 the gradient rule needed 46,429 boxes on prop_2 (one
+    clause of four rows) and did not close prop_5 in 116 s; the coefficient rule alone needed
+    60,000+ boxes on prop_4, where the gradient needed 783, and never closed a two-network product
+    query whose relation row only the gradient of the least refuted row splits
+    (tests/test_product.py). Both together: prop_2 965 boxes, prop_3 6,455, prop_4 1,249, prop_5
+    14,363 (9 s), and 217 on that query.
+
+    Witnesses: each split box's centre is tried, the boxes furthest from refuted are split first,
+    and PGD searches the few worst boxes of a round (within :data:`INPUT_SPLIT_ATTACK_SHARE` of
+    the time). On ACAS Xu 1_9 prop_7 (sat) the box centres alone found nothing in 116 s; with the
+    attack inside the worst boxes the witness comes after about 18,000 boxes (27 s).
 
     Under 'auto' (``optional``) a search that gives up hands the property on; alone, it ends the
     property 'unknown' (or 'timeout')."""
@@ -32,6 +60,7 @@ class InputSplitStage(Stage):
         self.optional = optional
         self.batch = batch
         self.max_boxes = max_boxes
+        self._attacks = 0
 
     def applies(self, verifier) -> Optional[str]:
         if verifier.n_inputs > INPUT_SPLIT_MAX_INPUTS:
@@ -56,60 +85,157 @@ class InputSplitStage(Stage):
         'timeout' | 'gave up' (more than ``max_boxes`` open boxes)."""
         import torch
 
+        if any(len(b) == 0 for _, b in clauses):     # a clause with no rows holds everywhere
+            cex = verifier.witness(prop, (prop.x_lower + prop.x_upper) / 2)
+            return ("sat", cex, 0) if cex is not None else ("gave up", None, 0)
+        engine = verifier.bound_engine()
+        boxes = _Boxes(engine, clauses)
+        t_start, attack_time = time.monotonic(), 0.0
+        width0 = np.maximum(prop.x_upper - prop.x_lower, 1e-12)
+        open_ = boxes.bound(prop.x_lower[None].copy(), prop.x_upper[None].copy(),
+                            np.zeros((1, len(clauses)), dtype=bool)).still_open()
+        while open_.n:
+            if deadline.expired():
+                return "timeout", None, boxes.bounded
+            if open_.n > self.max_boxes:
+                return "gave up", None, boxes.bounded
+            cur, open_ = open_.worst_first(self.batch)
+            lo, hi, n = cur.lo, cur.hi, cur.n
+            rows = np.arange(n)
+            target, least = cur.target_rows(), cur.least_refuted_rows()
+            centre = (lo + hi) / 2
+            xc = torch.as_tensor(centre).requires_grad_(True)
+            with torch.enable_grad():
+                y = engine.module(xc)
+                (grad,) = torch.autograd.grad((y * torch.as_tensor(boxes.C[least])).sum(), xc)
+            yc = y.detach().numpy()
+            for i in np.flatnonzero(_violating(yc, clauses, cur.refuted)):
+                cex = verifier.witness(prop, centre[i])
+                if cex is not None:
+                    return "sat", cex, boxes.bounded
+            if attack_time <= INPUT_SPLIT_ATTACK_SHARE * (time.monotonic() - t_start):
+                t_attack = time.monotonic()
+                cex = self._attack(verifier, prop, clauses, cur)
+                attack_time += time.monotonic() - t_attack
+                if cex is not None:
+                    return "sat", cex, boxes.bounded
+            w = hi - lo
+            tie = 1e-9 * w / width0          # never a zero-width dimension while others are left
+            by_grad = (np.abs(grad.numpy()) * w + tie).argmax(1)
+            by_coeff = (np.abs(cur.coeffs[rows, target]) * w + tie).argmax(1)
+            cands = [by_grad] if np.array_equal(by_grad, by_coeff) else [by_grad, by_coeff]
+            halves = [_halve(lo, hi, d) for d in cands]
+            kids = boxes.bound(np.concatenate([h[0] for h in halves]), np.concatenate([h[1] for h in halves]),
+                               np.concatenate([cur.refuted] * (2 * len(cands))))
+            choice = np.zeros(n, dtype=np.int64)
+            if len(cands) > 1:
+                choice = np.stack([kids.split_score(2 * n * c, n) for c in range(len(cands))], 1).argmax(1)
+            keep = np.concatenate([2 * n * choice + rows, 2 * n * choice + n + rows])
+            open_ = open_.cat(kids.take(keep).still_open())
+        return "unsat", None, boxes.bounded
+
+
+    def _attack(self, verifier, prop, clauses, cur: "_BoxBatch"):
+        """PGD inside the boxes whose worst open clause is furthest from refuted (where a
+        violation most likely is): a witness onnxruntime confirms, or None."""
+        from vnnx.attack import pgd_spec
+
+        worst = np.argsort(cur.clause_margin.min(1))[:INPUT_SPLIT_ATTACK_BOXES]
+        for i in worst:
+            res = pgd_spec(verifier.module(), cur.lo[i], cur.hi[i], clauses, restarts=INPUT_SPLIT_ATTACK_RESTARTS,
+                           steps=INPUT_SPLIT_ATTACK_STEPS, seed=verifier.seed + self._attacks)
+            self._attacks += 1
+            if res.x is not None and res.margin <= verifier.witness_tol:
+                cex = verifier.witness(prop, res.x)
+                if cex is not None:
+                    return cex
+        return None
+
+
+def _halve(lo: np.ndarray, hi: np.ndarray, d: np.ndarray):
+    """The two halves of each box along its dimension ``d`` (B,): (lower halves then upper halves)."""
+    rows = np.arange(lo.shape[0])
+    mid = (lo[rows, d] + hi[rows, d]) / 2
+    hi1, lo2 = hi.copy(), lo.copy()
+    hi1[rows, d] = mid
+    lo2[rows, d] = mid
+    return np.concatenate([lo, lo2]), np.concatenate([hi1, hi])
+
+
+class _Boxes:
+    """Bounds batches of boxes for one property's clauses (``bounded`` counts them)."""
+
+    def __init__(self, engine, clauses) -> None:
+        self.engine = engine
+        self.C = np.vstack([a for a, _ in clauses])
+        self.rhs = np.concatenate([b for _, b in clauses])
+        self.starts = np.cumsum([0] + [len(b) for _, b in clauses])
+        self.bounded = 0
+
+    def bound(self, lo: np.ndarray, hi: np.ndarray, refuted: np.ndarray) -> "_BoxBatch":
         from vnnx.verify import REFUTE_MARGIN
 
-        engine = verifier.bound_engine()
-        C = np.vstack([a for a, _ in clauses])
-        rhs = np.concatenate([b for _, b in clauses])
-        starts = np.cumsum([0] + [len(b) for _, b in clauses])
-        width0 = np.maximum(prop.x_upper - prop.x_lower, 1e-12)
-        boxes_lo, boxes_hi = prop.x_lower[None].copy(), prop.x_upper[None].copy()
-        refuted = np.zeros((1, len(clauses)), dtype=bool)
-        bounded = 0
-        batch = self.batch
-        while boxes_lo.shape[0]:
-            if deadline.expired():
-                return "timeout", None, bounded
-            if boxes_lo.shape[0] > self.max_boxes:
-                return "gave up", None, bounded
-            lo, hi, ref = boxes_lo[:batch], boxes_hi[:batch], refuted[:batch]
-            rest = (boxes_lo[batch:], boxes_hi[batch:], refuted[batch:])
-            margin = engine.lower_bounds_batch(lo, hi, C) - rhs            # (B, rows)
-            bounded += lo.shape[0]
-            row_refuted = margin > REFUTE_MARGIN
-            ref = ref | np.stack([row_refuted[:, s:e].any(1) for s, e in zip(starts[:-1], starts[1:])], 1)
-            open_ = ~ref.all(1)
-            lo, hi, ref, margin = lo[open_], hi[open_], ref[open_], margin[open_]
-            if lo.shape[0]:
-                centre = (lo + hi) / 2
-                xc = torch.as_tensor(centre).requires_grad_(True)
-                with torch.enable_grad():
-                    y = engine.module(xc)
-                    # Per box, the output row least refuted among its open clauses steers the split.
-                    masked = np.where(np.repeat(ref, np.diff(starts), axis=1), np.inf, margin)
-                    worst = masked.argmin(1)
-                    obj = (y * torch.as_tensor(C[worst])).sum()
-                    (grad,) = torch.autograd.grad(obj, xc)
-                yc = y.detach().numpy()
-                for i in np.flatnonzero(_violating(yc, clauses, ref)):
-                    cex = verifier.witness(prop, centre[i])
-                    if cex is not None:
-                        return "sat", cex, bounded
-                w = hi - lo
-                score = np.abs(grad.numpy()) * w + 1e-9 * w / width0
-                d = score.argmax(1)
-                rows = np.arange(lo.shape[0])
-                mid = centre[rows, d]
-                lo2, hi1 = lo.copy(), hi.copy()
-                hi1[rows, d] = mid
-                lo2[rows, d] = mid
-                new_lo, new_hi, new_ref = np.concatenate([lo, lo2]), np.concatenate([hi1, hi]), np.concatenate([ref, ref])
-            else:
-                new_lo, new_hi, new_ref = lo, hi, ref
-            boxes_lo = np.concatenate([rest[0], new_lo])
-            boxes_hi = np.concatenate([rest[1], new_hi])
-            refuted = np.concatenate([rest[2], new_ref])
-        return "unsat", None, bounded
+        info: dict = {}
+        margin = self.engine.lower_bounds_batch(lo, hi, self.C, info=info) - self.rhs   # (B, rows)
+        self.bounded += lo.shape[0]
+        spans = list(zip(self.starts[:-1], self.starts[1:]))
+        refuted = refuted | np.stack([(margin[:, s:e] > REFUTE_MARGIN).any(1) for s, e in spans], 1)
+        best = np.stack([margin[:, s:e].max(1) for s, e in spans], 1)
+        best_row = np.stack([s + margin[:, s:e].argmax(1) for s, e in spans], 1)
+        coeffs = info.get("input")
+        if coeffs is None:     # the spec does not depend on the input: no dimension matters
+            coeffs = np.zeros((lo.shape[0], self.C.shape[0], lo.shape[1]))
+        row_margin = np.where(np.repeat(refuted, np.diff(self.starts), axis=1), np.inf, margin)
+        return _BoxBatch(lo, hi, refuted, np.where(refuted, np.inf, best), best_row, row_margin, coeffs)
+
+
+class _BoxBatch:
+    """Bounded boxes: ``refuted`` (B, clauses), ``clause_margin`` (B, clauses; inf where refuted),
+    ``best_row`` (B, clauses) the row of largest margin per clause, ``row_margin`` (B, rows; inf
+    in refuted clauses), ``coeffs`` (B, rows, n_in)."""
+
+    FIELDS = ("lo", "hi", "refuted", "clause_margin", "best_row", "row_margin", "coeffs")
+
+    def __init__(self, lo, hi, refuted, clause_margin, best_row, row_margin, coeffs) -> None:
+        self.lo, self.hi, self.refuted = lo, hi, refuted
+        self.clause_margin, self.best_row, self.row_margin, self.coeffs = clause_margin, best_row, row_margin, coeffs
+
+    @property
+    def n(self) -> int:
+        return self.lo.shape[0]
+
+    def take(self, idx) -> "_BoxBatch":
+        return _BoxBatch(*(getattr(self, f)[idx] for f in self.FIELDS))
+
+    def cat(self, other: "_BoxBatch") -> "_BoxBatch":
+        return _BoxBatch(*(np.concatenate([getattr(self, f), getattr(other, f)]) for f in self.FIELDS))
+
+    def worst_first(self, k: int):
+        """(the ``k`` boxes whose worst open clause is furthest from refuted, the rest)."""
+        if self.n <= k:
+            return self, self.take(slice(0, 0))
+        order = np.argpartition(self.clause_margin.min(1), k)
+        return self.take(order[:k]), self.take(order[k:])
+
+    def still_open(self) -> "_BoxBatch":
+        return self.take(~self.refuted.all(1))
+
+    def target_rows(self) -> np.ndarray:
+        """(B,) the best row of each box's worst open clause."""
+        worst = self.clause_margin.argmin(1)
+        return self.best_row[np.arange(self.n), worst]
+
+    def least_refuted_rows(self) -> np.ndarray:
+        """(B,) each box's row of smallest margin among its open clauses' rows."""
+        return self.row_margin.argmin(1)
+
+    def split_score(self, start: int, n: int) -> np.ndarray:
+        """(n,) how good the split whose halves are boxes ``start .. start + 2n`` is: clauses
+        refuted on both halves first, then the worse half's worst open clause margin."""
+        lower, upper = slice(start, start + n), slice(start + n, start + 2 * n)
+        refuted = self.refuted[lower].sum(1) + self.refuted[upper].sum(1)
+        worst = np.minimum(self.clause_margin[lower].min(1), self.clause_margin[upper].min(1))
+        return refuted * 1e6 + np.clip(worst, -1e5, 1e5)
 
 
 def _violating(y: np.ndarray, clauses, refuted: np.ndarray) -> np.ndarray:
