@@ -318,6 +318,8 @@ _COMMANDS = {
     "compress": ["--config", "NOPE.yaml", "--out", "OUT/c.onnx"],
     "sparsify": ["--onnx", "NOPE.onnx", "--out", "OUT/s.onnx", "--data", "NOPE.npz"],
     "prune-magnitude": ["--onnx", "NOPE.onnx", "--out", "OUT/p.onnx", "--rate", "0.5"],
+    "certify": ["--original", "NOPE.onnx", "--transformed", "NOPE2.onnx", "--data", "NOPE.npz", "--epsilon", "0.01",
+                "--out-dir", "OUT/q", "--json", "OUT/c.json"],
 }
 
 
