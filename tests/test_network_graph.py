@@ -43,6 +43,12 @@ def test_chain_bounds_are_sound_and_keyed_by_layer(rng, name):
         assert np.all(outs[k] >= l - 1e-9) and np.all(outs[k] <= u + 1e-9), k
     for k in res.pre_activation:
         assert np.allclose(layers[k][0], res.pre_activation[k][0])
+    # Batched bounds, with the input coefficients the input-split search reads.
+    C = np.eye(net.n_outputs)
+    info = {}
+    batch = cb.lower_bounds_batch(lo[None], hi[None], C, info=info)
+    assert np.allclose(batch, cb.lower_bounds_batch(lo[None], hi[None], C))
+    assert info["input"].shape == (1, net.n_outputs, net.n_inputs)
 
 
 def test_chain_bounds_equal_the_onnx_graphs(tmp_path, rng):

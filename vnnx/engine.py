@@ -448,7 +448,7 @@ class ChainBounds:
 
     def lower_bounds_batch(self, x_lower: np.ndarray, x_upper: np.ndarray, C: np.ndarray,
                            method: str = "crown", info: Optional[dict] = None) -> np.ndarray:
-        return self.engine.lower_bounds_batch(x_lower, x_upper, C, method)
+        return self.engine.lower_bounds_batch(x_lower, x_upper, C, method, info)
 
     def layer_bounds(self, x_lower: np.ndarray, x_upper: np.ndarray, method: str = "crown",
                      deadline: Optional[float] = None) -> list[tuple[np.ndarray, np.ndarray]]:

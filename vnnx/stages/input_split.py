@@ -62,7 +62,6 @@ class InputSplitStage(Stage):
         self.optional = optional
         self.batch = batch
         self.max_boxes = max_boxes
-        self._attacks = 0
 
     def applies(self, verifier) -> Optional[str]:
         if verifier.n_inputs > INPUT_SPLIT_MAX_INPUTS:
@@ -92,7 +91,7 @@ class InputSplitStage(Stage):
             return ("sat", cex, 0) if cex is not None else ("gave up", None, 0)
         engine = verifier.bound_engine()
         boxes = _Boxes(engine, clauses)
-        t_start, attack_time = time.monotonic(), 0.0
+        t_start, attack_time, attacks = time.monotonic(), 0.0, 0
         width0 = np.maximum(prop.x_upper - prop.x_lower, 1e-12)
         open_ = boxes.bound(prop.x_lower[None].copy(), prop.x_upper[None].copy(),
                             np.zeros((1, len(clauses)), dtype=bool)).still_open()
@@ -110,14 +109,15 @@ class InputSplitStage(Stage):
             with torch.enable_grad():
                 y = engine.module(xc)
                 (grad,) = torch.autograd.grad((y * torch.as_tensor(boxes.C[least])).sum(), xc)
-            yc = y.detach().numpy()
-            for i in np.flatnonzero(_violating(yc, clauses, cur.refuted)):
+            centre_margin = _centre_margin(y.detach().numpy(), clauses, cur.refuted)
+            for i in np.flatnonzero(centre_margin <= 0):     # the centre's output violates an open clause
                 cex = verifier.witness(prop, centre[i])
                 if cex is not None:
                     return "sat", cex, boxes.bounded
             if attack_time <= INPUT_SPLIT_ATTACK_SHARE * (time.monotonic() - t_start):
                 t_attack = time.monotonic()
-                cex = self._attack(verifier, prop, clauses, cur, _centre_margin(yc, clauses, cur.refuted))
+                cex = self._attack(verifier, prop, clauses, cur, centre_margin, verifier.seed + attacks)
+                attacks += INPUT_SPLIT_ATTACK_BOXES
                 attack_time += time.monotonic() - t_attack
                 if cex is not None:
                     return "sat", cex, boxes.bounded
@@ -136,17 +136,17 @@ class InputSplitStage(Stage):
             open_ = open_.cat(kids.take(keep).still_open())
         return "unsat", None, boxes.bounded
 
-
-    def _attack(self, verifier, prop, clauses, cur: "_BoxBatch", centre_margin: np.ndarray):
+    @staticmethod
+    def _attack(verifier, prop, clauses, cur: "_BoxBatch", centre_margin: np.ndarray, seed: int):
         """PGD inside the boxes whose centre comes nearest to violating an open clause (where a
-        violation most likely is nearby): a witness onnxruntime confirms, or None."""
+        violation most likely is nearby), seeds ``seed``, ``seed + 1``, ...: a witness
+        onnxruntime confirms, or None."""
         from vnnx.attack import pgd_spec
 
         worst = np.argsort(centre_margin)[:INPUT_SPLIT_ATTACK_BOXES]
-        for i in worst:
+        for k, i in enumerate(worst):
             res = pgd_spec(verifier.module(), cur.lo[i], cur.hi[i], clauses, restarts=INPUT_SPLIT_ATTACK_RESTARTS,
-                           steps=INPUT_SPLIT_ATTACK_STEPS, seed=verifier.seed + self._attacks)
-            self._attacks += 1
+                           steps=INPUT_SPLIT_ATTACK_STEPS, seed=seed + k)
             if res.x is not None and res.margin <= verifier.witness_tol:
                 cex = verifier.witness(prop, res.x)
                 if cex is not None:
@@ -248,11 +248,3 @@ def _centre_margin(y: np.ndarray, clauses, refuted: np.ndarray) -> np.ndarray:
         m = (y @ np.atleast_2d(a).T - b).max(1)
         out = np.where(refuted[:, j], out, np.minimum(out, m))
     return out
-
-
-def _violating(y: np.ndarray, clauses, refuted: np.ndarray) -> np.ndarray:
-    """(B,) whether output ``y[i]`` satisfies some clause not yet refuted on box i."""
-    hit = np.zeros(y.shape[0], dtype=bool)
-    for j, (a, b) in enumerate(clauses):
-        hit |= ~refuted[:, j] & np.all(y @ np.atleast_2d(a).T <= b, axis=1)
-    return hit
