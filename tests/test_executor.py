@@ -29,6 +29,19 @@ def draw(n):
     return torch.rand(n).tolist() + np.random.random(n).tolist()
 
 
+# Set by warm_set in the zygote that forks the task processes (Task.warm).
+_WARM: dict = {}
+
+
+def warm_set(key, value):
+    print("warm-up output must not reach the zygote's protocol")
+    _WARM[key] = (value, os.getpid(), _WARM.get(key, (None, None, 0))[2] + 1)
+
+
+def read_warm(key):
+    return _WARM.get(key), os.getpid()
+
+
 def _tasks():
     return ([Task(f"draw-{i}", draw, (2,)) for i in range(4)]
             + [Task("fact", math.factorial, (20,)), Task("bad", math.sqrt, (-1.0,))])
@@ -75,6 +88,22 @@ def test_back_ends_give_the_same_outcomes(importable_tests, scheduler):
     # map_tasks: input order, whatever the finishing order.
     out = map_tasks(math.factorial, [(5,), (3,), (4,)], spec=ExecutorSpec(jobs=2))
     assert [o.value for o in out] == [120, 6, 24]
+
+
+def test_warm_step_runs_once_in_the_zygote_and_its_failure_is_ignored(importable_tests):
+    tasks = [Task(f"t{i}", read_warm, ("net",), warm=(warm_set, ("net", 42))) for i in range(3)]
+    tasks.append(Task("failing-warm", read_warm, ("other",), warm=(math.sqrt, (-1.0,))))
+    out = {o.task.key: o for o in run_tasks(tasks, ExecutorSpec(jobs=2))}
+    assert all(o.status == "ok" for o in out.values()), [o.reason for o in out.values()]
+    seen = [out[f"t{i}"].value for i in range(3)]
+    for (value, warm_pid, runs), task_pid in seen:
+        assert value == 42 and warm_pid != task_pid        # set before the fork, in the zygote
+        assert runs == 1                                   # once for the three tasks
+    assert len({task_pid for _, task_pid in seen}) == 3    # each task its own process
+    assert out["failing-warm"].value[0] is None
+    # In-process the warm step is not run: the task must do without it.
+    direct = next(iter(run_tasks([Task("d", read_warm, ("direct",), warm=(warm_set, ("direct", 1)))])))
+    assert direct.value[0] is None
 
 
 @pytest.mark.parametrize("back_end", ["processes", "dask"])
@@ -233,6 +262,29 @@ def test_resume_after_a_killed_run_gives_the_same_rows(reference, tmp_path):
 
     run_benchmark(str(inst), out_csv=str(out), jobs=2, resume=True, progress=False)
     assert _rows(out) == rows
+
+
+def test_longest_first_orders_by_a_prior_run(reference, tmp_path):
+    from vnnx.bench import FIELDS, run_benchmark
+    from vnnx.errors import VnnxError
+    from vnnx.io.vnnlib import read_instances_csv
+
+    inst, rows = reference
+    keys = [(str(o), str(v)) for o, v, _ in read_instances_csv(inst)]
+    prior = tmp_path / "prior.csv"
+    with open(prior, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        w.writeheader()
+        for (o, v), sec in zip(keys[1:], [3.0, 9.0, 1.0, 5.0]):     # keys[0] is not in the prior run
+            w.writerow({"onnx": o, "vnnlib": v, "verdict": "unsat", "seconds": sec, "decided_by": "", "timeout": 60})
+    out = tmp_path / "ordered.csv"
+    run_benchmark(str(inst), out_csv=str(out), progress=False, longest_first=str(prior))
+    got = [(r["onnx"], r["vnnlib"]) for r in csv.DictReader(open(out))]
+    assert got == [keys[0], keys[2], keys[4], keys[1], keys[3]]
+    assert _rows(out) == rows
+    with pytest.raises(VnnxError, match="no such results CSV"):
+        run_benchmark(str(inst), out_csv=str(tmp_path / "x.csv"), progress=False, longest_first=str(tmp_path / "none.csv"))
+    assert not (tmp_path / "x.csv").exists()
 
 
 def test_unreachable_scheduler_is_one_line_and_exit_2(tmp_path, capsys):

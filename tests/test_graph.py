@@ -116,6 +116,41 @@ def test_memory_cap_chunks_without_changing_bounds(files, rng):
     np.testing.assert_allclose(a.lower, b.lower, atol=1e-10)
 
 
+@pytest.mark.parametrize("name", ["resnet", "zoo", "zoo_pwl"])
+def test_unit_row_steps_equal_the_identity_backward(files, rng, name):
+    """Refinements start with each linear node's ``backward_rows`` (a dense layer's matrix rows)
+    instead of its backward step on identity rows: the same coefficients and bias."""
+    import torch
+
+    from vnnx.ops.base import LinearOperator
+
+    g = from_onnx(load_onnx(files[name]))
+    centre = rng.uniform(0, 1, g.n_inputs)
+    engine = GraphEngine(g)
+    lo, hi = engine._box(centre[None] - 0.05, centre[None] + 0.05)
+    bounds = engine.intermediate(lo, hi, "ibp")
+    checked = set()
+    for k, node in enumerate(g.nodes[1:], 1):
+        if not node.op.linear:
+            continue
+        size = int(np.prod(node.shape))
+        idx = torch.as_tensor(rng.choice(size, min(size, 5), replace=False))
+        ins = [bounds[i] for i in node.inputs]
+        coeffs, bias = node.op.backward_rows(idx, 2, ins)
+        eye = torch.zeros((2, idx.numel(), size), dtype=torch.float64)
+        eye[:, torch.arange(idx.numel()), idx] = 1.0
+        ref_coeffs, ref_bias = node.op.backward(eye.reshape((2, idx.numel()) + tuple(node.shape)), ins)
+        for c, r in zip(coeffs, ref_coeffs):
+            assert (c is None) == (r is None)
+            if c is not None:
+                np.testing.assert_allclose(c.numpy(), r.numpy(), atol=1e-12)
+        np.testing.assert_allclose(np.broadcast_to(bias.numpy(), ref_bias.shape), ref_bias.numpy(), atol=1e-12)
+        if type(node.op).backward_rows is not LinearOperator.backward_rows:
+            checked.add(node.op.kind)
+    if name != "resnet":
+        assert "Linear" in checked         # the override was exercised
+
+
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_crown_agrees_with_auto_lirpa(tmp_path, rng, kind):
     """The cross-check: on chains of shared operators the graph engine's CROWN (without its

@@ -3,7 +3,9 @@
 
 1. mnistfc 256x2: the 30 rows of ../shared/benchmarks/mnistfc/mnistfc_instances.csv whose network
    is mnist-net_256x2 (as tools/bench_vnncomp.py selects them), with their VNN-COMP timeouts:
-   `vnnx bench` sequentially (in this process) and with `--local-cluster 2`. Reports the decided
+   `vnnx bench` sequentially (in this process) and with `--local-cluster 2` (rows started longest
+   first by the sequential run's seconds, `--longest-first`; each worker's zygote loads a network
+   once, the tasks' `warm` step). Reports the decided
    verdicts (sat/unsat must never flip; timeout against unknown counts as equal), the wall-time
    ratio cluster / sequential (target <= 0.6), and the per-task overhead.
 2. Per-task overhead: a trivial task through the local cluster (fork from the worker's zygote,
@@ -44,6 +46,8 @@ def _args(argv=None) -> argparse.Namespace:
     p.add_argument("--one-worker", action="store_true", help="also run the bench on a 1-worker local cluster")
     p.add_argument("--lp-samples", type=int, default=200, help="VNN LP validation images (default 200)")
     p.add_argument("--skip", choices=("bench", "lp"), action="append", default=[], help="leave a part out")
+    p.add_argument("--no-longest-first", action="store_true",
+                   help="cluster runs start the rows in file order, not longest first by the sequential run's seconds")
     return p.parse_args(argv)
 
 
@@ -93,8 +97,11 @@ def bench_part(args, out: Path) -> dict:
     for name, spec in runs:
         csv_path = out / f"bench_{name.replace(' ', '_')}.csv"
         load0, t0 = _load(), time.perf_counter()
+        # The cluster runs start the rows longest first, by the sequential run's seconds.
+        prior = None if spec is None or args.no_longest_first else res["sequential"]["csv"]
         summary = run_benchmark(str(inst), out_csv=str(csv_path), timeout_scale=args.timeout_scale,
-                                relaxations=relaxations_for("capm"), executor=spec, progress=True)
+                                relaxations=relaxations_for("capm"), executor=spec, progress=True,
+                                longest_first=prior)
         wall = time.perf_counter() - t0
         res[name] = {"wall_s": round(wall, 2), "counts": dict(summary.counts()), "load_before": load0,
                      "load_after": _load(), "sum_row_seconds": round(sum(r["seconds"] for r in summary.rows), 2),

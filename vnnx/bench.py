@@ -69,15 +69,26 @@ def _network_label(onnx: str) -> str:
 _VERIFIERS: dict = {}
 
 
+def _verifier(onnx_path: str, solver: str, witness_tol: float, relaxations: Optional[Mapping] = None):
+    """This process's verifier of one network (loaded once, reused across its instances; an
+    isolated run loads it in the worker's zygote, as the tasks' ``warm`` step)."""
+    from vnnx.io.onnx import load_onnx
+    from vnnx.verify import Verifier
+
+    key = (onnx_path, solver, witness_tol)
+    if key not in _VERIFIERS:
+        _VERIFIERS[key] = Verifier(load_onnx(onnx_path), milp_backend=solver, witness_tol=witness_tol,
+                                   relaxations=relaxations)
+    return _VERIFIERS[key]
+
+
 def _run_one(onnx_path: str, vnnlib_path: str, budget: float, method: str, solver: str,
              witness_tol: float = WITNESS_TOL, threads: Optional[int] = None,
              relaxations: Optional[Mapping] = None, seed: int = 0) -> dict:
     """Verify one instance within ``budget`` seconds; returns its results row. Any exception
     (a bad file, or a bug) becomes the row's verdict ``error`` with its message: one row never
     takes the whole run down. ``seed``: the attack's (a run derives it from the row's key)."""
-    from vnnx.io.onnx import load_onnx
     from vnnx.io.vnnlib import read_vnnlib
-    from vnnx.verify import Verifier
 
     if threads is not None:
         import torch
@@ -88,11 +99,7 @@ def _run_one(onnx_path: str, vnnlib_path: str, budget: float, method: str, solve
     try:
         if str(onnx_path).lstrip().startswith("["):
             return _run_query(row, str(onnx_path), str(vnnlib_path), budget, method, solver, witness_tol, t0)
-        key = (str(onnx_path), solver, witness_tol)
-        if key not in _VERIFIERS:
-            _VERIFIERS[key] = Verifier(load_onnx(onnx_path), milp_backend=solver, witness_tol=witness_tol,
-                                       relaxations=relaxations)
-        v = _VERIFIERS[key]
+        v = _verifier(str(onnx_path), solver, witness_tol, relaxations)
         v.seed = seed
         spec = read_vnnlib(vnnlib_path, v.n_inputs, v.n_outputs)
         left = max(0.0, budget - (time.monotonic() - t0))
@@ -152,7 +159,8 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
                   method: str = "auto", limit: Optional[int] = None, solver: str = "highs", progress: bool = True,
                   max_timeout: Optional[float] = None, jobs: int = 1,
                   witness_tol: float = WITNESS_TOL, resume: bool = False,
-                  relaxations: Optional[Mapping] = None, executor: Optional[ExecutorSpec] = None) -> BenchSummary:
+                  relaxations: Optional[Mapping] = None, executor: Optional[ExecutorSpec] = None,
+                  longest_first: Optional[str] = None) -> BenchSummary:
     """Verify every instance in ``instances`` (onnx, vnnlib, timeout rows) and write a CSV
     (onnx, vnnlib, verdict, seconds, decided_by, timeout) plus a ``.summary.json`` beside it.
 
@@ -170,7 +178,10 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
     ``timeout``, a crashed one ``error``, with the reason in ``decided_by``); every row's attack
     seed derives from its (onnx, vnnlib) key, so the verdicts do not depend on the back end.
     ``relaxations``: a bound plugin's operator relaxations for the graph engine
-    (:class:`vnnx.verify.Verifier`).
+    (:class:`vnnx.verify.Verifier`). ``longest_first``: an earlier results CSV; the instances
+    start in decreasing order of their seconds there (rows it lacks first, then by timeout), so
+    that with several workers the longest rows do not start last. The verdicts do not depend on
+    the order (seeds are per row).
     """
     from vnnx.io.vnnlib import read_instances_csv
 
@@ -196,7 +207,14 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
             threads = None if spec.kind == "in-process" else 1
             args = (str(onnx_path), str(vnnlib_path), budget, method, solver, witness_tol, threads, relaxations,
                     task_seed(row_key(*key)))
-            tasks.append(Task(row_key(*key), _run_one, args, timeout=hard_limit(budget)))
+            warm = None if str(onnx_path).lstrip().startswith("[") else \
+                (_verifier, (str(onnx_path), solver, witness_tol, relaxations))
+            tasks.append(Task(row_key(*key), _run_one, args, timeout=hard_limit(budget), warm=warm))
+    if longest_first is not None:
+        prior = _prior_seconds(Path(longest_first))
+        # Stable: rows missing from the prior run first, then by its seconds, then by budget.
+        tasks.sort(key=lambda t: (row_key(*t.args[:2]) in prior,
+                                  -prior.get(row_key(*t.args[:2]), 0.0), -t.args[2]))
     kept = [done[k] for k in order if k in done]
     finished: dict[tuple[str, str], dict] = {}
     # Opened first: an unreachable scheduler fails before the results CSV is touched.
@@ -223,6 +241,21 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
         tmp.write_text(json.dumps({"counts": dict(summary.counts()), "score": summary.score(),
                                    "instances": len(summary.rows)}, indent=2))
     return summary
+
+
+def _prior_seconds(path: Path) -> dict[str, float]:
+    """Each row's seconds in an earlier results CSV, by :func:`row_key`."""
+    if not path.is_file():
+        raise VnnxError(f"{path}: no such results CSV (--longest-first)")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and set(FIELDS) - set(rows[0]):
+        raise VnnxError(f"{path}: not a vnnx bench results CSV (columns {', '.join(rows[0])})")
+    out = {}
+    for r in rows:
+        with contextlib.suppress(TypeError, ValueError):
+            out[row_key(r["onnx"], r["vnnlib"])] = float(r["seconds"])
+    return out
 
 
 def row_key(onnx: str, vnnlib: str) -> str:

@@ -269,7 +269,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     summary = run_benchmark(args.instances, out_csv=args.out, timeout_scale=args.timeout_scale,
                             method=args.method, relaxations=relaxations_for(args.maxpool), limit=args.limit,
                             solver=args.solver, executor=executor_spec(args), witness_tol=args.witness_tol,
-                            resume=args.resume)
+                            resume=args.resume, longest_first=args.longest_first)
     print(summary.table())
     return 0
 
@@ -404,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="keep the decided (sat/unsat) rows of an earlier --out CSV and run only the rest "
                         "(error, timeout and unknown rows run again)")
+    p.add_argument("--longest-first", metavar="PRIOR_CSV", default=None,
+                   help="start the instances in decreasing order of their seconds in an earlier results "
+                        "CSV (those it lacks first): with --jobs or a cluster, long rows do not end last")
     _add_maxpool_flag(p)
     p.set_defaults(func=_cmd_bench)
 

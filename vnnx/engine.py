@@ -194,11 +194,14 @@ class GraphEngine:
                 cols = np.concatenate([part.cpu().numpy()] * 2)
                 signs = np.repeat([1.0, -1.0], r)
                 lower = self.backward(k, sp.csr_matrix((signs, (rows, cols)), shape=(2 * r, size)), bounds)
-            if not local or optimise:
+            first_linear = g.nodes[k].op.linear and g.nodes[k].op.kind not in self.relaxations
+            if optimise or (not local and not first_linear):
                 dense = lo.new_zeros((B, r, size))
                 dense[:, torch.arange(r), part] = 1.0
                 dense = torch.cat([dense, -dense], dim=1).reshape((B, 2 * r) + tuple(shape))
-            if not local:
+            if not local and dense is None:
+                lower = self._unit_rows(k, part, B, bounds)
+            elif not local:
                 lower = self.backward(k, dense, bounds)
             if optimise:
                 lower = torch.maximum(lower, self._alpha(k, dense, bounds, lower, deadline))
@@ -210,6 +213,24 @@ class GraphEngine:
                 a, b = new_lo, new_hi
             lo_f[:, part], hi_f[:, part] = torch.minimum(a, b), torch.maximum(a, b)
         return lo_f.reshape(lo.shape), hi_f.reshape(hi.shape)
+
+    def _unit_rows(self, k: int, part: torch.Tensor, B: int, bounds: list) -> torch.Tensor:
+        """Lower bounds (B, 2r) of ``+x_k[part]`` then ``-x_k[part]``: :meth:`backward` of the
+        unit rows and their negations. The first step is linear in the rows (node ``k`` is
+        linear), so it runs once on the r positive rows (:meth:`backward_rows`, a slice of a
+        dense layer's matrix) and is negated for the others."""
+        node = self.graph.nodes[k]
+        ins = [bounds[i] for i in node.inputs]
+        coeffs, bias = node.op.backward_rows(part, B, ins)
+        acc = {}
+        for i, c in zip(node.inputs, coeffs):
+            if c is not None:
+                c = torch.cat([c, -c], dim=1)
+                acc[i] = c if i not in acc else _add(acc[i], c)
+        bias = torch.cat([bias, -bias], dim=1)
+        if not acc:
+            return bias
+        return bias + self._pass(k - 1, acc, bounds)
 
     def _local(self, k: int, bounds: list) -> bool:
         """Whether refinements of node ``k`` start on the sparse back end: its operator has a
@@ -249,6 +270,8 @@ class GraphEngine:
         """:meth:`backward` from the coefficients ``acc`` (node -> block) on nodes ``<= start``."""
         g = self.graph
         bias = 0.0
+        first = next(iter(acc.values()))
+        out_rows = (1, first.shape[0]) if sp.issparse(first) else tuple(first.shape[:2])
         for j in range(start, 0, -1):
             Aj = acc.pop(j, None)
             if extra is not None and j in extra:
@@ -294,8 +317,7 @@ class GraphEngine:
         if A0 is not None:
             bias = bias + _concretize(A0, *bounds[0])
         if not torch.is_tensor(bias):    # nothing reached a bias or the input
-            rows = (1, A.shape[0]) if sp.issparse(A) else A.shape[:2]
-            bias = torch.full(rows, float(bias), dtype=torch.float64, device=bounds[0][0].device)
+            bias = torch.full(out_rows, float(bias), dtype=torch.float64, device=bounds[0][0].device)
         return bias
 
     def _final(self, c: torch.Tensor, bounds: list, method: str, deadline: Optional[float]) -> torch.Tensor:
@@ -314,11 +336,16 @@ class GraphEngine:
         rows = c.shape[1]
         alphas = {}
         needed = g.ancestors(start)
+        params = {}
         for j, node in enumerate(g.nodes):
-            if node.op is not None and node.op.has_alpha and j in needed:
+            if node.op is None or j not in needed:
+                continue
+            init, clamp = self._alpha_steps(node.op)
+            if init is not None:
                 lo, hi = bounds[node.inputs[0]]
                 if bool(node.op.needs_tight_input(lo, hi).any()):
-                    alphas[j] = node.op.alpha_init(lo, hi, rows).requires_grad_(True)
+                    alphas[j] = init(lo, hi, rows).requires_grad_(True)
+                    params[j] = clamp
         if not alphas or self.alpha_iterations <= 0:
             return best
         opt = torch.optim.Adam(list(alphas.values()), lr=self.alpha_lr)
@@ -333,10 +360,22 @@ class GraphEngine:
                 (-lower.sum()).backward()
             opt.step()
             for j, a in alphas.items():
-                g.nodes[j].op.alpha_clamp(a)
+                params[j](a)
         with torch.no_grad():
             best = torch.maximum(best, self.backward(start, c, bounds, alphas))
         return best
+
+    def _alpha_steps(self, op):
+        """``(alpha_init(lo, hi, rows), alpha_clamp(alpha))`` of an operator's relaxation (a
+        registered plugin relaxation's when there is one), or (None, None) without parameters."""
+        step = self.relaxations.get(op.kind)
+        if step is not None:
+            if not step.has_alpha:
+                return None, None
+            return (lambda lo, hi, rows: step.alpha_init(op, lo, hi, rows)), (lambda a: step.alpha_clamp(op, a))
+        if not op.has_alpha:
+            return None, None
+        return op.alpha_init, op.alpha_clamp
 
     # ------------------------------------------------------------------ helpers
     def _box(self, x_lower: np.ndarray, x_upper: np.ndarray):

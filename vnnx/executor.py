@@ -59,6 +59,12 @@ class Task:
     fn: Callable
     args: tuple = ()
     timeout: Optional[float] = None
+    #: ``(fn, args)``: set-up that an isolated task's zygote runs once, before forking the task
+    #: (e.g. loading its network into a module-level cache that ``fn`` then finds), so that
+    #: tasks sharing it do not each pay for it. Must be deterministic and side-effect free
+    #: beyond that cache; a failing one is ignored (the task then does the work itself).
+    #: Not run in-process: ``fn`` must work without it.
+    warm: Optional[tuple] = None
 
 
 @dataclass
@@ -143,7 +149,8 @@ def run_direct(task: Task) -> Outcome:
 # A task's subprocess is forked from a "zygote": a Python process of this worker that imported
 # the task's module (torch, the verifier) once. A fresh interpreter per task would import torch
 # again each time (2-4 s, more than many instances take); a fork costs milliseconds. The zygote
-# has run nothing (no torch op, no solve), so no thread or solver state is forked with it.
+# runs no task and no solve; it runs only the tasks' ``warm`` set-up (loading networks), with
+# one torch and one onnxruntime thread (its environment), so no thread pool is forked with it.
 
 # Process groups of the task subprocesses this process runs (each task is its group's leader).
 _LIVE: set[int] = set()
@@ -247,6 +254,8 @@ def run_isolated(task: Task, stop: Optional[threading.Event] = None) -> Outcome:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vnnx-task-") as tmp:
         (Path(tmp) / "task.pkl").write_bytes(pickle.dumps((task.fn, task.args, task_seed(task.key))))
+        if task.warm is not None:
+            (Path(tmp) / "warm.pkl").write_bytes(pickle.dumps(tuple(task.warm)))
         zygote = _zygote(getattr(task.fn, "__module__", "") or "", Path(tmp) / "task.pkl")
         tid = Path(tmp).name
         pid, ended = zygote.start(tid, tmp)
@@ -319,8 +328,13 @@ def _zygote_main(sample: str, preload: Sequence[str]) -> int:
             importlib.import_module(module)
     with contextlib.suppress(Exception):
         pickle.loads(Path(sample).read_bytes())
+    # The protocol gets its own descriptor; whatever the warm-ups print goes to stderr.
+    global _PROTOCOL_FD
+    _PROTOCOL_FD = os.dup(1)
+    out = os.fdopen(_PROTOCOL_FD, "w", buffering=1)
+    os.dup2(2, 1)
+    warmed: list[bytes] = []
     children: dict[int, str] = {}
-    out = sys.stdout
     stdin = sys.stdin.fileno()
     buffer = b""
     while True:
@@ -336,6 +350,7 @@ def _zygote_main(sample: str, preload: Sequence[str]) -> int:
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 _, tid, task_dir = line.decode().split(" ", 2)
+                _warm_up(Path(task_dir) / "warm.pkl", warmed)
                 pid = os.fork()
                 if pid == 0:
                     _task_child(task_dir)   # never returns
@@ -352,6 +367,26 @@ def _zygote_main(sample: str, preload: Sequence[str]) -> int:
                 out.flush()
 
 
+# The zygote's protocol descriptor (closed in its task processes).
+_PROTOCOL_FD: Optional[int] = None
+#: Distinct warm-ups a zygote keeps track of (it runs one again once it has been forgotten).
+WARM_KEEP = 64
+
+
+def _warm_up(path: Path, warmed: list) -> None:
+    """In the zygote: run a task's ``warm`` set-up unless the same one (byte-equal pickle) ran
+    already. Its failure is ignored: the task does that work itself."""
+    with contextlib.suppress(OSError):
+        blob = path.read_bytes()
+        if blob in warmed:
+            return
+        warmed.append(blob)
+        del warmed[:-WARM_KEEP]
+        with contextlib.suppress(Exception):
+            fn, args = pickle.loads(blob)
+            fn(*args)
+
+
 def _task_child(task_dir: str) -> None:
     """A forked task process: its own session, dies with the zygote, runs the task, writes
     ('ok', value) or ('error', reason) atomically. A crash writes nothing; the parent reports
@@ -360,6 +395,9 @@ def _task_child(task_dir: str) -> None:
     try:
         os.setsid()
         _die_with_parent()
+        if _PROTOCOL_FD is not None:
+            with contextlib.suppress(OSError):
+                os.close(_PROTOCOL_FD)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         d = Path(task_dir)
         devnull = os.open(os.devnull, os.O_RDWR)

@@ -18,11 +18,29 @@ from .relaxation import relax_windows
 
 
 class CapmMaxPool(Relaxation):
-    """CAPM's chain relaxation as the MaxPool operator's backward step, dense and sparse."""
+    """CAPM's chain relaxation as the MaxPool operator's backward step, dense and sparse.
+
+    α-CROWN optimises the chain's parameters per spec row: each step's lower slope ``a_j`` and
+    upper mix ``β_j`` in [0, 1] (:func:`relaxation.relax_windows`), ``alpha``: (B, rows, 2, P,
+    K−1) for P windows of K slots, initialised at CROWN's choice."""
+
+    has_alpha = True
+
+    def alpha_init(self, op, lo, hi, rows):
+        cells_lo, cells_hi, valid, _ = _cells(op, lo, hi)
+        rel = relax_windows(cells_lo, cells_hi, valid)
+        init = torch.stack([rel.lower_slope, rel.upper_mix], dim=2)      # (B, 1, 2, P, K-1)
+        return init.expand((init.shape[0], rows) + tuple(init.shape[2:])).clone()
+
+    def alpha_clamp(self, op, alpha):
+        alpha.data.clamp_(0.0, 1.0)
 
     def backward(self, op, A: torch.Tensor, bounds, alpha=None):
         lo, hi = bounds[0]
-        slots, w_lo, w_up, b_up = memo(op, "capm", (lo, hi), lambda: _relax(op, lo, hi))
+        if alpha is None:
+            slots, w_lo, w_up, b_up = memo(op, "capm", (lo, hi), lambda: _relax(op, lo, hi))
+        else:
+            slots, w_lo, w_up, b_up = _relax(op, lo, hi, alpha)
         B, K = A.shape[:2]
         P, W = w_lo.shape[-2:]
         a = A.reshape(B, K, P, 1)
@@ -52,17 +70,28 @@ def _sparse(op, lo, hi):
     return lines, np.concatenate([np.zeros(P), b_up[0, 0].cpu().numpy()])
 
 
-def _relax(op, lo, hi):
-    """The windows' chain relaxation on these bounds: the input cell of every (window, slot) in
-    the chain's order (B, 1, P*W), the lower and upper weights (B, 1, P, W) and the upper
-    intercepts (B, 1, P)."""
+def _cells(op, lo, hi):
+    """Every window's slot bounds (B, 1, P, W), the slots' validity (P, W) and input cells (P, W)."""
     index, valid = op.window_table()
     idx = torch.as_tensor(index, device=lo.device)
     B = lo.shape[0]
     P, W = idx.shape
     cells_lo = lo.reshape(B, -1)[:, idx].reshape(B, 1, P, W)
     cells_hi = hi.reshape(B, -1)[:, idx].reshape(B, 1, P, W)
-    rel = relax_windows(cells_lo, cells_hi, torch.as_tensor(valid, device=lo.device))
+    return cells_lo, cells_hi, torch.as_tensor(valid, device=lo.device), idx
+
+
+def _relax(op, lo, hi, alpha=None):
+    """The windows' chain relaxation on these bounds: the input cell of every (window, slot) in
+    the chain's order (B, 1, P*W), the lower and upper weights (B, R, P, W) and the upper
+    intercepts (B, R, P); R = 1, or per spec row with ``alpha`` (B, R, 2, P, W-1)."""
+    cells_lo, cells_hi, valid, idx = _cells(op, lo, hi)
+    B, _, P, W = cells_lo.shape
+    params = {} if alpha is None else {"lower_slope": alpha[:, :, 0], "upper_mix": alpha[:, :, 1]}
+    # The rows ride on the relaxation's channel axis (1 here): (B, R, P, W-1) parameters
+    # broadcast against (B, 1, P, W) bounds. The slot order depends on the bounds only.
+    rel = relax_windows(cells_lo, cells_hi, valid, **params)
     slots = torch.gather(idx.expand(B, 1, P, W), -1, rel.order).reshape(B, 1, P * W)
-    return (slots, rel.w_lower.reshape(B, 1, P, W), rel.w_upper.reshape(B, 1, P, W),
-            rel.b_upper.reshape(B, 1, P))
+    R = rel.w_lower.shape[1]
+    return (slots, rel.w_lower.reshape(B, R, P, W), rel.w_upper.reshape(B, R, P, W),
+            rel.b_upper.reshape(B, R, P))

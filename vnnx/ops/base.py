@@ -108,6 +108,16 @@ class Relaxation:
     def backward_sparse(self, op: Operator, A, bounds: Sequence[Bounds]):
         return None
 
+    #: Whether :meth:`backward` takes optimisable parameters (α-CROWN), as ``Operator.has_alpha``.
+    has_alpha = False
+
+    def alpha_init(self, op: Operator, lo: torch.Tensor, hi: torch.Tensor, rows: int) -> Optional[torch.Tensor]:
+        """The initial parameters for ``rows`` spec rows (any shape :meth:`backward` reads)."""
+        return None
+
+    def alpha_clamp(self, op: Operator, alpha: torch.Tensor) -> None:
+        """Project ``alpha`` (in place) back onto the parameters that keep the relaxation sound."""
+
 
 class LinearOperator(Operator):
     """An affine map ``y = L(x_1, ..., x_n) + c``. Subclasses give ``forward`` and ``linear_part``
@@ -161,6 +171,15 @@ class LinearOperator(Operator):
         ws, c = mats
         bias = np.zeros(A.shape[0]) if c is None else A @ c
         return [A @ w for w in ws], bias
+
+    def backward_rows(self, idx: torch.Tensor, B: int, bounds):
+        """:meth:`backward` of the unit rows ``A[b, r] = e_{idx[r]}`` (entries of the flattened
+        output) for B samples: the first step of a refinement of this node's ``idx`` entries.
+        Operators whose coefficients for a unit row are a slice of their matrix override it
+        (:class:`vnnx.ops.linear.Linear`: rows of W), skipping the product with the identity."""
+        A = bounds[0][0].new_zeros((B, idx.numel(), int(np.prod(self.out_shape))))
+        A[:, torch.arange(idx.numel()), idx] = 1.0
+        return self.backward(A.reshape((B, idx.numel()) + tuple(self.out_shape)), bounds)
 
     def transpose(self, A: torch.Tensor) -> list[Optional[torch.Tensor]]:
         """``A ∘ L`` per input: (B, K, *out_shape) -> [(B, K, *in_shape_i)]. By default the

@@ -37,6 +37,16 @@ class Linear(LinearOperator):
             return None
         return torch.zeros((1,) + tuple(self.out_shape), dtype=like.dtype, device=like.device) + self.bias.to(like)
 
+    def backward_rows(self, idx, B, bounds):
+        shape = tuple(self.in_shapes[0])
+        if int(np.prod(shape[:-1])) != 1:        # a product over a leading axis: the generic step
+            return super().backward_rows(idx, B, bounds)
+        like = bounds[0][0]
+        r = idx.numel()
+        w = self.weight.to(like)[idx]            # (r, in): the rows' coefficients on the input
+        bias = like.new_zeros((1, r)) if self.bias is None else self.bias.to(like)[idx].reshape(1, r)
+        return [w.reshape((1, r) + shape).expand((B, r) + shape)], bias.expand(B, r)
+
     def sparse_matrices(self):
         import scipy.sparse as sp
 
