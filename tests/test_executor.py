@@ -264,6 +264,18 @@ def test_resume_after_a_killed_run_gives_the_same_rows(reference, tmp_path):
     assert _rows(out) == rows
 
 
+def test_a_task_that_keeps_killing_its_worker_ends_as_an_error_after_its_retries():
+    """Not isolated, os.abort kills the Dask worker itself: the scheduler retries the task on a
+    restarted worker, and after ``retries`` + 1 deaths it is an ``error`` naming the cause; the
+    cluster goes on with the next tasks."""
+    with open_executor(ExecutorSpec(local_cluster=1, retries=1)) as ex:
+        out = list(ex.run([Task("abort", os.abort)], isolate=False))
+        assert out[0].status == "error"
+        assert "died 2 times" in out[0].reason and "KilledWorker" in out[0].reason
+        again = list(ex.run([Task("fine", math.factorial, (5,))], isolate=False))
+        assert again[0].status == "ok" and again[0].value == 120
+
+
 def test_longest_first_orders_by_a_prior_run(reference, tmp_path):
     from vnnx.bench import FIELDS, run_benchmark
     from vnnx.errors import VnnxError
