@@ -430,14 +430,14 @@ def test_sparse_back_end_gives_the_dense_bounds(files, rng, shared, case):
 
 
 @pytest.mark.parametrize("case", ["capm_overlap", "pool_cnn"])
-def test_maxpool_as_relus_computes_the_same_function_with_sound_bounds(files, rng, shared, tmp_path, case):
-    """vnnx.graph.maxpool_as_relus: every MaxPool as Select + (Sub, ReLU, Add) steps. Every node
+def test_as_splittable_computes_the_same_function_with_sound_bounds(files, rng, shared, tmp_path, case):
+    """vnnx.graph.as_splittable: every MaxPool as Select + (Sub, ReLU, Add) steps. Every node
     of the original and its image compute the same values (padded, overlapping and ceil-mode
     windows), CROWN on the rewritten graph is sound by sampling, and the MILP on it gives the
     original's exact range."""
     from nets import random_cnn
 
-    from vnnx.graph import maxpool_as_relus
+    from vnnx.graph import as_splittable
     from vnnx.milp import output_range
 
     if case == "capm_overlap":
@@ -447,7 +447,7 @@ def test_maxpool_as_relus_computes_the_same_function_with_sound_bounds(files, rn
                          pool_padding=(1, 1, 1, 1))
         network_to_onnx(net, tmp_path / "pool.onnx")
         g = from_onnx(load_onnx(tmp_path / "pool.onnx"))
-    relus, node_map = maxpool_as_relus(g)
+    relus, node_map = as_splittable(g)
     assert not any(n.op.kind == "MaxPool" for n in relus.nodes[1:])
     assert sum(n.op.kind == "Relu" for n in relus.nodes[1:]) > sum(n.op.kind == "Relu" for n in g.nodes[1:])
     x = rng.uniform(0, 1, (64, g.n_inputs))
@@ -467,3 +467,7 @@ def test_maxpool_as_relus_computes_the_same_function_with_sound_bounds(files, rn
         exact = output_range(g, lo, hi, c, time_limit=60)
         rewritten = output_range(relus, lo, hi, c, time_limit=60)
         np.testing.assert_allclose(rewritten, exact, atol=1e-6)
+    # A graph with nothing to rewrite comes back as it is.
+    plain = from_onnx(load_onnx(files["resnet"]))
+    same, none = as_splittable(plain)
+    assert same is plain and none is None

@@ -153,14 +153,14 @@ def test_overlapping_maxpool_finds_violations_and_never_refutes_a_reachable_thre
 
 
 def test_maxpool_written_as_relus_makes_the_search_complete(tmp_path):
-    """The same case on :func:`vnnx.graph.maxpool_as_relus` (the split ReLUs decide each window's
+    """The same case on :func:`vnnx.graph.as_splittable` (the split ReLUs decide each window's
     max): 2 % below the exact minimum the search now closes the tree ('unsat'), 2 % above it
     finds a real violation."""
-    from vnnx.graph import maxpool_as_relus
+    from vnnx.graph import as_splittable
 
     rng = np.random.default_rng(302)
     g = _maxpool_cnn(tmp_path, 2)
-    relus, _ = maxpool_as_relus(g)
+    relus, _ = as_splittable(g)
     x0 = rng.uniform(0, 1, 36)
     lo, up = x0 - 0.1, x0 + 0.1
     c = np.array([1.0, -1.0, 0.0])

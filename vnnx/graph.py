@@ -294,23 +294,20 @@ def _pruned(nodes: list[Node], output: int, label: str) -> Graph:
     return Graph(out, remap[output], label)
 
 
-def maxpool_as_relus(graph: Graph) -> tuple[Graph, dict[int, int]]:
-    """The same function with every MaxPool written as a chain of ReLUs, and where each node of
-    ``graph`` went (old index -> new index; those nodes compute the same values).
+def as_splittable(graph: Graph) -> tuple[Graph, Optional[dict[int, int]]]:
+    """The same function with every operator that a branch and bound cannot split as it is
+    written as operators it can (each operator's :meth:`~vnnx.ops.base.Operator.as_splittable`:
+    every MaxPool as a chain of ReLUs), and where each node of ``graph`` went (old index -> new
+    index; those nodes compute the same values). ``(graph, None)`` when no operator changed.
 
-    A window's max is ``z_1 = x_1``, ``z_{j+1} = z_j + ReLU(x_{j+1} - z_j)`` over its slots: one
-    :class:`~vnnx.ops.select.Select` per slot picks that slot of every window, then a Sub, a ReLU
-    and an Add per step (a padding slot picks the window's first in-range cell again: the max is
-    unchanged). Splitting those ReLUs is splitting the max (which cell wins), so a ReLU branch and
-    bound is complete on MaxPool networks (:mod:`vnnx.graph_bab`); CROWN on the chain is CAPM's
-    relaxation in the window's natural slot order."""
-    from vnnx.ops.add import Add
-    from vnnx.ops.maxpool import MaxPool
-    from vnnx.ops.relu import Relu
-    from vnnx.ops.select import Select
-
+    A MaxPool window's max is ``z_1 = x_1``, ``z_{j+1} = z_j + ReLU(x_{j+1} - z_j)`` over its
+    slots (:meth:`vnnx.ops.maxpool.MaxPool.as_splittable`): splitting those ReLUs is splitting
+    the max (which cell wins), so a ReLU branch and bound is complete on MaxPool networks
+    (:mod:`vnnx.graph_bab`); CROWN on the chain is CAPM's relaxation in the window's natural slot
+    order."""
     nodes = [graph.nodes[0]]
     new_of = {0: 0}
+    changed = False
 
     def add(name, op, inputs, shape, in_shapes):
         op.in_shapes, op.out_shape = tuple(in_shapes), tuple(shape)
@@ -319,22 +316,13 @@ def maxpool_as_relus(graph: Graph) -> tuple[Graph, dict[int, int]]:
 
     for k, n in enumerate(graph.nodes[1:], 1):
         ins = tuple(new_of[i] for i in n.inputs)
-        if not isinstance(n.op, MaxPool):
+        out = n.op.as_splittable(add, n.name, ins, [graph.nodes[i].shape for i in n.inputs], n.shape)
+        if out is None:
             nodes.append(Node(n.name, n.op, ins, n.shape))
-            new_of[k] = len(nodes) - 1
-            continue
-        index, valid = n.op.window_table()
-        first = index[np.arange(len(index)), valid.argmax(1)]
-        slots = np.where(valid, index, first[:, None])
-        in_shape, shape = graph.nodes[n.inputs[0]].shape, n.shape
-        z = None
-        for j in range(slots.shape[1]):
-            s = add(f"{n.name}/slot{j}", Select(slots[:, j], in_shape, shape), ins, shape, [in_shape])
-            if z is None:
-                z = s
-                continue
-            d = add(f"{n.name}/gap{j}", Add(-1.0), (s, z), shape, [shape, shape])
-            r = add(f"{n.name}/relu{j}", Relu(), (d,), shape, [shape])
-            z = add(f"{n.name}/max{j}", Add(1.0), (z, r), shape, [shape, shape])
-        new_of[k] = z
-    return Graph(nodes, new_of[graph.output], f"{graph.label} (MaxPool as ReLUs)"), new_of
+            out = len(nodes) - 1
+        else:
+            changed = True
+        new_of[k] = out
+    if not changed:
+        return graph, None
+    return Graph(nodes, new_of[graph.output], f"{graph.label} (split form)"), new_of

@@ -195,16 +195,15 @@ class Verifier:
     def bab_engine(self):
         """``(engine, node map)`` for the graph branch and bound: the bound engine itself, or on
         a graph with MaxPool a :class:`vnnx.engine.GraphEngine` over
-        :func:`vnnx.graph.maxpool_as_relus` (whose ReLUs split the max), with the map from this
+        :func:`vnnx.graph.as_splittable` (whose ReLUs split the max), with the map from this
         graph's nodes to that one's (None when they are the same graph)."""
         if self._bab_engine is None:
             from vnnx.engine import GraphEngine
-            from vnnx.graph import maxpool_as_relus
+            from vnnx.graph import as_splittable
 
-            g = self.graph()
-            if any(n.op.kind == "MaxPool" for n in g.nodes[1:]):
-                relus, node_map = maxpool_as_relus(g)
-                self._bab_engine = (GraphEngine(relus, relaxations=self.relaxations, device=self.device), node_map)
+            split, node_map = as_splittable(self.graph())
+            if node_map is not None:
+                self._bab_engine = (GraphEngine(split, relaxations=self.relaxations, device=self.device), node_map)
             else:
                 self._bab_engine = (self.bound_engine(), None)
         return self._bab_engine

@@ -13,7 +13,7 @@ Plugins replace an operator kind's relaxation by announcing a :class:`~vnnx.ops.
 (:class:`vnnx.engine.GraphEngine` ``relaxations``), never probes attributes.
 
 Operators without an ONNX builder are made by graph passes: ``select`` (entries picked by index,
-:func:`vnnx.graph.maxpool_as_relus`).
+:func:`vnnx.graph.as_splittable`).
 """
 from __future__ import annotations
 

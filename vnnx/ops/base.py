@@ -85,6 +85,15 @@ class Operator:
     def alpha_clamp(self, alpha: torch.Tensor) -> None:
         """Project ``alpha`` (in place) back onto the slopes that keep the relaxation sound."""
 
+    def as_splittable(self, add, name: str, inputs: tuple, in_shapes: Sequence[Shape],
+                      shape: Shape) -> Optional[int]:
+        """How a branch and bound splits this operator when it is not ``splittable`` itself:
+        write it as a subgraph of operators that are (or are linear), through ``add(name, op,
+        inputs, shape, in_shapes) -> node index``, and return the node of its output
+        (:func:`vnnx.graph.as_splittable`; MaxPool: a chain of ReLUs per window). None keeps the
+        operator as it is."""
+        return None
+
     # ------------------------------------------------------------------ MILP
     def milp(self, builder, cols: Sequence, bounds: Sequence, out_bounds) -> "object":
         """Add this operator's exact encoding to a :class:`vnnx.graph_milp.Builder`; ``cols`` are

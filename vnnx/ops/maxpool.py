@@ -41,6 +41,30 @@ class MaxPool(Operator):
         y = vals.max(-1).values
         return y.reshape(tuple(lead) + self._out_chw)
 
+    def as_splittable(self, add, name, inputs, in_shapes, shape):
+        """Each window's max as ``z_1 = x_1``, ``z_{j+1} = z_j + ReLU(x_{j+1} - z_j)`` over its
+        slots: one :class:`~vnnx.ops.select.Select` per slot picks that slot of every window, then
+        a Sub, a ReLU and an Add per step (a padding slot picks the window's first in-range cell
+        again: the max is unchanged). A ReLU split then decides which cell wins."""
+        from vnnx.ops.add import Add
+        from vnnx.ops.relu import Relu
+        from vnnx.ops.select import Select
+
+        index, valid = self.window_table()
+        first = index[np.arange(len(index)), valid.argmax(1)]
+        slots = np.where(valid, index, first[:, None])
+        in_shape, shape = tuple(in_shapes[0]), tuple(shape)
+        z = None
+        for j in range(slots.shape[1]):
+            s = add(f"{name}/slot{j}", Select(slots[:, j], in_shape, shape), inputs, shape, [in_shape])
+            if z is None:
+                z = s
+                continue
+            d = add(f"{name}/gap{j}", Add(-1.0), (s, z), shape, [shape, shape])
+            r = add(f"{name}/relu{j}", Relu(), (d,), shape, [shape])
+            z = add(f"{name}/max{j}", Add(1.0), (z, r), shape, [shape, shape])
+        return z
+
     def window_table(self):
         """``index`` (P, K) int64 flat per-sample input indices, ``valid`` (P, K) bool; P output
         cells in C order over (C, OH, OW), K = kh * kw slots (invalid ones in the padding)."""

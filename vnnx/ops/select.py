@@ -1,6 +1,6 @@
 """Select: each output entry is one input entry, picked by a fixed flat index (entries may be
 picked several times). No ONNX node maps to it; graph passes make it, e.g.
-:func:`vnnx.graph.maxpool_as_relus` picks one slot of every MaxPool window. Linear and exact:
+:func:`vnnx.graph.as_splittable` picks one slot of every MaxPool window. Linear and exact:
 interval bounds are the picked entries' bounds; the backward step adds each output's coefficient
 onto its source entry; the MILP reuses the source columns (``index_map``)."""
 from __future__ import annotations
