@@ -384,6 +384,17 @@ def test_device_flag(files, tmp_path):
         assert rc == 2 and "no CUDA GPU" in err
 
 
+def test_device_auto_picks_cuda_only_when_torch_sees_a_gpu(monkeypatch):
+    import torch
+
+    from vnnx.verify import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert check_device("auto") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert check_device("auto") == "cuda" and check_device("cuda:1") == "cuda:1"
+
+
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_bounds_equal_cpu_bounds(files, rng):
     g = from_onnx(load_onnx(files["resnet"]))

@@ -69,22 +69,23 @@ def _network_label(onnx: str) -> str:
 _VERIFIERS: dict = {}
 
 
-def _verifier(onnx_path: str, solver: str, witness_tol: float, relaxations: Optional[Mapping] = None):
+def _verifier(onnx_path: str, solver: str, witness_tol: float, relaxations: Optional[Mapping] = None,
+              device: str = "cpu"):
     """This process's verifier of one network (loaded once, reused across its instances; an
     isolated run loads it in the worker's zygote, as the tasks' ``warm`` step)."""
     from vnnx.io.onnx import load_onnx
     from vnnx.verify import Verifier
 
-    key = (onnx_path, solver, witness_tol)
+    key = (onnx_path, solver, witness_tol, device)
     if key not in _VERIFIERS:
         _VERIFIERS[key] = Verifier(load_onnx(onnx_path), milp_backend=solver, witness_tol=witness_tol,
-                                   relaxations=relaxations)
+                                   relaxations=relaxations, device=device)
     return _VERIFIERS[key]
 
 
 def _run_one(onnx_path: str, vnnlib_path: str, budget: float, method: str, solver: str,
              witness_tol: float = WITNESS_TOL, threads: Optional[int] = None,
-             relaxations: Optional[Mapping] = None, seed: int = 0) -> dict:
+             relaxations: Optional[Mapping] = None, seed: int = 0, device: str = "cpu") -> dict:
     """Verify one instance within ``budget`` seconds; returns its results row. Any exception
     (a bad file, or a bug) becomes the row's verdict ``error`` with its message: one row never
     takes the whole run down. ``seed``: the attack's (a run derives it from the row's key)."""
@@ -99,7 +100,7 @@ def _run_one(onnx_path: str, vnnlib_path: str, budget: float, method: str, solve
     try:
         if str(onnx_path).lstrip().startswith("["):
             return _run_query(row, str(onnx_path), str(vnnlib_path), budget, method, solver, witness_tol, t0)
-        v = _verifier(str(onnx_path), solver, witness_tol, relaxations)
+        v = _verifier(str(onnx_path), solver, witness_tol, relaxations, device)
         v.seed = seed
         spec = read_vnnlib(vnnlib_path, v.n_inputs, v.n_outputs)
         left = max(0.0, budget - (time.monotonic() - t0))
@@ -160,7 +161,7 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
                   max_timeout: Optional[float] = None, jobs: int = 1,
                   witness_tol: float = WITNESS_TOL, resume: bool = False,
                   relaxations: Optional[Mapping] = None, executor: Optional[ExecutorSpec] = None,
-                  longest_first: Optional[str] = None) -> BenchSummary:
+                  longest_first: Optional[str] = None, device: str = "cpu") -> BenchSummary:
     """Verify every instance in ``instances`` (onnx, vnnlib, timeout rows) and write a CSV
     (onnx, vnnlib, verdict, seconds, decided_by, timeout) plus a ``.summary.json`` beside it.
 
@@ -181,13 +182,24 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
     (:class:`vnnx.verify.Verifier`). ``longest_first``: an earlier results CSV; the instances
     start in decreasing order of their seconds there (rows it lacks first, then by timeout), so
     that with several workers the longest rows do not start last. The verdicts do not depend on
-    the order (seeds are per row).
+    the order (seeds are per row). ``device``: the graph engine's ('auto': cuda when torch sees a
+    GPU, else cpu); a GPU is used in this process only (with several worker processes 'auto'
+    means cpu, and 'cuda' is refused).
     """
     from vnnx.io.vnnlib import read_instances_csv
 
     if timeout_scale <= 0:
         raise VnnxError("--timeout-scale must be positive")
     spec = (executor or ExecutorSpec(jobs=jobs)).validate()
+    if spec.kind != "in-process":
+        if device.startswith("cuda"):
+            raise VnnxError("--device cuda runs the instances in this process (one GPU): drop --jobs, "
+                            "--scheduler and --local-cluster")
+        device = "cpu" if device == "auto" else device
+    else:
+        from vnnx.verify import check_device
+
+        device = check_device(device)
     rows_in = read_instances_csv(instances)
     if limit is not None:
         rows_in = rows_in[:limit]
@@ -206,9 +218,9 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
         if key not in done:
             threads = None if spec.kind == "in-process" else 1
             args = (str(onnx_path), str(vnnlib_path), budget, method, solver, witness_tol, threads, relaxations,
-                    task_seed(row_key(*key)))
+                    task_seed(row_key(*key)), device)
             warm = None if str(onnx_path).lstrip().startswith("[") else \
-                (_verifier, (str(onnx_path), solver, witness_tol, relaxations))
+                (_verifier, (str(onnx_path), solver, witness_tol, relaxations, device))
             tasks.append(Task(row_key(*key), _run_one, args, timeout=hard_limit(budget), warm=warm))
     if longest_first is not None:
         prior = _prior_seconds(Path(longest_first))

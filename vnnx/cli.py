@@ -65,8 +65,9 @@ def _bound_plugin(maxpool: str, extra: str) -> dict:
 
 
 def _add_device_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu",
-                   help="where the graph engine computes: cpu or cuda (float64 either way); default cpu")
+    p.add_argument("--device", default="auto",
+                   help="where the graph engine computes: auto (cuda when torch sees a GPU, else cpu), "
+                        "cpu or cuda; float64 either way (default auto)")
 
 
 def custom_ops_for(maxpool: str) -> dict:
@@ -269,7 +270,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     summary = run_benchmark(args.instances, out_csv=args.out, timeout_scale=args.timeout_scale,
                             method=args.method, relaxations=relaxations_for(args.maxpool), limit=args.limit,
                             solver=args.solver, executor=executor_spec(args), witness_tol=args.witness_tol,
-                            resume=args.resume, longest_first=args.longest_first)
+                            resume=args.resume, longest_first=args.longest_first, device=args.device)
     print(summary.table())
     return 0
 
@@ -407,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--longest-first", metavar="PRIOR_CSV", default=None,
                    help="start the instances in decreasing order of their seconds in an earlier results "
                         "CSV (those it lacks first): with --jobs or a cluster, long rows do not end last")
+    _add_device_flag(p)
     _add_maxpool_flag(p)
     p.set_defaults(func=_cmd_bench)
 

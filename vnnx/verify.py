@@ -122,13 +122,16 @@ def check_counterexample(model, prop, x: np.ndarray, tol: float = WITNESS_TOL) -
 
 
 def check_device(device: str) -> str:
-    """``device`` if torch can compute there ('cpu', 'cuda', 'cuda:N'), else a :class:`VnnxError`."""
+    """``device`` if torch can compute there ('cpu', 'cuda', 'cuda:N'), else a :class:`VnnxError`;
+    'auto' is 'cuda' when torch sees a CUDA GPU, else 'cpu'."""
     import torch
 
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return device
     if not device.startswith("cuda"):
-        raise VnnxError(f"unknown device {device!r}; choose cpu or cuda")
+        raise VnnxError(f"unknown device {device!r}; choose auto, cpu or cuda")
     if not torch.cuda.is_available():
         raise VnnxError(f"device {device!r} requested, but torch sees no CUDA GPU on this machine")
     return device
