@@ -60,6 +60,41 @@ def spec_margin(y: torch.Tensor, clauses: Sequence[tuple[np.ndarray, np.ndarray]
     return torch.stack(per_clause, dim=1).min(dim=1).values
 
 
+#: PGD's starts are the best of a pool of this many points per restart (at most PGD_POOL_MAX
+#: points and PGD_POOL_ENTRIES input entries), evaluated in chunks of PGD_POOL_CHUNK without
+#: gradients, for at most a quarter of the attack's time limit.
+PGD_POOL_PER_RESTART = 100
+PGD_POOL_MAX = 4096
+PGD_POOL_ENTRIES = 2 ** 24
+PGD_POOL_CHUNK = 512
+
+
+def _starts(module, lo, hi, clauses, shape, restarts: int, gen, time_limit: Optional[float] = None) -> torch.Tensor:
+    """(restarts, n) PGD starts: the centre and the points of smallest spec margin in a pool of
+    uniform points and points on random faces of the box (see :func:`pgd_spec`)."""
+    n = lo.numel()
+    size = max(restarts, min(PGD_POOL_MAX, PGD_POOL_PER_RESTART * restarts, PGD_POOL_ENTRIES // max(1, n)))
+    pool = lo + (hi - lo) * torch.rand((size, n), generator=gen)
+    face = torch.rand((size, n), generator=gen) < 0.5
+    face[: size // 2] = False
+    pool = torch.where(face, torch.where(torch.rand((size, n), generator=gen) < 0.5, lo, hi), pool)
+    pool[0] = (lo + hi) / 2
+    if size == restarts:
+        return pool
+    start, margins = time.monotonic(), []
+    with torch.no_grad():
+        for part in pool.split(PGD_POOL_CHUNK):
+            y = module(part.reshape((len(part),) + shape)).reshape(len(part), -1)
+            margins.append(spec_margin(y.double(), clauses))
+            if time_limit is not None and time.monotonic() - start > time_limit / 4:
+                break
+    margin = torch.cat(margins)
+    margin[0] = -torch.inf                                    # the centre always starts
+    if len(margin) < restarts:                                # out of time: the rest as drawn
+        return pool[:restarts]
+    return pool[:len(margin)][torch.argsort(margin)[:restarts]]
+
+
 @dataclass
 class PgdResult:
     x: Optional[np.ndarray]        # (n_inputs,) best point found, float32
@@ -72,9 +107,14 @@ def pgd_spec(module: nn.Module, x_lower: np.ndarray, x_upper: np.ndarray,
              seed: int = 0, time_limit: Optional[float] = None, input_shape: Optional[tuple] = None) -> PgdResult:
     """Search the box for a point whose output satisfies one of the ``clauses`` (A y <= b).
 
-    ``module`` maps (N, *input_shape) (default (N, n_inputs)) to (N, n_out). Restarts run as
-    one batch: restart 0 starts at the box centre, the others uniformly at random. Adam-style
-    sign steps shrink geometrically from a quarter of the box width.
+    ``module`` maps (N, *input_shape) (default (N, n_inputs)) to (N, n_out). The starts: the
+    box centre and a pool of :data:`PGD_POOL_PER_RESTART` x ``restarts`` points (at most
+    :data:`PGD_POOL_MAX`), half uniform in the box and half with each coordinate at a random bound
+    of the box with probability 1/2 (else uniform), evaluated without gradients; the ``restarts``
+    best of them (the centre among them) run PGD as one batch. Violations often sit on the box's
+    faces, where PGD from the inside stalls in a local minimum (ACAS Xu 1_9 prop_7: every inside
+    start stops at a margin of 5e-4; about 1 in 900 face points violates). Sign steps shrink
+    geometrically from a quarter of the box width.
     """
     start = time.monotonic()
     gen = torch.Generator().manual_seed(seed)
@@ -84,11 +124,10 @@ def pgd_spec(module: nn.Module, x_lower: np.ndarray, x_upper: np.ndarray,
     hi = torch.as_tensor(np.clip(np.asarray(x_upper, dtype=np.float64), -PGD_MAX_ABS, PGD_MAX_ABS).astype(np.float32))
     shape = tuple(input_shape) if input_shape is not None else (lo.numel(),)
     width = hi - lo
-    x0 = lo + width * torch.rand((restarts, lo.numel()), generator=gen)
-    x0[0] = (lo + hi) / 2
+    module.eval()
+    x0 = _starts(module, lo, hi, clauses, shape, restarts, gen, time_limit)
     xa = x0
     best_x, best_m = None, float("inf")
-    module.eval()
     for step in range(steps):
         xa = xa.detach().requires_grad_(True)
         margin = spec_margin(module(xa.reshape((restarts,) + shape)).reshape(restarts, -1), clauses)
