@@ -175,23 +175,13 @@ def output_tolerance_query(lo: np.ndarray, hi: np.ndarray, tolerance: float, n_o
 
 
 # ------------------------------------------------------------------------------ witnesses
-def _inside_float32(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """``x`` clipped to ``[lo, hi]`` as float32, each value stepped one float32 ulp inwards where
-    rounding put it outside (a range too narrow for any float32 keeps the nearest one)."""
-    x32 = np.clip(np.asarray(x, dtype=np.float64).reshape(-1), lo, hi).astype(np.float32)
-    up = x32.astype(np.float64) > hi
-    x32[up] = np.nextafter(x32[up], np.float32(-np.inf))
-    down = x32.astype(np.float64) < lo
-    x32[down] = np.nextafter(x32[down], np.float32(np.inf))
-    return x32
-
-
 def _check_witness(models, x, lo, hi, mode: str, tolerance: Optional[float]) -> Optional[dict]:
     """The witness record when onnxruntime, on both original files, shows a disagreement at
     ``x`` (moved into the ball as float32), else None."""
     from vnnx.io.onnx import run_onnxruntime
+    from vnnx.verify import float32_in_box
 
-    x32 = _inside_float32(x, lo, hi)
+    x32 = float32_in_box(x, lo, hi)
     yf = np.asarray(run_onnxruntime(models["f"], x32[None, :])[0], dtype=np.float64).reshape(-1)
     yg = np.asarray(run_onnxruntime(models["g"], x32[None, :])[0], dtype=np.float64).reshape(-1)
     a, b = int(np.argmax(yf)), int(np.argmax(yg))
@@ -282,7 +272,7 @@ def certify_sample(models: dict, x0: np.ndarray, epsilon: float, *, index: int =
         text = output_tolerance_query(lo, hi, tolerance, n_out,
                                       comment=f"vnnx certify, output tolerance {tolerance:g}: {note}")
     # The centre is a point of the ball: a disagreement there needs no search.
-    witness = _check_witness(models, _inside_float32(centre, lo, hi), lo, hi, mode, tolerance)
+    witness = _check_witness(models, centre, lo, hi, mode, tolerance)
     if witness is not None:
         result.status, result.verdict, result.decided_by, result.witness = "refuted", "sat", "centre", witness
         result.seconds = time.monotonic() - start

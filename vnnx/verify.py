@@ -98,6 +98,15 @@ class _Deadline:
         return time.monotonic() - self.start
 
 
+def float32_in_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``x`` clipped to ``[lo, hi]`` in float64 and rounded to float32, each value stepped one
+    float32 ulp back inwards where rounding put it outside (a range too narrow for any float32
+    keeps the nearest one, within half an ulp of the box)."""
+    x32 = np.clip(np.asarray(x, dtype=np.float64).reshape(-1), lo, hi).astype(np.float32)
+    x32 = np.where(x32 < lo, np.nextafter(x32, np.float32(np.inf)), x32)
+    return np.where(x32 > hi, np.nextafter(x32, np.float32(-np.inf)), x32)
+
+
 def check_counterexample(model, prop, x: np.ndarray, tol: float = WITNESS_TOL) -> Optional[Counterexample]:
     """Run ``x`` through the original ONNX model with onnxruntime (float32) and return a
     :class:`Counterexample` only if it is a witness for ``prop`` (module docstring: the point is
@@ -109,12 +118,11 @@ def check_counterexample(model, prop, x: np.ndarray, tol: float = WITNESS_TOL) -
     from vnnx.io.onnx import run_onnxruntime
     from vnnx.io.vnnlib import violates
 
-    x64 = np.clip(np.asarray(x, dtype=np.float64).reshape(-1), prop.x_lower, prop.x_upper)
-    x32 = x64.astype(np.float32)
     if tol <= 0:
-        # Strict mode: step rounded values back inside the box where float32 allows.
-        x32 = np.where(x32 < prop.x_lower, np.nextafter(x32, np.float32(np.inf)), x32)
-        x32 = np.where(x32 > prop.x_upper, np.nextafter(x32, np.float32(-np.inf)), x32)
+        # Strict mode: rounded values stepped back inside the box where float32 allows.
+        x32 = float32_in_box(x, prop.x_lower, prop.x_upper)
+    else:
+        x32 = np.clip(np.asarray(x, dtype=np.float64).reshape(-1), prop.x_lower, prop.x_upper).astype(np.float32)
     y = run_onnxruntime(model, x32[None, :])[0]
     if violates(prop, x32.astype(np.float64), y.astype(np.float64), tol=max(0.0, float(tol))):
         return Counterexample(x32, y.astype(np.float32))
