@@ -42,6 +42,8 @@ class BoundsResult:
     pre_activation: dict[int, tuple[np.ndarray, np.ndarray]]
     method: str
     seconds: float
+    #: The graph engine's bounds of every node, (lo, hi) tensors of (1, *shape); None elsewhere.
+    node_bounds: Optional[list] = None
 
 
 @contextlib.contextmanager

@@ -81,7 +81,6 @@ class GraphEngine:
         self._local_nodes: dict = {}
         self._sizes: dict = {}
         self._ancestor_size = {}
-        self._last: list = []   # every node's bounds of the last compute()
         for k in self._tight | {graph.output}:
             self._ancestor_size[k] = max(int(np.prod(graph.nodes[i].shape)) for i in graph.ancestors(k))
 
@@ -90,7 +89,8 @@ class GraphEngine:
                 C: Optional[np.ndarray] = None, deadline: Optional[float] = None):
         """Bounds on ``C @ y`` over the box (each (n_inputs,)); ``C``: (rows, n_outputs), identity
         when None. Returns a :class:`vnnx.bounds.BoundsResult` whose ``pre_activation`` maps each
-        node read by a nonlinear operator to its flattened (lower, upper)."""
+        node read by a nonlinear operator to its flattened (lower, upper), and ``node_bounds``
+        holds every node's bounds as (1, *shape) tensors."""
         from vnnx.bounds import BoundsResult
 
         if method not in METHODS:
@@ -100,7 +100,6 @@ class GraphEngine:
         C = np.eye(self.graph.n_outputs) if C is None else np.asarray(C, dtype=np.float64)
         c = self._spec(C, 1)
         bounds = self.intermediate(lo, hi, method, deadline)
-        self._last = bounds
         both = torch.cat([c, -c], dim=1)
         with torch.no_grad():
             lower = self._final(both, bounds, method, deadline)[0]
@@ -108,7 +107,7 @@ class GraphEngine:
         pre = {k: (bounds[k][0].reshape(-1).cpu().numpy(), bounds[k][1].reshape(-1).cpu().numpy())
                for k in sorted(self._tight)}
         return BoundsResult(lower[:rows].cpu().numpy(), -lower[rows:].cpu().numpy(), pre, method,
-                            time.monotonic() - start)
+                            time.monotonic() - start, node_bounds=bounds)
 
     def lower_bounds_batch(self, x_lower: np.ndarray, x_upper: np.ndarray, C: np.ndarray,
                            method: str = "crown", info: Optional[dict] = None) -> np.ndarray:
@@ -480,7 +479,7 @@ class ChainBounds:
                 C: Optional[np.ndarray] = None, deadline: Optional[float] = None):
         """:meth:`GraphEngine.compute`, ``pre_activation`` keyed by layer index."""
         res = self.engine.compute(x_lower, x_upper, method, C, deadline)
-        bounds = self.engine._last
+        bounds = res.node_bounds
         res.pre_activation = {k: (bounds[node][0].reshape(-1).cpu().numpy(), bounds[node][1].reshape(-1).cpu().numpy())
                               for k, node in self.pre_nodes.items()}
         return res
