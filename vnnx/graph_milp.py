@@ -76,15 +76,24 @@ class Builder(_Builder):
         return out
 
 
+def _engine(graph):
+    """The CPU bound engine of ``graph`` for big-M bounds, built once per graph (a branch and
+    bound encodes many leaves of one graph)."""
+    from vnnx.engine import GraphEngine
+
+    engine = graph.__dict__.get("_milp_engine")
+    if engine is None:
+        engine = graph.__dict__["_milp_engine"] = GraphEngine(graph)
+    return engine
+
+
 def node_bounds(graph, x_lower: np.ndarray, x_upper: np.ndarray, layer_bounds=None,
                 slack: float = GIVEN_BOUND_SLACK) -> list[tuple[np.ndarray, np.ndarray]]:
     """float64 numpy bounds of every node (index = node), CROWN's intersected with the given
     ``{node: (lower, upper)}`` (widened by ``slack``, relative)."""
-    from vnnx.engine import GraphEngine
-
     lo = torch.as_tensor(np.asarray(x_lower, dtype=np.float64).reshape(1, -1))
     hi = torch.as_tensor(np.asarray(x_upper, dtype=np.float64).reshape(1, -1))
-    bounds = GraphEngine(graph).intermediate(lo, hi, "crown")
+    bounds = _engine(graph).intermediate(lo, hi, "crown")
     out = [(b[0].reshape(-1).numpy().copy(), b[1].reshape(-1).numpy().copy()) for b in bounds]
     for k, given in dict(layer_bounds or {}).items():
         if given is None:
