@@ -38,6 +38,12 @@ def warm_set(key, value):
     _WARM[key] = (value, os.getpid(), _WARM.get(key, (None, None, 0))[2] + 1)
 
 
+def warm_forever(key):
+    _WARM[key] = "started"
+    while True:
+        time.sleep(0.05)
+
+
 def read_warm(key):
     return _WARM.get(key), os.getpid()
 
@@ -88,6 +94,20 @@ def test_back_ends_give_the_same_outcomes(importable_tests, scheduler):
     # map_tasks: input order, whatever the finishing order.
     out = map_tasks(math.factorial, [(5,), (3,), (4,)], spec=ExecutorSpec(jobs=2))
     assert [o.value for o in out] == [120, 6, 24]
+
+
+def test_a_hanging_warm_step_is_abandoned(importable_tests, monkeypatch):
+    """The zygote forks no task while it warms up: a warm-up past VNNX_WARM_LIMIT seconds is
+    abandoned and the task runs without it. (operator.mul: a module no other test's tasks use,
+    so this test's zygote starts with the short limit.)"""
+    import operator
+
+    monkeypatch.setenv("VNNX_WARM_LIMIT", "1")
+    t0 = time.monotonic()
+    out = list(run_tasks([Task("mul", operator.mul, (6, 7), timeout=30, warm=(warm_forever, ("x",)))],
+                         ExecutorSpec(jobs=2)))
+    assert out[0].status == "ok" and out[0].value == 42
+    assert time.monotonic() - t0 < 20
 
 
 def test_warm_step_runs_once_in_the_zygote_and_its_failure_is_ignored(importable_tests):

@@ -371,20 +371,39 @@ def _zygote_main(sample: str, preload: Sequence[str]) -> int:
 _PROTOCOL_FD: Optional[int] = None
 #: Distinct warm-ups a zygote keeps track of (it runs one again once it has been forgotten).
 WARM_KEEP = 64
+#: Seconds a warm-up may take in the zygote before it is abandoned (the task then does that work
+#: itself, under its own hard timeout): the zygote forks no task while it warms up.
+WARM_LIMIT = float(os.environ.get("VNNX_WARM_LIMIT", "120"))
+
+
+class _WarmTimeout(Exception):
+    pass
 
 
 def _warm_up(path: Path, warmed: list) -> None:
     """In the zygote: run a task's ``warm`` set-up unless the same one (byte-equal pickle) ran
-    already. Its failure is ignored: the task does that work itself."""
+    already, for at most :data:`WARM_LIMIT` seconds. Its failure is ignored: the task does that
+    work itself."""
     with contextlib.suppress(OSError):
         blob = path.read_bytes()
         if blob in warmed:
             return
         warmed.append(blob)
         del warmed[:-WARM_KEEP]
-        with contextlib.suppress(Exception):
+
+        def late(*_):
+            raise _WarmTimeout
+
+        old = signal.signal(signal.SIGALRM, late)
+        signal.setitimer(signal.ITIMER_REAL, WARM_LIMIT)
+        try:
             fn, args = pickle.loads(blob)
             fn(*args)
+        except Exception:  # noqa: BLE001 - ignored: the task does the work itself
+            pass
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
 
 
 def _task_child(task_dir: str) -> None:
