@@ -21,8 +21,27 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
+from vnnx.errors import VnnxError
+
 TOOLS = Path(__file__).resolve().parent
 ROOT = TOOLS.parent
+
+
+class TaskFailed(VnnxError):
+    """A sweep's task ended in ``error`` or ``timeout``."""
+
+
+def cli(main: Callable, tool: str, argv=None) -> int:
+    """``main(argv)`` as a tool's entry point: a failed task is a one-line error and exit code 1;
+    bad flags or an unreachable Dask scheduler (:class:`VnnxError`) a one-line error and exit 2."""
+    try:
+        return int(main(argv) or 0)
+    except TaskFailed as exc:
+        print(f"{tool}: error: {exc}", file=sys.stderr)
+        return 1
+    except VnnxError as exc:
+        print(f"{tool}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def importable() -> None:
@@ -68,9 +87,8 @@ def ordered_units(units: Sequence[tuple[str, Callable, tuple]], spec=None, *, de
     """Each ``(key, fn, args)`` of ``units`` as a task of the executor ``spec`` (None: in this
     process, one after another); the values come back in the order of ``units``, each as soon as
     it and every earlier one are done. A task that failed ends the sweep:
-    :class:`vnnx.errors.VnnxError` naming its key and reason (the tasks still running are
-    stopped)."""
-    from vnnx.errors import ConfigError, VnnxError
+    :class:`TaskFailed` naming its key and reason (the tasks still running are stopped)."""
+    from vnnx.errors import ConfigError
     from vnnx.executor import ExecutorSpec, Task, run_tasks
 
     spec = spec or ExecutorSpec()
@@ -80,7 +98,7 @@ def ordered_units(units: Sequence[tuple[str, Callable, tuple]], spec=None, *, de
     if spec.kind != "in-process":
         importable()
     tasks = [Task(k, task_fn(fn), tuple(a), timeout) for k, fn, a in units]
-    return _in_order(run_tasks(tasks, spec, progress=spec.kind != "in-process", desc=desc), keys, desc, VnnxError)
+    return _in_order(run_tasks(tasks, spec, progress=spec.kind != "in-process", desc=desc), keys, desc, TaskFailed)
 
 
 def _in_order(outcomes, keys: list, desc: str, error) -> Iterator[Any]:

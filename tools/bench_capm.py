@@ -378,4 +378,6 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _sweep import cli
+
+    raise SystemExit(cli(main, "bench_capm"))

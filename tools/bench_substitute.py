@@ -220,4 +220,6 @@ def _summary(rows, kinds, gammas, args) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from _sweep import cli
+
+    raise SystemExit(cli(main, "bench_substitute"))

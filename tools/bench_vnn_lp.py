@@ -246,10 +246,6 @@ def table(records: list, deltas: list[float]) -> str:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    from vnnx.errors import VnnxError
+    from _sweep import cli
 
-    try:
-        sys.exit(main())
-    except VnnxError as exc:
-        print(f"bench_vnn_lp: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(cli(main, "bench_vnn_lp"))
