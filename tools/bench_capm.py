@@ -247,7 +247,8 @@ def main(argv=None) -> None:
         control = to_network(load_onnx(SHARED / "networks" / "eran-mnist" / "convSmallRELU__Point.onnx"))
         x_eran = x_eran.reshape(len(x_eran), -1)
         keep = [i for i in range(len(x_eran))
-                if int(np.argmax(control.forward(((x_eran[i] - 0.1307) / 0.3081)[None]))) == int(y_eran[i])][: args.images]
+                if int(np.argmax(control.forward(((x_eran[i] - 0.1307) / 0.3081)[None]))) == int(y_eran[i])]
+        keep = keep[: args.images]
         for eps in eps_list:
             props = []
             for i in keep:

@@ -108,8 +108,8 @@ def model_progression(args, out_dir: Path, spec=None):
     shape = tuple(train_data.x.shape[1:])
     from _sweep import ordered
 
-    trained = dict(zip(cfgs, ordered(trained_model, [(k, c, train_data, out_dir, args.retrain) for k, c in cfgs.items()],
-                                     [f"bench_relu_stability:train:{k}" for k in cfgs], spec,
+    jobs = [(k, c, train_data, out_dir, args.retrain) for k, c in cfgs.items()]
+    trained = dict(zip(cfgs, ordered(trained_model, jobs, [f"bench_relu_stability:train:{k}" for k in cfgs], spec,
                                      desc="bench_relu_stability trainings")))
     train_seconds = sum(t[2] for t in trained.values())
     nets: dict[str, dict] = {}
@@ -344,21 +344,25 @@ def main(argv=None) -> int:
 
     add_executor_flags(ap)
     args = ap.parse_args(argv)
+    from vnnx.errors import VnnxError
+
+    try:
+        spec = executor_spec(args)
+    except VnnxError as exc:
+        print(f"bench_relu_stability: error: {exc}", file=sys.stderr)
+        return 2
     if args.quick:
         args.n_train, args.epochs, args.n_verify, args.n_lp, args.n_eval = 1000, 1, 5, 2, 200
         args.timeout, args.lp_time_limit = 2.0, 2.0
         args.out_dir = args.out_dir + "_quick"
     _setup_threads()
     import vnnx  # noqa: F401
-
-    from vnnx.errors import VnnxError
     from _sweep import ordered
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     try:
-        spec = executor_spec(args)
         nets, eval_data, cfgs, train_facts, train_seconds = model_progression(args, out_dir, spec)
         unknown = sorted(set(args.only or ()) - set(nets))
         if unknown:
