@@ -14,6 +14,10 @@ CROWN did not already verify (its result is never worse than CROWN's, which it s
 
 Writes out/bench_capm/{results.csv,time_vs_eps.png,summary.md}; the table and the PNG are
 copied into docs/capm.md and docs/capm_time_vs_eps.png by hand. Run: .venv/bin/python tools/bench_capm.py [--quick] [--images N] > log 2>&1
+
+Tasks of :mod:`vnnx.executor` (``--jobs N``, ``--scheduler``, ``--local-cluster N``; default: in
+this process): each training (seeded from its task key) and each (network, ε) evaluation;
+results.csv has the rows of a sequential run, in its order.
 """
 from __future__ import annotations
 
@@ -27,10 +31,12 @@ import numpy as np
 import torch
 
 import vnnx  # noqa: F401
+from _sweep import ordered_units
 from vnnx.bounds import BoundComputer
 from vnnx.cli import custom_ops_for, relaxations_for
 from vnnx.engine import ChainBounds
 from vnnx.errors import VnnxError
+from vnnx.executor import add_executor_flags, executor_spec
 from vnnx.io.vnnlib import read_vnnlib, read_instances_csv, robustness_property
 from vnnx.verify import refuted_clauses
 
@@ -109,91 +115,64 @@ def evaluate(name: str, eng: Engines, props: list, rows: list, eps: float, milp_
             rows.append({"net": name, "eps": eps, "instance": i, "method": m, "status": status, "seconds": sec})
 
 
-def trained_nets(quick: bool, channels=(4, 8), hidden: int = 50, time_limit: float = 40) -> dict:
-    """MNIST maxpool CNNs (2x2/2 pooling, and overlapping 3x3/2), normal and PGD; the default
-    widths are convSmall-like at CPU scale, ``--channels 16,32 --hidden 100`` is convMed-like."""
+def trained_units(quick: bool, channels=(4, 8), hidden: int = 50, time_limit: float = 40) -> list[tuple]:
+    """MNIST maxpool CNNs (2x2/2 pooling, and overlapping 3x3/2), normal and PGD, as executor units
+    ``(key, _train_task, args)`` (each returns (name, model, accuracy, seconds)); the default widths
+    are convSmall-like at CPU scale, ``--channels 16,32 --hidden 100`` is convMed-like."""
+    tag = "" if tuple(channels) == (4, 8) and hidden == 50 else f"-c{'x'.join(map(str, channels))}"
+    return [(f"bench_capm:train:{shape}{tag}-{mode}", _train_task,
+             (shape, f"{shape}{tag}-{mode}", mode, tuple(channels), hidden, 15 if quick else time_limit))
+            for shape in ("mp2x2", "mp3x3s2") for mode in ("normal", "pgd")]
+
+
+def _train_task(shape: str, name: str, mode: str, channels: tuple, hidden: int, time_limit: float):
+    """One training (a task: its seed comes from the task key)."""
     from vnnx.architectures import conv_maxpool, conv_maxpool_overlap
-    from vnnx.attack import pgd_linf
     from vnnx.data import mnist_split
-    from vnnx.io.onnx import network_to_onnx  # noqa: F401  - plain view via the module walk
     from vnnx.training import accuracy, train
 
+    torch.set_num_threads(1)
     train_set, _ = mnist_split(SHARED / "data" / "mnist")
     x, y = train_set.x[:6000], train_set.y[:6000]
-    tag = "" if tuple(channels) == (4, 8) and hidden == 50 else f"-c{'x'.join(map(str, channels))}"
-    shapes = {f"mp2x2{tag}": lambda: conv_maxpool(channels=tuple(channels), hidden=hidden),
-              f"mp3x3s2{tag}": lambda: conv_maxpool_overlap(channels=tuple(channels), hidden=hidden)}
-    nets = {}
-    for shape, build in shapes.items():
-        for mode in ("normal", "pgd"):
-            model = build()
-            attack = None
-            if mode == "pgd":
-                attack = lambda m, xb, yb, e: pgd_linf(m, xb, yb, e, steps=4)  # noqa: E731
-            t0 = time.perf_counter()
-            train(model, x, y, epochs=3, batch_size=64, lr=2e-3, attack=attack,
-                  epsilon=(lambda ep, fr: 0.05) if attack else None, progress=False,
-                  time_limit=15 if quick else time_limit)
-            acc = accuracy(model, train_set.x[6000:7000], train_set.y[6000:7000])
-            print(f"trained {shape}-{mode}: {time.perf_counter() - t0:.0f}s, held-out accuracy {acc:.3f}", flush=True)
-            nets[f"{shape}-{mode}"] = (model.eval(), acc)
-    return nets
+    build = {"mp2x2": conv_maxpool, "mp3x3s2": conv_maxpool_overlap}[shape]
+    model = build(channels=tuple(channels), hidden=hidden)
+    attack = None
+    if mode == "pgd":
+        attack = _pgd4
+    t0 = time.perf_counter()
+    train(model, x, y, epochs=3, batch_size=64, lr=2e-3, attack=attack,
+          epsilon=(lambda ep, fr: 0.05) if attack else None, progress=False, time_limit=time_limit)
+    acc = accuracy(model, train_set.x[6000:7000], train_set.y[6000:7000])
+    return name, model.eval(), acc, time.perf_counter() - t0
 
 
-def torch_to_network(model):
-    import tempfile
+def _pgd4(m, xb, yb, e):
+    from vnnx.attack import pgd_linf
 
-    from vnnx.io.onnx import export_onnx, load_onnx, to_network
-
-    with tempfile.TemporaryDirectory() as d:
-        export_onnx(model, (1, 1, 28, 28), Path(d) / "m.onnx")
-        return to_network(load_onnx(Path(d) / "m.onnx"))
+    return pgd_linf(m, xb, yb, e, steps=4)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--images", type=int, default=8)
-    ap.add_argument("--summarise-only", action="store_true", help="rebuild table and PNG from results.csv")
-    ap.add_argument("--channels", default="4,8", help="conv widths of the trained nets (default 4,8)")
-    ap.add_argument("--hidden", type=int, default=50, help="FC width of the trained nets (default 50)")
-    ap.add_argument("--train-seconds", type=float, default=40, help="training time limit per net (default 40)")
-    ap.add_argument("--trained-only", action="store_true", help="skip verivital and ERAN convSmall")
-    ap.add_argument("--eps", default=None, help="comma-separated ε list for the trained nets")
-    ap.add_argument("--out", default=None, help="output folder (default out/bench_capm)")
-    ap.add_argument("--skip", default="", help="comma-separated methods not to run (e.g. lirpa-capm-crown)")
-    args = ap.parse_args()
-    global OUT
-    if args.out:
-        OUT = Path(args.out)
-    if args.summarise_only:
-        with open(OUT / "results.csv") as f:
-            rows = [dict(r, eps=float(r["eps"]), instance=int(r["instance"]), seconds=float(r["seconds"]))
-                    for r in csv.DictReader(f)]
-        plot(rows, OUT / "time_vs_eps.png")
-        print(summarise(rows, {}))
-        return
+def _eval_task(name: str, net, props: list, eps: float, skip: tuple = (), milp_subset: int = 0) -> list[dict]:
+    """One (network, ε) evaluation (a task): every method on ``props``, then the exact MILP on the
+    first ``milp_subset`` of them; its results rows."""
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
-    from vnnx.data import load_eran_csv, mnist_split
-    from vnnx.io.onnx import load_onnx, to_network
-
-    OUT.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
-    info: dict[str, str] = {}
-    t_start = time.perf_counter()
+    evaluate(name, Engines(net), props, rows, eps, skip=skip)
+    for i, p in enumerate(props[:milp_subset]):
+        status, sec = milp_status(net, p, 30.0)
+        rows.append({"net": name, "eps": eps, "instance": i, "method": "milp", "status": status, "seconds": sec})
+    return rows
 
-    eps_list = [0.01, 0.04] if args.quick else [0.01, 0.02, 0.04, 0.07]
-    if args.trained_only:
-        _trained_part(args, rows, info, [float(e) for e in args.eps.split(",")] if args.eps else eps_list, t_start)
-        _finish(rows, info, t_start)
-        return
 
-    # --- verivital: the VNN-COMP instances (ε = 0.004 in the specs) and `vnnx verify` --------
+def _verivital_task(instances: list) -> list[dict]:
+    """verivital (a task): ``vnnx verify`` on every instance, then every method on their specs."""
+    from vnnx.io.onnx import load_onnx, to_network
     from vnnx.verify import Verifier
 
-    vv = SHARED / "benchmarks" / "verivital"
-    instances = read_instances_csv(vv / "verivital_instances.csv")[: (4 if args.quick else None)]
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    rows: list[dict] = []
     model = load_onnx(instances[0][0])
     eng = Engines(to_network(model))
     verifier = Verifier(model, relaxations=relaxations_for("capm"))
@@ -206,51 +185,117 @@ def main() -> None:
         rows.append({"net": "verivital", "eps": 0.004, "instance": len(props) - 1, "method": "vnnx-verify",
                      "status": res.verdict, "decided_by": res.decided_by, "seconds": time.perf_counter() - t0})
     evaluate("verivital", eng, props, rows, 0.004)
-    print(f"verivital done {time.perf_counter() - t_start:.0f}s", flush=True)
+    return rows
 
-    # --- ERAN convSmall (no MaxPool): control ---------------------------------------------
-    x_eran, y_eran = load_eran_csv(SHARED / "data" / "mnist" / "eran_mnist_test_first100.csv")
-    control = to_network(load_onnx(SHARED / "networks" / "eran-mnist" / "convSmallRELU__Point.onnx"))
-    eng = Engines(control)
-    x_eran = x_eran.reshape(len(x_eran), -1)
-    keep = [i for i in range(len(x_eran))
-            if int(np.argmax(control.forward(((x_eran[i] - 0.1307) / 0.3081)[None]))) == int(y_eran[i])][: args.images]
-    for eps in eps_list:
-        props = []
-        for i in keep:
-            p = robustness_property(x_eran[i], eps, int(y_eran[i]), 10)     # box in pixel space, clipped
-            p.x_lower, p.x_upper = (p.x_lower - 0.1307) / 0.3081, (p.x_upper - 0.1307) / 0.3081
-            props.append(p)
-        evaluate("eran-convSmall", eng, props, rows, eps)
-    print(f"eran done {time.perf_counter() - t_start:.0f}s", flush=True)
 
-    _trained_part(args, rows, info, [float(e) for e in args.eps.split(",")] if args.eps else eps_list, t_start)
+def torch_to_network(model):
+    import tempfile
+
+    from vnnx.io.onnx import export_onnx, load_onnx, to_network
+
+    with tempfile.TemporaryDirectory() as d:
+        export_onnx(model, (1, 1, 28, 28), Path(d) / "m.onnx")
+        return to_network(load_onnx(Path(d) / "m.onnx"))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--summarise-only", action="store_true", help="rebuild table and PNG from results.csv")
+    ap.add_argument("--channels", default="4,8", help="conv widths of the trained nets (default 4,8)")
+    ap.add_argument("--hidden", type=int, default=50, help="FC width of the trained nets (default 50)")
+    ap.add_argument("--train-seconds", type=float, default=40, help="training time limit per net (default 40)")
+    ap.add_argument("--trained-only", action="store_true", help="skip verivital and ERAN convSmall")
+    ap.add_argument("--eps", default=None, help="comma-separated ε list for the trained nets")
+    ap.add_argument("--out", default=None, help="output folder (default out/bench_capm)")
+    ap.add_argument("--skip", default="", help="comma-separated methods not to run (e.g. lirpa-capm-crown)")
+    add_executor_flags(ap)
+    args = ap.parse_args(argv)
+    global OUT
+    if args.out:
+        OUT = Path(args.out)
+    if args.summarise_only:
+        with open(OUT / "results.csv") as f:
+            rows = [dict(r, eps=float(r["eps"]), instance=int(r["instance"]), seconds=float(r["seconds"]))
+                    for r in csv.DictReader(f)]
+        plot(rows, OUT / "time_vs_eps.png")
+        print(summarise(rows, {}))
+        return
+    spec = executor_spec(args)
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    from vnnx.data import load_eran_csv
+    from vnnx.io.onnx import load_onnx, to_network
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    info: dict[str, str] = {}
+    t_start = time.perf_counter()
+
+    eps_list = [0.01, 0.04] if args.quick else [0.01, 0.02, 0.04, 0.07]
+    trained_eps = [float(e) for e in args.eps.split(",")] if args.eps else eps_list
+    channels = tuple(int(c) for c in args.channels.split(","))
+    units = []    # phase 1: verivital and ERAN evaluations, and the trainings
+    if not args.trained_only:
+        # --- verivital: the VNN-COMP instances (ε = 0.004 in the specs) and `vnnx verify` --------
+        vv = SHARED / "benchmarks" / "verivital"
+        instances = read_instances_csv(vv / "verivital_instances.csv")[: (4 if args.quick else None)]
+        units.append(("bench_capm:verivital", _verivital_task, (list(instances),)))
+        # --- ERAN convSmall (no MaxPool): control ---------------------------------------------
+        x_eran, y_eran = load_eran_csv(SHARED / "data" / "mnist" / "eran_mnist_test_first100.csv")
+        control = to_network(load_onnx(SHARED / "networks" / "eran-mnist" / "convSmallRELU__Point.onnx"))
+        x_eran = x_eran.reshape(len(x_eran), -1)
+        keep = [i for i in range(len(x_eran))
+                if int(np.argmax(control.forward(((x_eran[i] - 0.1307) / 0.3081)[None]))) == int(y_eran[i])]
+        keep = keep[: args.images]
+        for eps in eps_list:
+            props = []
+            for i in keep:
+                p = robustness_property(x_eran[i], eps, int(y_eran[i]), 10)     # box in pixel space, clipped
+                p.x_lower, p.x_upper = (p.x_lower - 0.1307) / 0.3081, (p.x_upper - 0.1307) / 0.3081
+                props.append(p)
+            units.append((f"bench_capm:eran-convSmall:{eps:g}", _eval_task, ("eran-convSmall", control, props, eps)))
+    n_eval = len(units)
+    units += trained_units(args.quick, channels, args.hidden, args.train_seconds)
+    trained = []
+    for k, value in enumerate(ordered_units(units, spec, desc="bench_capm")):
+        if k < n_eval:
+            rows += value
+            if k == 0 and not args.trained_only:
+                print(f"verivital done {time.perf_counter() - t_start:.0f}s", flush=True)
+            elif k == n_eval - 1:
+                print(f"eran done {time.perf_counter() - t_start:.0f}s", flush=True)
+        else:
+            name, model, acc, seconds = value
+            print(f"trained {name}: {seconds:.0f}s, held-out accuracy {acc:.3f}", flush=True)
+            trained.append((name, model, acc))
+    _trained_part(args, rows, info, trained, trained_eps, t_start, spec)
     _finish(rows, info, t_start)
 
 
-def _trained_part(args, rows: list, info: dict, eps_list, t_start: float) -> None:
-    """The self-trained maxpool CNNs."""
+def _trained_part(args, rows: list, info: dict, trained: list, eps_list, t_start: float, spec=None) -> None:
+    """The self-trained maxpool CNNs: one task per (network, ε)."""
     from vnnx.data import mnist_split
 
     _, test = mnist_split(SHARED / "data" / "mnist")
     tx, ty = test.x.reshape(len(test.x), -1), test.y
-    channels = tuple(int(c) for c in args.channels.split(","))
-    for name, (model, acc) in trained_nets(args.quick, channels, args.hidden, args.train_seconds).items():
+    skip = tuple(m for m in args.skip.split(",") if m)
+    units, last = [], {}
+    for name, model, acc in trained:
         info[name] = f"held-out accuracy {acc:.3f}"
         net = torch_to_network(model)
-        eng = Engines(net)
         keep = [i for i in range(200) if int(np.argmax(net.forward(tx[i][None]))) == int(ty[i])][: args.images]
         for k, eps in enumerate(eps_list):
             props = [robustness_property(tx[i], eps, int(ty[i]), 10) for i in keep]
-            evaluate(name, eng, props, rows, eps, skip=tuple(m for m in args.skip.split(",") if m))
-            if name.startswith("mp2x2") and name.endswith("-normal") and k < 2:   # exact reference, a subset
-                sub = []
-                for i, p in enumerate(props[:3]):
-                    status, sec = milp_status(net, p, 30.0)
-                    sub.append({"net": name, "eps": eps, "instance": i, "method": "milp", "status": status,
-                                "seconds": sec})
-                rows += sub
-        print(f"{name} done {time.perf_counter() - t_start:.0f}s", flush=True)
+            # the exact MILP (reference) on a subset
+            milp = 3 if name.startswith("mp2x2") and name.endswith("-normal") and k < 2 else 0
+            units.append((f"bench_capm:{name}:{eps:g}", _eval_task, (name, net, props, eps, skip, milp)))
+            last[len(units) - 1] = name if k == len(eps_list) - 1 else None
+    for k, value in enumerate(ordered_units(units, spec, desc="bench_capm")):
+        rows += value
+        if last.get(k):
+            print(f"{last[k]} done {time.perf_counter() - t_start:.0f}s", flush=True)
 
 
 def _finish(rows: list, info: dict, t_start: float) -> None:
@@ -334,4 +379,6 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _sweep import cli
+
+    raise SystemExit(cli(main, "bench_capm"))

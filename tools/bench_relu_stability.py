@@ -21,6 +21,11 @@ folder or pass --retrain to train again).
 
 Run:  .venv/bin/python tools/bench_relu_stability.py [--quick] [--n-verify 100] [--timeout 5]
 Writes OUT_DIR/results.json, OUT_DIR/results.md and one ONNX file per model.
+
+The three trainings, then the evaluations of the five models, are tasks of :mod:`vnnx.executor`
+(``--jobs N``, ``--scheduler``, ``--local-cluster N``; default: one after another in this
+process); every seed comes from --seed, so the results are those of a sequential run (timings
+aside). Away from in-process, a task's log lines are not shown.
 """
 from __future__ import annotations
 
@@ -91,7 +96,7 @@ def trained_model(name: str, cfg, train_data, out_dir: Path, retrain: bool):
     return model, history.epochs, seconds
 
 
-def model_progression(args, out_dir: Path):
+def model_progression(args, out_dir: Path, spec=None):
     """The five networks of the progression, in order, with their training facts."""
     from vnnx_plugins.relu_stability.chain import sequential_to_network
     from vnnx_plugins.relu_stability.config import config_from_dict
@@ -101,7 +106,11 @@ def model_progression(args, out_dir: Path):
     cfgs = {k: config_from_dict(v, f"benchmark config {k}") for k, v in train_configs(args).items()}
     train_data, eval_data = load_data(cfgs["adv"])
     shape = tuple(train_data.x.shape[1:])
-    trained = {k: trained_model(k, c, train_data, out_dir, args.retrain) for k, c in cfgs.items()}
+    from _sweep import ordered
+
+    jobs = [(k, c, train_data, out_dir, args.retrain) for k, c in cfgs.items()]
+    trained = dict(zip(cfgs, ordered(trained_model, jobs, [f"bench_relu_stability:train:{k}" for k in cfgs], spec,
+                                     desc="bench_relu_stability trainings")))
     train_seconds = sum(t[2] for t in trained.values())
     nets: dict[str, dict] = {}
     nets["adv"] = {"network": sequential_to_network(trained["adv"][0], shape), "passes": []}
@@ -331,28 +340,40 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="+", help="evaluate only these models (names as in the table, e.g. +RS)")
     ap.add_argument("--tag", default="", help="suffix of the results files (results{TAG}.json/.md)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1000 images, 1 epoch, 5 images verified")
+    from vnnx.executor import add_executor_flags, executor_spec
+
+    add_executor_flags(ap)
     args = ap.parse_args(argv)
+    from vnnx.errors import VnnxError
+
+    try:
+        spec = executor_spec(args)
+    except VnnxError as exc:
+        print(f"bench_relu_stability: error: {exc}", file=sys.stderr)
+        return 2
     if args.quick:
         args.n_train, args.epochs, args.n_verify, args.n_lp, args.n_eval = 1000, 1, 5, 2, 200
         args.timeout, args.lp_time_limit = 2.0, 2.0
         args.out_dir = args.out_dir + "_quick"
     _setup_threads()
     import vnnx  # noqa: F401
-
-    from vnnx.errors import VnnxError
+    from _sweep import ordered
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     try:
-        nets, eval_data, cfgs, train_facts, train_seconds = model_progression(args, out_dir)
+        nets, eval_data, cfgs, train_facts, train_seconds = model_progression(args, out_dir, spec)
         unknown = sorted(set(args.only or ()) - set(nets))
         if unknown:
             print(f"bench_relu_stability: error: --only: unknown model(s) {unknown}; choose from {list(nets)}",
                   file=sys.stderr)
             return 2
-        results = [evaluate_network(name, entry, eval_data, cfgs["adv"], args, out_dir)
-                   for name, entry in nets.items() if not args.only or name in args.only]
+        names = [name for name in nets if not args.only or name in args.only]
+        results = list(ordered(evaluate_network, [(name, nets[name], eval_data, cfgs["adv"], args, out_dir)
+                                                  for name in names],
+                               [f"bench_relu_stability:evaluate:{name}" for name in names], spec,
+                               desc="bench_relu_stability evaluations"))
     except VnnxError as exc:
         print(f"bench_relu_stability: error: {exc}", file=sys.stderr)
         return 1

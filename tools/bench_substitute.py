@@ -22,6 +22,12 @@ CNNs); the MILP timings are then measured separately, on f and on each substitut
 default since the graph engine: bound f with the replaced neurons on fixed lines, fold once) in
 the same process, and check that both pick the same ReLUs. Writes {--out}/prune_timing.{json,md}.
 
+Each anchor is a task of :mod:`vnnx.executor` (``--jobs N``, ``--scheduler``, ``--local-cluster
+N``; default: one after another in this process), its rows written in the sequential order. Tasks
+side by side share the machine: the MILP timings of such a run are not comparable to a
+sequential one's (and a solve near ``--timeout`` may time out where it did not). ``--prune-only``
+runs in this process (its point is timing both variants in one process).
+
 Writes {--out}/{results.json,summary.md}; copy summary.md into docs/substitute.md.
 Run: .venv/bin/python tools/bench_substitute.py [--onnx M] [--data D] [--count N] > log 2>&1
 """
@@ -38,6 +44,7 @@ import torch
 import vnnx  # noqa: F401
 from vnnx.data import fit_to_input, load_npz
 from vnnx.engine import ChainBounds
+from vnnx.executor import add_executor_flags, executor_spec
 from vnnx.io.onnx import load_onnx, to_network
 from vnnx_plugins.substitute.core import anchor_label, boundary_distance, find_adversarial, make_substitute, milp_at
 
@@ -55,7 +62,7 @@ def solve_times(network, x0, label, eps_values, timeout):
     return times, statuses
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--onnx", default=str(ROOT / "specs/mnist_demo/mnist_2x50.onnx"))
     ap.add_argument("--data", default=str(ROOT / "specs/mnist_demo/mnist_eval400.npz"))
@@ -73,7 +80,9 @@ def main() -> None:
                     help="f's search keeps bisecting below a timed-out ε (a tighter bracket; still incomplete)")
     ap.add_argument("--prune-only", type=int, default=0, metavar="R",
                     help="only time Algorithm 1: R rounds, folding each round against fixed lines (see above)")
-    args = ap.parse_args()
+    add_executor_flags(ap)
+    args = ap.parse_args(argv)
+    spec = executor_spec(args)
     OUT = Path(args.out)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -85,36 +94,16 @@ def main() -> None:
     if args.prune_only:
         prune_timing(network, data, kinds, gammas, args, OUT)
         return
+    from _sweep import ordered
+
     rows = []
-    for i in range(min(args.count, len(data))):
-        x0 = fit_to_input(data.x[i:i + 1], network.n_inputs)[0].astype(np.float64)
-        label = anchor_label(network, x0)
-        adv = find_adversarial(network, x0, label, CLIP)
-        ref = boundary_distance(network, x0, label, CLIP, timeout=args.timeout, rel_tol=args.rel_tol, adv=adv,
-                                engine=args.engine, narrow=args.narrow)
-        eps_values = ref.solve_eps[:args.paired] if args.paired is not None else ref.solve_eps
-        row = {"index": i, "label": label, "true": int(data.y[i]), "f": ref.to_dict(), "subs": []}
-        if args.engine == "milp":
-            row["paired_f_seconds"] = ref.solve_seconds[:len(eps_values)]
-            row["paired_f_statuses"] = ref.solve_statuses[:len(eps_values)]
-        else:
-            row["paired_f_seconds"], row["paired_f_statuses"] = solve_times(network, x0, label, eps_values,
-                                                                            args.timeout)
-        print(f"[{i}] f: {ref.status} d_bnd={ref.d_bnd} d_adv={adv.d_adv} solves={ref.solves} "
-              f"search s/solve={row['f']['milp_seconds_mean']} MILP s/solve={np.mean(row['paired_f_seconds'])}",
-              flush=True)
-        for kind in kinds:
-            for gamma in gammas:
-                sub = make_substitute(network, x0, kind, gamma, clip=CLIP, label=label, adv=adv)
-                res = boundary_distance(sub.network, x0, label, CLIP, timeout=args.timeout, rel_tol=args.rel_tol,
-                                        engine=args.engine)
-                t_sub, st_sub = solve_times(sub.network, x0, label, eps_values, args.timeout)
-                s = {**sub.summary(), "radius": res.to_dict(), "paired_sub_seconds": t_sub,
-                     "paired_sub_statuses": st_sub}
-                row["subs"].append(s)
-                print(f"    {kind} γ={gamma}: {res.status} d_bnd={res.d_bnd} kept={s['relus_kept']}/"
-                      f"{s['relus_total']} prune={s['prune_seconds']:.3f}s paired mean="
-                      f"{np.mean(t_sub) if t_sub else float('nan'):.4f}s", flush=True)
+    n = min(args.count, len(data))
+    settings = {k: getattr(args, k) for k in ("timeout", "rel_tol", "engine", "narrow", "paired")}
+    jobs = [(args.onnx, fit_to_input(data.x[i:i + 1], network.n_inputs)[0].astype(np.float64), i, int(data.y[i]),
+             kinds, gammas, settings) for i in range(n)]
+    for row, lines in ordered(anchor_row, jobs, [f"bench_substitute:{i}" for i in range(n)], spec,
+                              desc="bench_substitute"):
+        print("\n".join(lines), flush=True)
         rows.append(row)
         (OUT / "results.json").write_text(json.dumps(rows, indent=1, default=float))
         summary = _summary(rows, kinds, gammas, args)
@@ -122,6 +111,42 @@ def main() -> None:
     summary = _summary(rows, kinds, gammas, args)
     (OUT / "summary.md").write_text(summary)
     print(summary)
+
+
+def anchor_row(onnx_path: str, x0, i: int, true: int, kinds: list, gammas: list, settings: dict):
+    """One anchor (an executor task): f's d_bnd search, then a substitute per kind and γ with its
+    search and paired MILP timings; (its results row, its log lines)."""
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    network = to_network(load_onnx(onnx_path))
+    timeout, rel_tol, engine = settings["timeout"], settings["rel_tol"], settings["engine"]
+    lines = []
+    label = anchor_label(network, x0)
+    adv = find_adversarial(network, x0, label, CLIP)
+    ref = boundary_distance(network, x0, label, CLIP, timeout=timeout, rel_tol=rel_tol, adv=adv,
+                            engine=engine, narrow=settings["narrow"])
+    paired = settings["paired"]
+    eps_values = ref.solve_eps[:paired] if paired is not None else ref.solve_eps
+    row = {"index": i, "label": label, "true": true, "f": ref.to_dict(), "subs": []}
+    if engine == "milp":
+        row["paired_f_seconds"] = ref.solve_seconds[:len(eps_values)]
+        row["paired_f_statuses"] = ref.solve_statuses[:len(eps_values)]
+    else:
+        row["paired_f_seconds"], row["paired_f_statuses"] = solve_times(network, x0, label, eps_values, timeout)
+    lines.append(f"[{i}] f: {ref.status} d_bnd={ref.d_bnd} d_adv={adv.d_adv} solves={ref.solves} "
+                 f"search s/solve={row['f']['milp_seconds_mean']} MILP s/solve={np.mean(row['paired_f_seconds'])}")
+    for kind in kinds:
+        for gamma in gammas:
+            sub = make_substitute(network, x0, kind, gamma, clip=CLIP, label=label, adv=adv)
+            res = boundary_distance(sub.network, x0, label, CLIP, timeout=timeout, rel_tol=rel_tol, engine=engine)
+            t_sub, st_sub = solve_times(sub.network, x0, label, eps_values, timeout)
+            s = {**sub.summary(), "radius": res.to_dict(), "paired_sub_seconds": t_sub,
+                 "paired_sub_statuses": st_sub}
+            row["subs"].append(s)
+            lines.append(f"    {kind} γ={gamma}: {res.status} d_bnd={res.d_bnd} kept={s['relus_kept']}/"
+                         f"{s['relus_total']} prune={s['prune_seconds']:.3f}s paired mean="
+                         f"{np.mean(t_sub) if t_sub else float('nan'):.4f}s")
+    return row, lines
 
 
 def prune_timing(network, data, kinds, gammas, args, out: Path) -> None:
@@ -195,4 +220,6 @@ def _summary(rows, kinds, gammas, args) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from _sweep import cli
+
+    raise SystemExit(cli(main, "bench_substitute"))

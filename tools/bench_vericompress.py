@@ -6,7 +6,9 @@ prune-after-training baseline at the same budgets and the same number of epochs.
         --out-dir out/bench_vericompress --jobs 1
 
 Writes results.json and results.csv in --out-dir and prints a Markdown table (docs/vericompress.md).
-Each job trains with one torch thread; --jobs runs that many runs side by side.
+Each job trains with one torch thread; every run is a task of :mod:`vnnx.executor`: --jobs runs
+that many side by side in local processes, ``--scheduler``/``--local-cluster N`` on a Dask
+cluster (default: one after another in this process). A run's seeds come from its config.
 
 ``--seeds 0 1 2`` repeats every run per seed and adds a table of means; ``--methods`` picks the
 runs (dense, vericompress, prune-finetune); ``--set KEY=VALUE`` overrides a config key (YAML
@@ -27,7 +29,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
@@ -161,7 +162,11 @@ def main(argv=None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (the value is read as YAML), e.g. explore_every=4")
     p.add_argument("--retime", action="store_true", help="only re-measure the CPU times of an earlier run")
+    from vnnx.executor import add_executor_flags, executor_spec
+
+    add_executor_flags(p, jobs=False)
     args = p.parse_args(argv)
+    spec = executor_spec(args)
     out_dir = Path(args.out_dir)
     if args.retime:
         data = json.loads((out_dir / "results.json").read_text())
@@ -191,14 +196,15 @@ def main(argv=None) -> int:
             jobs.append(("dense", 1.0, seeded, str(out_dir)))
         for f in args.fractions:
             jobs += [(m, f, seeded, str(out_dir)) for m in ("vericompress", "prune-finetune") if m in args.methods]
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            rows = list(pool.map(_run, jobs))
-    else:
-        rows = [_run(j) for j in jobs]
+    from _sweep import ordered
+
+    keys = [f"bench_vericompress:{m}_{int(round(100 * f))}_s{c['seed']}" for m, f, c, _ in jobs]
+    rows = list(ordered(_run, [(j,) for j in jobs], keys, spec, desc="bench_vericompress"))
     _write(cfg_dict, rows, out_dir)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _sweep import cli
+
+    sys.exit(cli(main, "bench_vericompress"))

@@ -17,6 +17,10 @@ validation (the LP's samples) and the next 200 for test. For each network and ε
 Results go to ``--out`` (JSON, one record per network and ε, plus a markdown table). Example::
 
     .venv/bin/python tools/bench_vnn_lp.py --nets mnist_relu_3_50 --eps 0,0.1 --out out/bench_vnn_lp
+
+Each (network, ε) is a task of :mod:`vnnx.executor` (``--jobs N``, ``--scheduler``,
+``--local-cluster N``; default: one after another in this process); the records are written in
+the sequential order. With ``--jobs N`` give ``--workers 1`` (each task would start its own LP pool).
 """
 from __future__ import annotations
 
@@ -34,6 +38,8 @@ SHARED = ROOT.parent / "shared"
 
 
 def _args(argv=None) -> argparse.Namespace:
+    from vnnx.executor import add_executor_flags
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nets", default="mnist_relu_3_50,mnist_relu_3_100,mnist_relu_6_100,mnist_relu_9_100",
                    help="ERAN network names in ../shared/networks/eran-mnist (comma-separated)")
@@ -53,6 +59,7 @@ def _args(argv=None) -> argparse.Namespace:
                    help="no sparsification: re-evaluate the networks of --out's results.json (the "
                         "written VNN ONNX, MBP rebuilt from the recorded non-zero counts) under --clip, "
                         "stored as evaluation_clip-<LO,HI|none>, with the verified-robustness gain ratios")
+    add_executor_flags(p)
     return p.parse_args(argv)
 
 
@@ -72,11 +79,11 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     from vnnx.data import fit_to_input, mnist_split
-    from vnnx.io.onnx import load_onnx, to_network
-    from vnnx_plugins.vnn_lp import SparsifyOptions, prune_magnitude, sparsify
-    from vnnx_plugins.vnn_lp.evaluate import evaluate
+    from vnnx.executor import executor_spec
+    from _sweep import ordered
 
     args = _args(argv)
+    spec = executor_spec(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _, ev = mnist_split(SHARED / "data" / "mnist", args.n_val + args.n_test)
@@ -91,48 +98,69 @@ def main(argv=None) -> int:
         records = json.loads(results_path.read_text())
     if args.reevaluate:
         return reevaluate(records, out, xt, yt, deltas, clip, args.clip, results_path)
-    for name in [n.strip() for n in args.nets.split(",") if n.strip()]:
-        network = to_network(load_onnx(SHARED / "networks" / "eran-mnist" / f"{name}.onnx"))
-        for eps in _floats(args.eps):
-            rec = {"network": name, "epsilon": eps, "n_val": len(xv), "n_test": len(xt),
-                   "date": time.strftime("%Y-%m-%d"), "workers": args.workers}
-            opts = SparsifyOptions(epsilon=eps, workers=args.workers, time_limit=args.time_limit, progress=False)
-            t0 = time.perf_counter()
-            sparse, report = sparsify(network, xv, yv, opts, out=out / f"{name}_eps{eps:g}.onnx")
-            rec["vnn_seconds"] = time.perf_counter() - t0
-            rec["report"] = report.as_dict()
-            rec["guarantee_passed"] = bool(report.guarantee["passed"])
-            rec["nnz_before"], rec["nnz_after"] = report.nnz_before, report.nnz_after
-            print(f"{name} eps={eps:g}: vnn {rec['vnn_seconds']:.1f}s nnz {report.nnz_before} -> "
-                  f"{report.nnz_after} guarantee {rec['guarantee_passed']} {report.guarantee['all_samples']}",
-                  flush=True)
-            if args.paper == "all" or (args.paper == "eps0" and eps == 0):
-                popts = SparsifyOptions(epsilon=eps, formulation="paper", time_limit=args.paper_time_limit,
-                                        progress=False)
-                t0 = time.perf_counter()
-                _, prep = sparsify(network, xv, yv, popts)
-                rec["paper_seconds"] = time.perf_counter() - t0
-                rec["paper_lp_seconds"] = sum(r.lp_seconds for r in prep.layers)
-                rec["paper_status"] = [r.status for r in prep.layers]
-                rec["paper_capped"] = any("time_limit" in r.message for r in prep.layers)
-                rec["paper_l1_after"] = [r.l1_after for r in prep.layers]
-                rec["vnn_l1_after"] = [r.l1_after for r in report.layers]
-                print(f"  paper LP baseline: {rec['paper_seconds']:.1f}s (LP {rec['paper_lp_seconds']:.1f}s) "
-                      f"status {rec['paper_status']}", flush=True)
-            mbp = prune_magnitude(network, keep={r.index: r.nnz_after for r in report.layers})
-            t0 = time.perf_counter()
-            rec["evaluation"] = evaluate({"original": network, "vnn": sparse, "mbp": mbp}, xt, yt, deltas,
-                                         ("crown",), clip=clip)
-            rec["eval_seconds"] = time.perf_counter() - t0
-            rob = rec["evaluation"]["robustness"]
-            print("  crown verified %: " + "; ".join(
-                f"{k} " + " ".join(f"{100 * rob[k]['crown'][d]['verified']:.1f}" for d in deltas) for k in rob),
-                flush=True)
-            records = [r for r in records if (r["network"], r["epsilon"]) != (name, eps)] + [rec]
-            _write(results_path, records)
+    work = [(name, eps) for name in [n.strip() for n in args.nets.split(",") if n.strip()] for eps in _floats(args.eps)]
+    settings = {k: getattr(args, k) for k in ("workers", "time_limit", "paper", "paper_time_limit")}
+    jobs = [(name, str(SHARED / "networks" / "eran-mnist" / f"{name}.onnx"), eps, xv, yv, xt, yt, deltas, clip,
+             settings, str(out.resolve())) for name, eps in work]
+    for (name, eps), rec in zip(work, ordered(net_eps_record, jobs, [f"bench_vnn_lp:{n}:{e:g}" for n, e in work],
+                                              spec, desc="bench_vnn_lp")):
+        rec["date"] = time.strftime("%Y-%m-%d")
+        print(f"{name} eps={eps:g}: vnn {rec['vnn_seconds']:.1f}s nnz {rec['nnz_before']} -> "
+              f"{rec['nnz_after']} guarantee {rec['guarantee_passed']} {rec['report']['guarantee']['all_samples']}",
+              flush=True)
+        if "paper_seconds" in rec:
+            print(f"  paper LP baseline: {rec['paper_seconds']:.1f}s (LP {rec['paper_lp_seconds']:.1f}s) "
+                  f"status {rec['paper_status']}", flush=True)
+        rob = rec["evaluation"]["robustness"]
+        print("  crown verified %: " + "; ".join(
+            f"{k} " + " ".join(f"{100 * rob[k]['crown'][d]['verified']:.1f}" for d in deltas) for k in rob),
+            flush=True)
+        records = [r for r in records if (r["network"], r["epsilon"]) != (name, eps)] + [rec]
+        _write(results_path, records)
     (out / "table.md").write_text(table(records, deltas))
     print(table(records, deltas))
     return 0
+
+
+def net_eps_record(name: str, onnx_path: str, eps: float, xv, yv, xt, yt, deltas: list, clip, settings: dict,
+                   out: str) -> dict:
+    """One (network, ε) of the benchmark (an executor task): sparsify (writing ``out``/NAME_epsE.onnx),
+    the paper's baseline where ``settings['paper']`` asks for it, MBP, and the CROWN evaluation;
+    its results record."""
+    import torch
+
+    from vnnx.io.onnx import load_onnx, to_network
+    from vnnx_plugins.vnn_lp import SparsifyOptions, prune_magnitude, sparsify
+    from vnnx_plugins.vnn_lp.evaluate import evaluate
+
+    torch.set_num_threads(1)
+    network = to_network(load_onnx(onnx_path))
+    rec = {"network": name, "epsilon": eps, "n_val": len(xv), "n_test": len(xt),
+           "date": time.strftime("%Y-%m-%d"), "workers": settings["workers"]}
+    opts = SparsifyOptions(epsilon=eps, workers=settings["workers"], time_limit=settings["time_limit"], progress=False)
+    t0 = time.perf_counter()
+    sparse, report = sparsify(network, xv, yv, opts, out=Path(out) / f"{name}_eps{eps:g}.onnx")
+    rec["vnn_seconds"] = time.perf_counter() - t0
+    rec["report"] = report.as_dict()
+    rec["guarantee_passed"] = bool(report.guarantee["passed"])
+    rec["nnz_before"], rec["nnz_after"] = report.nnz_before, report.nnz_after
+    if settings["paper"] == "all" or (settings["paper"] == "eps0" and eps == 0):
+        popts = SparsifyOptions(epsilon=eps, formulation="paper", time_limit=settings["paper_time_limit"],
+                                progress=False)
+        t0 = time.perf_counter()
+        _, prep = sparsify(network, xv, yv, popts)
+        rec["paper_seconds"] = time.perf_counter() - t0
+        rec["paper_lp_seconds"] = sum(r.lp_seconds for r in prep.layers)
+        rec["paper_status"] = [r.status for r in prep.layers]
+        rec["paper_capped"] = any("time_limit" in r.message for r in prep.layers)
+        rec["paper_l1_after"] = [r.l1_after for r in prep.layers]
+        rec["vnn_l1_after"] = [r.l1_after for r in report.layers]
+    mbp = prune_magnitude(network, keep={r.index: r.nnz_after for r in report.layers})
+    t0 = time.perf_counter()
+    rec["evaluation"] = evaluate({"original": network, "vnn": sparse, "mbp": mbp}, xt, yt, deltas,
+                                 ("crown",), clip=clip)
+    rec["eval_seconds"] = time.perf_counter() - t0
+    return rec
 
 
 def reevaluate(records: list, out: Path, xt, yt, deltas, clip, clip_text: str, results_path: Path) -> int:
@@ -218,4 +246,6 @@ def table(records: list, deltas: list[float]) -> str:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    sys.exit(main())
+    from _sweep import cli
+
+    sys.exit(cli(main, "bench_vnn_lp"))

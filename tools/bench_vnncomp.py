@@ -88,7 +88,7 @@ def crosscheck_unsat(rows: list[dict]) -> int:
     return wrong
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suites", nargs="+", default=["mnistfc-256x2", "acasxu-1_1", "verivital"],
                     choices=sorted(SUITES))
@@ -105,7 +105,13 @@ def main() -> None:
     ap.add_argument("--compare-dir", default=None,
                     help="a results folder of an earlier run (another version): print every instance whose "
                          "verdict changed between sat and unsat; exit 1 if any did")
-    args = ap.parse_args()
+    from vnnx.executor import add_executor_flags, executor_spec
+
+    add_executor_flags(ap, jobs=False)   # --scheduler / --local-cluster: the instances on a Dask cluster
+    args = ap.parse_args(argv)
+    spec = executor_spec(args)
+    where = (f" --scheduler {args.scheduler}" if args.scheduler else "") + \
+        (f" --local-cluster {args.local_cluster}" if args.local_cluster else "")
     from vnnx.cli import _set_threads
 
     _set_threads()  # one torch thread unless VNNX_THREADS says otherwise, as the CLI does
@@ -122,7 +128,7 @@ def main() -> None:
             write_instances_csv(sub, rows)
             summary = run_benchmark(str(sub), out_csv=str(out_dir / f"{suite}.csv"), timeout_scale=args.timeout_scale,
                                     relaxations=relaxations_for(args.maxpool), limit=args.limit,
-                                    jobs=args.jobs, progress=args.jobs == 1)
+                                    executor=spec, progress=spec.kind == "in-process")
         print(f"\n== {suite}\n{summary.table()}")
         contradicted = crosscheck_unsat(summary.rows) if args.crosscheck else None
         if args.compare_dir:
@@ -141,7 +147,7 @@ def main() -> None:
         with open(doc, "a") as fh:
             fh.write(head + f"\n## {dt.date.today().isoformat()} — {machine()}\n\n"
                      f"`tools/bench_vnncomp.py --suites {' '.join(args.suites)} --timeout-scale {args.timeout_scale}"
-                     f"{'' if args.limit is None else f' --limit {args.limit}'} --jobs {args.jobs}` (maxpool: {args.maxpool}; with --jobs N, N instances run at once, one thread each)\n\n"
+                     f"{'' if args.limit is None else f' --limit {args.limit}'} --jobs {args.jobs}{where}` (maxpool: {args.maxpool}; with --jobs N, N instances run at once, one thread each)\n\n"
                      "| suite | instances | sat | unsat | unknown | timeout | error | answered in time | "
                      "mean s (solved) | max s (solved) | unsat contradicted by a 200-restart PGD |\n"
                      "|---|---|---|---|---|---|---|---|---|---|---|\n"
@@ -152,4 +158,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _sweep import cli
+
+    raise SystemExit(cli(main, "bench_vnncomp"))
