@@ -319,6 +319,16 @@ def test_longest_first_orders_by_a_prior_run(reference, tmp_path):
     assert not (tmp_path / "x.csv").exists()
 
 
+def test_jobs_zero_is_refused_in_one_line(tmp_path, capsys):
+    from vnnx.cli import main
+
+    inst = tmp_path / "i.csv"
+    inst.write_text("a.onnx,b.vnnlib,10\n")
+    assert main(["bench", str(inst), "--jobs", "0", "--out", str(tmp_path / "r.csv")]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "r.csv").exists()
+
+
 def test_unreachable_scheduler_is_one_line_and_exit_2(tmp_path, capsys):
     from vnnx.cli import main
 

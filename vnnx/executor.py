@@ -720,7 +720,8 @@ def add_executor_flags(p, jobs: bool = True) -> None:
 
 def executor_spec(args, jobs_attr: str = "jobs") -> ExecutorSpec:
     """The :class:`ExecutorSpec` of a command's parsed flags (see :func:`add_executor_flags`)."""
-    return ExecutorSpec(jobs=int(getattr(args, jobs_attr, 1) or 1), scheduler=getattr(args, "scheduler", None),
+    jobs = getattr(args, jobs_attr, 1)
+    return ExecutorSpec(jobs=1 if jobs is None else int(jobs), scheduler=getattr(args, "scheduler", None),
                         local_cluster=getattr(args, "local_cluster", None)).validate()
 
 
