@@ -44,6 +44,11 @@ def warm_forever(key):
         time.sleep(0.05)
 
 
+def shout(text):
+    print(text)
+    return len(text)
+
+
 def read_warm(key):
     return _WARM.get(key), os.getpid()
 
@@ -94,6 +99,12 @@ def test_back_ends_give_the_same_outcomes(importable_tests, scheduler):
     # map_tasks: input order, whatever the finishing order.
     out = map_tasks(math.factorial, [(5,), (3,), (4,)], spec=ExecutorSpec(jobs=2))
     assert [o.value for o in out] == [120, 6, 24]
+
+
+def test_an_isolated_tasks_stdout_comes_back_with_its_outcome(importable_tests):
+    out = {o.task.key: o for o in run_tasks([Task("a", shout, ("hello",)), Task("b", shout, ("world",))],
+                                             ExecutorSpec(jobs=2))}
+    assert out["a"].output == "hello\n" and out["b"].output == "world\n" and out["a"].value == 5
 
 
 def test_a_hanging_warm_step_is_abandoned(importable_tests, monkeypatch):

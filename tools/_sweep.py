@@ -110,6 +110,9 @@ def _in_order(outcomes, keys: list, desc: str, error) -> Iterator[Any]:
             while nxt < len(keys) and keys[nxt] in done:
                 o = done.pop(keys[nxt])
                 nxt += 1
+                if o.output:        # what an isolated task printed, in the sequential order
+                    sys.stdout.write(o.output)
+                    sys.stdout.flush()
                 if o.status != "ok":
                     raise error(f"{desc}: {o.task.key}: {o.status}: {o.reason}")
                 yield o.value

@@ -48,6 +48,8 @@ from vnnx.errors import ConfigError, VnnxError
 CONNECT_TIMEOUT = 5.0
 #: Times a task is tried again after its worker died under it, before it becomes an ``error``.
 RETRIES = 2
+#: Bytes of an isolated task's stdout that come back with its outcome.
+OUTPUT_KEEP = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ class Outcome:
     value: Any = None
     reason: str = ""
     seconds: float = 0.0
+    #: What an isolated task printed on stdout (its last :data:`OUTPUT_KEEP` bytes); in-process
+    #: tasks print directly, and this stays empty.
+    output: str = ""
 
 
 @dataclass(frozen=True)
@@ -280,9 +285,10 @@ def run_isolated(task: Task, stop: Optional[threading.Event] = None) -> Outcome:
         dst = Path(tmp) / "outcome.pkl"
         if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and dst.is_file():
             kind, value = pickle.loads(dst.read_bytes())
+            output = _tail(Path(tmp) / "stdout")
             if kind == "ok":
-                return Outcome(task, "ok", value=value, seconds=seconds)
-            return Outcome(task, "error", reason=value, seconds=seconds)
+                return Outcome(task, "ok", value=value, seconds=seconds, output=output)
+            return Outcome(task, "error", reason=value, seconds=seconds, output=output)
         return Outcome(task, "error", reason=_death_reason(status, Path(tmp) / "stderr"), seconds=seconds)
 
 
@@ -300,6 +306,17 @@ def _wait(pid: int, ended: threading.Event, timeout: Optional[float], stop: Opti
                 os.killpg(pid, signal.SIGKILL)
             ended.wait(5.0)
             return why
+
+
+def _tail(path: Path) -> str:
+    """The last :data:`OUTPUT_KEEP` bytes of a task's output file, as text ('' when none)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - OUTPUT_KEEP))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _death_reason(status: Optional[int], err: Path) -> str:
@@ -421,8 +438,9 @@ def _task_child(task_dir: str) -> None:
         d = Path(task_dir)
         devnull = os.open(os.devnull, os.O_RDWR)
         err = os.open(d / "stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        out = os.open(d / "stdout", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(devnull, 0)
-        os.dup2(devnull, 1)
+        os.dup2(out, 1)
         os.dup2(err, 2)
         fn, args, seed = pickle.loads((d / "task.pkl").read_bytes())
         if "torch" in sys.modules:
@@ -444,6 +462,7 @@ def _task_child(task_dir: str) -> None:
         traceback.print_exc()
     finally:
         with contextlib.suppress(Exception):
+            sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)   # never back into the zygote's loop; a solver thread must not hold it
 
