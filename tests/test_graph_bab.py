@@ -101,7 +101,7 @@ def _exact_min(g, lo, up, c) -> float:
     return float(sol.bound)
 
 
-def _assert_agrees_with_exact_range(g, lo, up, seed, n_out, rel_gap=0.02):
+def _assert_agrees_with_exact_range(g, lo, up, seed, n_out, rel_gap=0.02, branching="babsr"):
     """Threshold ``rel_gap`` below the graph MILP's exact minimum of y_0 - y_j: unsat; as much
     above: sat, with a point in the box that really violates."""
     c = np.zeros(n_out)
@@ -112,7 +112,7 @@ def _assert_agrees_with_exact_range(g, lo, up, seed, n_out, rel_gap=0.02):
     for offset, expected in ((-gap, "unsat"), (gap, "sat")):
         thr = true_min + offset
         check = lambda x: bool(float(g.forward(x[None])[0] @ c) <= thr)  # noqa: E731
-        res = GraphBab(engine, lo, up, c[None], np.array([thr]), batch=64, check=check).run(
+        res = GraphBab(engine, lo, up, c[None], np.array([thr]), batch=64, check=check, branching=branching).run(
             deadline=time.monotonic() + 60)
         assert res.status == expected, (seed, offset, res)
         if expected == "sat":
@@ -126,6 +126,47 @@ def test_answers_agree_with_the_exact_output_range_on_residual_nets(tmp_path, se
     g = _residual(tmp_path, seed, n_in=5, width=16)
     lo, up = _box(rng, 5, (0.6, 1.5))
     _assert_agrees_with_exact_range(g, lo, up, seed, 3)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_fsb_branching_agrees_with_the_exact_output_range(tmp_path, seed):
+    rng = np.random.default_rng(200 + seed)
+    g = _residual(tmp_path, seed, n_in=5, width=16)
+    lo, up = _box(rng, 5, (0.6, 1.5))
+    _assert_agrees_with_exact_range(g, lo, up, seed, 3, branching="fsb")
+
+
+def test_fsb_ranks_the_candidate_with_the_best_worse_child_first(tmp_path):
+    """On the root, FSB's first choice is the candidate whose worse child bounds highest (checked
+    against bounding each candidate's children directly); an unknown rule is refused."""
+    from vnnx.errors import VnnxError
+
+    rng = np.random.default_rng(3)
+    g = _residual(tmp_path, 3, n_in=5, width=16)
+    lo, up = _box(rng, 5, (0.6, 1.5))
+    A, b = rng.normal(size=(1, 3)), np.array([-5.0])
+    bab = GraphBab(GraphEngine(g), lo, up, A, b, iterations=0, branching="fsb")
+    bab._deadline = None
+    with torch.no_grad():
+        dom = bab._root(None, None)
+        seen, _ = bab._optimise(dom, 0)
+        flat = bab._scores(dom, seen)
+        ranked = bab._fsb(dom, flat)
+    cand = flat.topk(4, dim=1).indices[0]
+    worse = []
+    for p in cand:
+        kids = []
+        for sign in (1, -1):
+            c = dom.clone()
+            bab._apply_split(c, p.reshape(1), sign)
+            c.bound = torch.full_like(c.bound, -np.inf)
+            with torch.no_grad():
+                bab._optimise(c, 0)
+            kids.append(float(c.bound[0]))
+        worse.append(min(kids))
+    assert int(ranked[0].argmax()) == int(cand[int(np.argmax(worse))])
+    with pytest.raises(VnnxError, match="unknown branching rule"):
+        GraphBab(GraphEngine(g), lo, up, A, b, branching="random")
 
 
 @pytest.mark.parametrize("eps", [0.1])
@@ -169,7 +210,7 @@ def test_maxpool_written_as_relus_makes_the_search_complete(tmp_path):
     engine = GraphEngine(relus)
     for thr, want in ((true_min + gap, "sat"), (true_min - gap, "unsat")):
         check = lambda x: bool(float(g.forward(x[None])[0] @ c) <= thr)  # noqa: E731
-        res = GraphBab(engine, lo, up, c[None], np.array([thr]), batch=64, check=check).run(
+        res = GraphBab(engine, lo, up, c[None], np.array([thr]), batch=64, check=check, branching=branching).run(
             deadline=time.monotonic() + 60)
         assert res.status == want, (thr, res)
         if want == "sat":

@@ -36,6 +36,12 @@ import torch
 from vnnx.bab import BabSearch, infeasible, intersect_interval, pick_splits
 from vnnx.errors import VnnxError
 
+#: Branching rules: 'babsr' (the score below), 'fsb' (filtered smart branching: the FSB_CANDIDATES
+#: best-scored entries of each domain are each split and their two children bounded by one
+#: backward pass with the parent's α and β; the entry whose worse child has the best bound wins).
+BRANCHING = ("babsr", "fsb")
+FSB_CANDIDATES = 4
+
 
 def split_nodes(graph) -> dict[int, list[int]]:
     """``{node k: [splittable operator nodes reading k]}``: the nodes whose entries can be split."""
@@ -85,7 +91,11 @@ class GraphBab(BabSearch):
     def __init__(self, engine, x_lower: np.ndarray, x_upper: np.ndarray, A: np.ndarray, b: np.ndarray,
                  *, margin: float = 1e-7, batch: int = 256, iterations: int = 20, lr_alpha: float = 0.1,
                  lr_beta: float = 0.05, max_domains: int = 200_000,
-                 check: Optional[Callable[[np.ndarray], bool]] = None, leaf_time: float = 10.0) -> None:
+                 check: Optional[Callable[[np.ndarray], bool]] = None, leaf_time: float = 10.0,
+                 branching: str = "babsr") -> None:
+        if branching not in BRANCHING:
+            raise VnnxError(f"unknown branching rule {branching!r}; choose one of {', '.join(BRANCHING)}")
+        self.branching = branching
         g = engine.graph
         self.engine, self.graph = engine, g
         self.split_at = split_nodes(g)
@@ -196,8 +206,8 @@ class GraphBab(BabSearch):
         """Children of every domain in ``dom``: ``2 ** n_splits`` each, split on the best-scored
         entries. Returns the children and a mask of parents with nothing left to split."""
         flat = self._scores(dom, seen)
-        sizes = [int(np.prod(self.graph.nodes[k].shape)) for k in self.split_keys]
-        offsets = np.cumsum([0] + sizes)
+        if self.branching == "fsb":
+            flat = self._fsb(dom, flat)
         live, exhausted, top = pick_splits(flat, n_splits)
         if top is None:
             return None, exhausted
@@ -206,22 +216,63 @@ class GraphBab(BabSearch):
             parts = []
             for sign in (1, -1):
                 c = children.clone()
-                p = top[:, t].repeat(len(c) // top.shape[0])
-                rows = torch.arange(len(c), device=p.device)
-                for n, key in enumerate(self.split_keys):
-                    sel = (p >= int(offsets[n])) & (p < int(offsets[n + 1]))
-                    if not bool(sel.any()):
-                        continue
-                    r, e = rows[sel], p[sel] - int(offsets[n])
-                    sp, lo, hi = (x.reshape(len(c), -1) for x in (c.splits[key], c.lo[key], c.hi[key]))
-                    sp[r, e] = sign
-                    if sign > 0:
-                        lo[r, e] = lo[r, e].clamp(min=0)
-                    else:
-                        hi[r, e] = hi[r, e].clamp(max=0)
+                self._apply_split(c, top[:, t].repeat(len(c) // top.shape[0]), sign)
                 parts.append(c)
             children = _Domains.cat(parts)
         return children, exhausted
+
+    def _apply_split(self, c: _Domains, p: torch.Tensor, sign: int) -> None:
+        """Split entry ``p[i]`` (an index into the flattened split nodes, ``split_keys`` order) of
+        each domain ``i`` of ``c`` to its ``sign`` side, in place."""
+        sizes = [int(np.prod(self.graph.nodes[k].shape)) for k in self.split_keys]
+        offsets = np.cumsum([0] + sizes)
+        rows = torch.arange(len(c), device=p.device)
+        for n, key in enumerate(self.split_keys):
+            sel = (p >= int(offsets[n])) & (p < int(offsets[n + 1]))
+            if not bool(sel.any()):
+                continue
+            r, e = rows[sel], p[sel] - int(offsets[n])
+            sp, lo, hi = (x.reshape(len(c), -1) for x in (c.splits[key], c.lo[key], c.hi[key]))
+            sp[r, e] = sign
+            if sign > 0:
+                lo[r, e] = lo[r, e].clamp(min=0)
+            else:
+                hi[r, e] = hi[r, e].clamp(max=0)
+
+    def _fsb(self, dom: _Domains, flat: torch.Tensor) -> torch.Tensor:
+        """Filtered smart branching: the scores ``flat`` with each domain's
+        :data:`FSB_CANDIDATES` best entries re-ranked above all others by the bound of the worse
+        of their two children (one backward pass each, the parent's α and β; an empty child
+        counts as closed). The pass only ranks: the children are bounded again when created."""
+        D = len(dom)
+        n_live = (flat >= 0).sum(1)
+        k = int(min(FSB_CANDIDATES, int(n_live.max()) if D else 0))
+        if k <= 1:
+            return flat
+        cand = flat.topk(k, dim=1).indices                               # (D, k)
+        valid = torch.gather(flat, 1, cand) >= 0
+        parts = []
+        for j in range(k):
+            for sign in (1, -1):
+                c = dom.clone()
+                self._apply_split(c, torch.where(valid[:, j], cand[:, j], cand[:, 0]), sign)
+                parts.append(c)
+        kids = _Domains.cat(parts)                                       # (2k D): (j, sign, d)
+        bound = torch.empty(len(kids), dtype=flat.dtype, device=flat.device)
+        step = max(1, self.batch)
+        for s0 in range(0, len(kids), step):
+            part = kids.take(torch.arange(s0, min(len(kids), s0 + step), device=flat.device))
+            part.bound = torch.full_like(part.bound, -np.inf)
+            empty = self._empty(part)
+            self._optimise(part, 0)
+            bound[s0:s0 + len(part)] = torch.where(empty, torch.full_like(part.bound, np.inf), part.bound)
+        worse = bound.reshape(k, 2, D).min(1).values.T                   # (D, k)
+        worse = torch.where(valid, worse, torch.full_like(worse, -np.inf))
+        rank = torch.argsort(torch.argsort(worse, dim=1), dim=1).to(flat.dtype)   # 0 = worst
+        out = flat.clone()
+        top = flat.max(1, keepdim=True).values + 1.0
+        out.scatter_(1, cand, torch.where(valid, top + rank, torch.gather(flat, 1, cand)))
+        return out
 
     # ---------------------------------------------------------------- driver
     def _root(self, layer_bounds: Optional[dict], deadline: Optional[float]) -> _Domains:
