@@ -78,9 +78,12 @@ class _Domains:
 
 class GraphBab(BabSearch):
     #: Recompute later nodes' bounds after each round of splits of S-shaped activations
-    #: (:meth:`_refresh`). Off: on a Sigmoid 6x100 MNIST MLP it cost 10x the domains per second
-    #: and closed fewer clauses in the same time (tools/bench_sigmoid.py, docs/benchmarks.md).
-    refresh_intermediate = False
+    #: (:meth:`_refresh`): True, False, or None (auto: only when its rows, two per entry of the
+    #: kept nodes after the first split node, are at most 4x the rows the α/β steps bound,
+    #: ``(iterations + 1) x clause rows``). It closed trees in fewer domains and less time on
+    #: 2-input 10x10 nets and on the 3x20 MNIST MLPs; on the 6x100 ones it cost 6-10x the
+    #: domains per second and closed fewer clauses in the same time.
+    refresh_intermediate: Optional[bool] = None
 
     """Branch and bound for ``min_x c_r·y(x) - d_r > margin for some row r`` over an input box,
     on ``engine``'s graph. Same interface as :class:`vnnx.bab.ReluBab` (``probe``, ``run``,
@@ -285,9 +288,16 @@ class GraphBab(BabSearch):
                         hi[r, e] = hi[r, e].clamp(max=0)
                 parts.append(c)
             children = _Domains.cat(parts)
-        if self.smooth_op and self.refresh_intermediate:
+        if self.smooth_op and self._refreshing():
             self._refresh(children)
         return children, exhausted
+
+    def _refreshing(self) -> bool:
+        if self.refresh_intermediate is not None:
+            return bool(self.refresh_intermediate)
+        first = min(self.smooth_op)
+        rows = sum(2 * int(np.prod(self.graph.nodes[k].shape)) for k in self.keep if k > first)
+        return rows <= 4 * (self.iterations + 1) * self.k
 
     def _refresh(self, dom: _Domains) -> None:
         """Recompute (CROWN, batched over domains) the bounds of every kept node after the first
