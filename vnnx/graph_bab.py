@@ -2,7 +2,8 @@
 
 The graph counterpart of :mod:`vnnx.bab` (same search, same interface): any ONNX graph the
 engine bounds (residual sums, Concat, MaxPool, ...) whose operators include a splittable one
-(``Operator.splittable``: ReLU and LeakyReLU, whose input split at 0 makes them linear).
+(``Operator.splittable``: ReLU and LeakyReLU, whose input split at 0 makes them linear; Sigmoid
+and Tanh, split at ``Operator.split_point``, see "S-shaped activations" below).
 
 A domain is a set of splits ``z >= 0`` / ``z <= 0`` on entries of the nodes those operators
 read. Its bound is one backward pass of :class:`vnnx.engine.GraphEngine` with
@@ -21,6 +22,19 @@ encoding); it needs a piecewise-linear graph, else the domain stays open.
 
 Branching: BaBSR-like, the unsplit unstable entry whose upper-line intercept costs the bound most
 (|negative coefficient on the activation's output| x ``u(-l)/(u-l)``, summed over rows).
+
+S-shaped activations (operators that are not piecewise linear): a split of entry z at
+``t = op.split_point(lo, hi)`` makes two domains, ``z in [lo, t]`` and ``z in [t, hi]``; an
+entry may be split again on a later round, and stops being split below ``op.split_min_width``.
+Each side's relaxation is recomputed on its narrower range (sound there, and tighter: the gap
+between the parallel lines shrinks about as the width squared). β multiplies the split bounds
+themselves, ``β_lo (z - lo) >= 0`` and ``β_hi (hi - z) >= 0`` on the entries whose lower / upper
+bound a split set, so the pass adds the constant ``Σ β_lo lo - β_hi hi`` (zero for ReLU, whose
+split point is 0). When cheap (:attr:`GraphBab.refresh_intermediate`) the later nodes' bounds
+are recomputed after each round of splits. A domain of a graph that is not piecewise linear never
+goes to the MILP: it is closed only by its bound, and one left with nothing to split ends the
+search 'unknown'. Branching: the entry whose split narrows its relaxation's gap the most, times
+the coefficient mass on the activation's output.
 
 Only a fully closed tree is reported as 'unsat'; a point is reported as a counterexample only
 after the caller's check (onnxruntime on the original model) accepts it.
@@ -41,7 +55,8 @@ REFRESH_ENTRIES = 2 ** 23
 
 
 def split_nodes(graph) -> dict[int, list[int]]:
-    """``{node k: [splittable operator nodes reading k]}``: the nodes whose entries can be split."""
+    """``{node k: [splittable operator nodes reading k]}``: the nodes whose entries can be split
+    (inputs of ReLU / LeakyReLU, and of Sigmoid / Tanh)."""
     out: dict[int, list[int]] = {}
     for j, node in enumerate(graph.nodes[1:], 1):
         if getattr(node.op, "splittable", False):
@@ -77,14 +92,6 @@ class _Domains:
 
 
 class GraphBab(BabSearch):
-    #: Recompute later nodes' bounds after each round of splits of S-shaped activations
-    #: (:meth:`_refresh`): True, False, or None (auto: only when its rows, two per entry of the
-    #: kept nodes after the first split node, are at most 4x the rows the α/β steps bound,
-    #: ``(iterations + 1) x clause rows``). It closed trees in fewer domains and less time on
-    #: 2-input 10x10 nets and on the 3x20 MNIST MLPs; on the 6x100 ones it cost 6-10x the
-    #: domains per second and closed fewer clauses in the same time.
-    refresh_intermediate: Optional[bool] = None
-
     """Branch and bound for ``min_x c_r·y(x) - d_r > margin for some row r`` over an input box,
     on ``engine``'s graph. Same interface as :class:`vnnx.bab.ReluBab` (``probe``, ``run``,
     ``counterexample``).
@@ -92,6 +99,14 @@ class GraphBab(BabSearch):
     ``check``: called with candidate points (n_in,) whose output violates the clause; returns
     True when the caller accepts the point as a counterexample. ``leaf_time``: seconds the MILP
     may take on one fully split domain."""
+
+    #: Recompute later nodes' bounds after each round of splits of S-shaped activations
+    #: (:meth:`_refresh`): True, False, or None (auto: only when its rows, two per entry of the
+    #: kept nodes after the first split node, are at most 4x the rows the α/β steps bound,
+    #: ``(iterations + 1) x clause rows``). It closed trees in fewer domains and less time on
+    #: 2-input 10x10 nets and on the 3x20 MNIST MLPs; on the 6x100 ones it cost 6-10x the
+    #: domains per second and closed fewer clauses in the same time.
+    refresh_intermediate: Optional[bool] = None
 
     def __init__(self, engine, x_lower: np.ndarray, x_upper: np.ndarray, A: np.ndarray, b: np.ndarray,
                  *, margin: float = 1e-7, batch: int = 256, iterations: int = 20, lr_alpha: float = 0.1,
