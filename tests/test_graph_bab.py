@@ -210,7 +210,7 @@ def test_maxpool_written_as_relus_makes_the_search_complete(tmp_path):
     engine = GraphEngine(relus)
     for thr, want in ((true_min + gap, "sat"), (true_min - gap, "unsat")):
         check = lambda x: bool(float(g.forward(x[None])[0] @ c) <= thr)  # noqa: E731
-        res = GraphBab(engine, lo, up, c[None], np.array([thr]), batch=64, check=check, branching=branching).run(
+        res = GraphBab(engine, lo, up, c[None], np.array([thr]), batch=64, check=check).run(
             deadline=time.monotonic() + 60)
         assert res.status == want, (thr, res)
         if want == "sat":

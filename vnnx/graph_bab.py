@@ -2,7 +2,8 @@
 
 The graph counterpart of :mod:`vnnx.bab` (same search, same interface): any ONNX graph the
 engine bounds (residual sums, Concat, MaxPool, ...) whose operators include a splittable one
-(``Operator.splittable``: ReLU and LeakyReLU, whose input split at 0 makes them linear).
+(``Operator.splittable``: ReLU and LeakyReLU, whose input split at 0 makes them linear; Sigmoid
+and Tanh, split at ``Operator.split_point``, see "S-shaped activations" below).
 
 A domain is a set of splits ``z >= 0`` / ``z <= 0`` on entries of the nodes those operators
 read. Its bound is one backward pass of :class:`vnnx.engine.GraphEngine` with
@@ -21,6 +22,19 @@ encoding); it needs a piecewise-linear graph, else the domain stays open.
 
 Branching: BaBSR-like, the unsplit unstable entry whose upper-line intercept costs the bound most
 (|negative coefficient on the activation's output| x ``u(-l)/(u-l)``, summed over rows).
+
+S-shaped activations (operators that are not piecewise linear): a split of entry z at
+``t = op.split_point(lo, hi)`` makes two domains, ``z in [lo, t]`` and ``z in [t, hi]``; an
+entry may be split again on a later round, and stops being split below ``op.split_min_width``.
+Each side's relaxation is recomputed on its narrower range (sound there, and tighter: the gap
+between the parallel lines shrinks about as the width squared). β multiplies the split bounds
+themselves, ``β_lo (z - lo) >= 0`` and ``β_hi (hi - z) >= 0`` on the entries whose lower / upper
+bound a split set, so the pass adds the constant ``Σ β_lo lo - β_hi hi`` (zero for ReLU, whose
+split point is 0). When cheap (:attr:`GraphBab.refresh_intermediate`) the later nodes' bounds
+are recomputed after each round of splits. A domain of a graph that is not piecewise linear never
+goes to the MILP: it is closed only by its bound, and one left with nothing to split ends the
+search 'unknown'. Branching: the entry whose split narrows its relaxation's gap the most, times
+the coefficient mass on the activation's output.
 
 Only a fully closed tree is reported as 'unsat'; a point is reported as a counterexample only
 after the caller's check (onnxruntime on the original model) accepts it.
@@ -41,10 +55,13 @@ from vnnx.errors import VnnxError
 #: backward pass with the parent's α and β; the entry whose worse child has the best bound wins).
 BRANCHING = ("babsr", "fsb")
 FSB_CANDIDATES = 4
+# Entries (domains x rows x largest node size) one refresh pass of intermediate bounds holds.
+REFRESH_ENTRIES = 2 ** 23
 
 
 def split_nodes(graph) -> dict[int, list[int]]:
-    """``{node k: [splittable operator nodes reading k]}``: the nodes whose entries can be split."""
+    """``{node k: [splittable operator nodes reading k]}``: the nodes whose entries can be split
+    (inputs of ReLU / LeakyReLU, and of Sigmoid / Tanh)."""
     out: dict[int, list[int]] = {}
     for j, node in enumerate(graph.nodes[1:], 1):
         if getattr(node.op, "splittable", False):
@@ -88,6 +105,14 @@ class GraphBab(BabSearch):
     True when the caller accepts the point as a counterexample. ``leaf_time``: seconds the MILP
     may take on one fully split domain."""
 
+    #: Recompute later nodes' bounds after each round of splits of S-shaped activations
+    #: (:meth:`_refresh`): True, False, or None (auto: only when its rows, two per entry of the
+    #: kept nodes after the first split node, are at most 4x the rows the α/β steps bound,
+    #: ``(iterations + 1) x clause rows``). It closed trees in fewer domains and less time on
+    #: 2-input 10x10 nets and on the 3x20 MNIST MLPs; on the 6x100 ones it cost 6-10x the
+    #: domains per second and closed fewer clauses in the same time.
+    refresh_intermediate: Optional[bool] = None
+
     def __init__(self, engine, x_lower: np.ndarray, x_upper: np.ndarray, A: np.ndarray, b: np.ndarray,
                  *, margin: float = 1e-7, batch: int = 256, iterations: int = 20, lr_alpha: float = 0.1,
                  lr_beta: float = 0.05, max_domains: int = 200_000,
@@ -100,8 +125,17 @@ class GraphBab(BabSearch):
         self.engine, self.graph = engine, g
         self.split_at = split_nodes(g)
         if not self.split_at:
-            raise VnnxError("the network has no ReLU to split; the branch and bound needs one")
+            raise VnnxError("the network has no activation to split; the branch and bound needs one")
         self.split_keys = sorted(self.split_at)
+        # Split nodes read by an operator that is not piecewise linear (Sigmoid, Tanh): their
+        # entries are split at the operator's split_point, possibly many times, and each split
+        # narrows the range the relaxation is computed on (see _branch).
+        self.smooth_op = {}
+        for k in self.split_keys:
+            smooth = [g.nodes[j].op for j in self.split_at[k] if not g.nodes[j].op.piecewise_linear]
+            if smooth:
+                self.smooth_op[k] = smooth[0]
+        self.max_size = max(int(np.prod(n.shape)) for n in g.nodes)
         # The nodes whose bounds a backward pass reads: every input of a nonlinear operator.
         # (node 0, the input box, too: input splits shrink it, and the pass concretises on it).
         self.keep = sorted(set(g.nonlinear_inputs()) | set(self.split_keys) | {0})
@@ -140,7 +174,8 @@ class GraphBab(BabSearch):
         bounds = self._bounds_list(dom)
         alphas = {j: a.clone().requires_grad_(True) for j, a in dom.alphas.items()}
         betas = {k: b.clone().requires_grad_(True) for k, b in dom.betas.items()}
-        signs = {k: s.unsqueeze(1).to(self.A.dtype) for k, s in dom.splits.items()}
+        signs = {k: s.unsqueeze(1).to(self.A.dtype) for k, s in dom.splits.items() if k not in self.smooth_op}
+        sides = self._smooth_sides(dom)
         opt = None
         if iterations > 0:
             opt = torch.optim.Adam([{"params": list(alphas.values()), "lr": self.lr_alpha},
@@ -154,8 +189,14 @@ class GraphBab(BabSearch):
         for it in range(max(1, iterations + 1)):
             with torch.enable_grad():
                 info: dict = {}
-                extra = {k: -betas[k] * signs[k] for k in self.split_keys}
+                extra = {k: -betas[k] * signs[k] for k in self.split_keys if k not in self.smooth_op}
+                for k, (m_lo, m_hi, lo_k, hi_k) in sides.items():
+                    extra[k] = betas[k][:, :, 1] * m_hi - betas[k][:, :, 0] * m_lo
                 lower = self.engine.backward(g.output, c, bounds, alphas, extra=extra, info=info) - self.b
+                for k, (m_lo, m_hi, lo_k, hi_k) in sides.items():
+                    # The constant of β (z - lo) >= 0 and β (hi - z) >= 0 (split at lo or hi).
+                    const = betas[k][:, :, 0] * m_lo * lo_k - betas[k][:, :, 1] * m_hi * hi_k
+                    lower = lower + const.flatten(2).sum(-1)
                 with torch.no_grad():
                     better = lower > best
                     row_better = better.any(-1)
@@ -188,12 +229,45 @@ class GraphBab(BabSearch):
         corners = torch.where(flat > 0, dom.lo[0].reshape(D, 1, -1), dom.hi[0].reshape(D, 1, -1))
         return best_seen, corners
 
+    def _smooth_sides(self, dom: _Domains) -> dict:
+        """Per smooth split node: masks (D, 1, *shape) of entries whose lower / upper bound a
+        split set, and those bounds, (D, 1, *shape)."""
+        out = {}
+        for k in self.smooth_op:
+            sp = dom.splits[k].unsqueeze(1)
+            out[k] = (((sp & 1) != 0).to(self.A.dtype), ((sp & 2) != 0).to(self.A.dtype),
+                      dom.lo[k].unsqueeze(1), dom.hi[k].unsqueeze(1))
+        return out
+
     # --------------------------------------------------------------- branching
+    @staticmethod
+    def _gap(op, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """The largest vertical distance between ``op``'s two relaxation lines on [lo, hi]."""
+        lw, lb, uw, ub = op.relax(lo, hi)
+        d = ub - (torch.zeros_like(ub) if lb is None else lb)
+        return torch.maximum((uw - lw) * lo + d, (uw - lw) * hi + d)
+
+    def _smooth_score(self, k: int, dom: _Domains, seen: dict) -> torch.Tensor:
+        """Score of splitting each entry of smooth node ``k`` (-1 where it is narrower than the
+        operator's ``split_min_width``): the coefficient mass on the operator's output times how
+        much the split narrows the relaxation's gap on its worse side."""
+        op = self.smooth_op[k]
+        lo, hi = dom.lo[k], dom.hi[k]
+        width = hi - lo
+        t = op.split_point(lo, hi)
+        gain = (self._gap(op, lo, hi) - torch.maximum(self._gap(op, lo, t), self._gap(op, t, hi))).clamp(min=0)
+        lam = sum(seen[j].abs().sum(1) for j in self.split_at[k])
+        sc = lam * gain + 1e-9 * width
+        return torch.where(width > op.split_min_width, sc, torch.full_like(sc, -1.0)).reshape(len(dom), -1)
+
     def _scores(self, dom: _Domains, seen: dict) -> torch.Tensor:
         """(D, total entries) score per unsplit unstable entry (-1 elsewhere), split nodes in
         ``split_keys`` order, flattened."""
         parts = []
         for k in self.split_keys:
+            if k in self.smooth_op:
+                parts.append(self._smooth_score(k, dom, seen))
+                continue
             lo, hi, sp = dom.lo[k], dom.hi[k], dom.splits[k]
             unstable = (lo < 0) & (hi > 0) & (sp == 0)
             icpt = torch.where(unstable, hi * (-lo) / (hi - lo).clamp(min=1e-300), torch.zeros_like(lo))
@@ -219,6 +293,8 @@ class GraphBab(BabSearch):
                 self._apply_split(c, top[:, t].repeat(len(c) // top.shape[0]), sign)
                 parts.append(c)
             children = _Domains.cat(parts)
+        if self.smooth_op and self._refreshing():
+            self._refresh(children)
         return children, exhausted
 
     def _apply_split(self, c: _Domains, p: torch.Tensor, sign: int) -> None:
@@ -233,6 +309,15 @@ class GraphBab(BabSearch):
                 continue
             r, e = rows[sel], p[sel] - int(offsets[n])
             sp, lo, hi = (x.reshape(len(c), -1) for x in (c.splits[key], c.lo[key], c.hi[key]))
+            if key in self.smooth_op:
+                # An S-shaped activation's input: split at its split point, each side marked
+                # (bit 1: lower bound set, bit 2: upper bound set), possibly again later.
+                at = self.smooth_op[key].split_point(lo[r, e], hi[r, e])
+                if sign > 0:
+                    lo[r, e], sp[r, e] = at, sp[r, e] | 1
+                else:
+                    hi[r, e], sp[r, e] = at, sp[r, e] | 2
+                continue
             sp[r, e] = sign
             if sign > 0:
                 lo[r, e] = lo[r, e].clamp(min=0)
@@ -274,6 +359,43 @@ class GraphBab(BabSearch):
         out.scatter_(1, cand, torch.where(valid, top + rank, torch.gather(flat, 1, cand)))
         return out
 
+    def _refreshing(self) -> bool:
+        if self.refresh_intermediate is not None:
+            return bool(self.refresh_intermediate)
+        first = min(self.smooth_op)
+        rows = sum(2 * int(np.prod(self.graph.nodes[k].shape)) for k in self.keep if k > first)
+        return rows <= 4 * (self.iterations + 1) * self.k
+
+    def _refresh(self, dom: _Domains) -> None:
+        """Recompute (CROWN, batched over domains) the bounds of every kept node after the first
+        smooth split node, intersected with the domain's own: a split narrows the relaxation of
+        its entry, which tightens every later pre-activation bound (unlike a ReLU split, whose
+        effect the final pass's β mostly captures). In place; stops at the deadline (the bounds
+        left are the parent's, still sound)."""
+        g = self.graph
+        D = len(dom)
+        first = min(self.smooth_op)
+        bounds = self._bounds_list(dom)
+        for k in self.keep:
+            if k <= first:
+                continue
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                return
+            shape = tuple(g.nodes[k].shape)
+            n = int(np.prod(shape))
+            chunk = max(1, REFRESH_ENTRIES // (2 * D * self.max_size))
+            lo_f, hi_f = dom.lo[k].reshape(D, -1).clone(), dom.hi[k].reshape(D, -1).clone()
+            for s0 in range(0, n, chunk):
+                idx = torch.arange(s0, min(n, s0 + chunk), device=lo_f.device)
+                r = idx.numel()
+                A = lo_f.new_zeros((D, r, n))
+                A[:, torch.arange(r), idx] = 1.0
+                A = torch.cat([A, -A], dim=1).reshape((D, 2 * r) + shape)
+                lower = self.engine.backward(k, A, bounds)
+                lo_f[:, idx], hi_f[:, idx] = intersect_interval(lo_f[:, idx], hi_f[:, idx], lower[:, :r], -lower[:, r:])
+            dom.lo[k], dom.hi[k] = lo_f.reshape(dom.lo[k].shape), hi_f.reshape(dom.hi[k].shape)
+            bounds[k] = (dom.lo[k], dom.hi[k])
+
     # ---------------------------------------------------------------- driver
     def _root(self, layer_bounds: Optional[dict], deadline: Optional[float]) -> _Domains:
         bounds = self.engine.intermediate(self.x_lo, self.x_up, "crown", deadline, optimise=True)
@@ -291,7 +413,8 @@ class GraphBab(BabSearch):
         for j in self.alpha_nodes:
             i = g.nodes[j].inputs[0]
             alphas[j] = g.nodes[j].op.alpha_init(lo[i], hi[i], self.k)
-        betas = {k: torch.zeros((1, self.k) + tuple(lo[k].shape[1:]), dtype=lo[k].dtype, device=lo[k].device)
+        betas = {k: torch.zeros((1, self.k) + ((2,) if k in self.smooth_op else ()) + tuple(lo[k].shape[1:]),
+                                dtype=lo[k].dtype, device=lo[k].device)
                  for k in self.split_keys}
         return _Domains(lo, hi, splits, alphas, betas,
                         torch.full((1,), -np.inf, dtype=self.A.dtype, device=self.A.device))
@@ -314,7 +437,9 @@ class GraphBab(BabSearch):
         from vnnx.solvers import open_session
 
         if not self.graph.is_piecewise_linear:
-            return "open", None
+            # Every entry is narrower than its operator's minimum width: nothing closes this
+            # domain but its bound; its centre is a candidate counterexample.
+            return "open", ((dom.lo[0][d] + dom.hi[0][d]) / 2).reshape(-1).cpu().numpy()
         given = {k: (dom.lo[k][d].reshape(-1).cpu().numpy(), dom.hi[k][d].reshape(-1).cpu().numpy())
                  for k in self.keep if k}
         x_lo, x_up = dom.lo[0][d].reshape(-1).cpu().numpy(), dom.hi[0][d].reshape(-1).cpu().numpy()

@@ -78,6 +78,15 @@ class Operator:
         tensor like ``lo``); the engine refines those with CROWN. None for linear operators."""
         return None
 
+    def split_point(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """Where the branch and bound splits an input entry with bounds ``[lo, hi]`` of a
+        ``splittable`` operator (elementwise, like ``lo``): 0 by default (ReLU: each side is
+        linear). Operators that are not piecewise linear override it (:mod:`vnnx.ops.sshape`)."""
+        return torch.zeros_like(lo)
+
+    #: For operators that are not piecewise linear: entries narrower than this are not split.
+    split_min_width = 0.0
+
     def alpha_init(self, lo: torch.Tensor, hi: torch.Tensor, rows: int) -> Optional[torch.Tensor]:
         """The initial optimisable lower slopes, (B, rows, *in_shape), or None."""
         return None

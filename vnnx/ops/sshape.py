@@ -18,6 +18,34 @@ SLACK = 1e-12
 
 class SShaped(Activation):
     piecewise_linear = False
+    # The branch and bound splits an entry's range (:meth:`split_point`); each side's lines are
+    # recomputed on its narrower interval, so the gap between them shrinks (about as the square
+    # of the width, where f is smooth).
+    splittable = True
+    split_min_width = 1e-3
+
+    def split_point(self, lo, hi):
+        """Of the inflection point 0 (when inside) and the points at 1/4, 1/2 and 3/4 of
+        ``[lo, hi]``, the one whose worse side has the smallest gap between the relaxation's
+        lines (:meth:`gap`). Measured on 2-input nets, the midpoint alone closed more trees than
+        0 alone; neither wins everywhere (tests/test_sigmoid_bab.py, tools/bench_sigmoid.py)."""
+        width = hi - lo
+        cands = [lo + f * width for f in (0.5, 0.25, 0.75)]
+        cands.append(torch.where((lo < 0) & (hi > 0), torch.zeros_like(lo), lo + 0.5 * width))
+        best, best_gap = cands[0], None
+        for t in cands:
+            g = torch.maximum(self.gap(lo, t), self.gap(t, hi))
+            if best_gap is None:
+                best_gap = g
+                continue
+            better = g < best_gap
+            best, best_gap = torch.where(better, t, best), torch.where(better, g, best_gap)
+        return best
+
+    def gap(self, lo, hi):
+        """The vertical distance between the two parallel lines of :meth:`relax` on [lo, hi]."""
+        _, low_b, _, up_b = self.relax(lo, hi)
+        return up_b - low_b
 
     def derivative(self, x):
         raise NotImplementedError

@@ -1,5 +1,6 @@
-"""ReLU-splitting branch and bound on each open clause (:mod:`vnnx.graph_bab` on the bound graph:
-every network the graph engine bounds, residual nets and MaxPool included)."""
+"""Activation-splitting branch and bound on each open clause (:mod:`vnnx.graph_bab` on the bound
+graph: every network the graph engine bounds, residual nets and MaxPool included; ReLU split at 0,
+Sigmoid / Tanh split at their operator's split point and closed by bounds alone)."""
 from __future__ import annotations
 
 import time
@@ -36,7 +37,7 @@ class ReluBabStage(Stage):
         self.optional = optional
 
     def applies(self, verifier) -> Optional[str]:
-        return None if verifier.can_split() else "network has no ReLU to split"
+        return None if verifier.can_split() else "network has no activation to split (ReLU, Sigmoid, Tanh)"
 
     @staticmethod
     def _searcher(verifier, prop, clause, check):
