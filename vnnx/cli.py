@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None, help="auto = PGD, then CROWN, then alpha-CROWN, then branch and bound "
                                       "(input or ReLU splitting), then MILP (default); each other method "
                                       "runs one stage alone (input-split after CROWN; "
-                                      "bab = bounds and ReLU-splitting branch and bound only); "
+                                      "bab = bounds and activation-splitting branch and bound only: ReLU, MaxPool, Sigmoid, Tanh); "
                                       "check = only load the network and spec")
     p.add_argument("--result-file", help="write the VNN-COMP result file here (atomically)")
     p.add_argument("--solver", choices=("highs", "gurobi", "auto"), default=None,
