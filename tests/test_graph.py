@@ -384,6 +384,16 @@ def test_device_flag(files, tmp_path):
         assert rc == 2 and "no CUDA GPU" in err
 
 
+def test_stage_batches_grow_on_a_gpu():
+    from types import SimpleNamespace
+
+    from vnnx.stages import GPU_BATCH_FACTOR, device_batch
+
+    assert device_batch(SimpleNamespace(device="cpu"), 256) == 256
+    assert device_batch(SimpleNamespace(device="cuda"), 256) == device_batch(SimpleNamespace(device="cuda:1"), 256) \
+        == 256 * GPU_BATCH_FACTOR
+
+
 def test_device_auto_picks_cuda_only_when_torch_sees_a_gpu(monkeypatch):
     import torch
 

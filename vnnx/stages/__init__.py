@@ -121,6 +121,18 @@ def run_stages(verifier, problem: Problem, stages: Sequence[Stage], deadline) ->
     return Outcome("unknown")
 
 
+#: Batches of boxes or domains on a GPU are this many times the CPU's (the stages' sizes are
+#: tuned on 2 CPU cores, where a batch of 256 keeps each pass in cache; a GPU wants thousands).
+GPU_BATCH_FACTOR = 16
+
+
+def device_batch(verifier, cpu_batch: int) -> int:
+    """A stage's batch on the verifier's device: ``cpu_batch`` on the CPU, GPU_BATCH_FACTOR
+    times it on a CUDA device."""
+    device = str(getattr(verifier, "device", "cpu"))
+    return cpu_batch * GPU_BATCH_FACTOR if device.startswith("cuda") else cpu_batch
+
+
 def clause_margins(lower: np.ndarray, clauses) -> list[float]:
     """For stacked rows of all clauses (in order), each clause's best row ``lower(a y) - b``
     (positive: that row can never hold; -inf for a clause without rows, which always holds)."""

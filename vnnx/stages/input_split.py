@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from vnnx.stages import Outcome, Problem, Stage
+from vnnx.stages import Outcome, Problem, Stage, device_batch
 
 # Input splitting runs for networks with at most this many inputs (ACAS Xu has 5); this many open
 # boxes are split per round (each round bounds up to four children per box), and it gives up
@@ -106,7 +106,7 @@ class InputSplitStage(Stage):
                 return "timeout", None, boxes.bounded
             if open_.n > self.max_boxes:
                 return "gave up", None, boxes.bounded
-            cur, open_ = open_.worst_first(self.batch)
+            cur, open_ = open_.worst_first(device_batch(verifier, self.batch))
             lo, hi, n = cur.lo, cur.hi, cur.n
             rows = np.arange(n)
             target, least = cur.target_rows(), cur.least_refuted_rows()

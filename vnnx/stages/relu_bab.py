@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from vnnx.stages import Outcome, Problem, Stage
+from vnnx.stages import Outcome, Problem, Stage, device_batch
 
 # Domains bounded at once, α/β iterations per batch, and the number of open domains at which the
 # search gives up (and the MILP takes over).
@@ -46,7 +46,7 @@ class ReluBabStage(Stage):
 
         a, b = clause
         return GraphBab(verifier.bab_engine()[0], prop.x_lower, prop.x_upper, a, b, margin=REFUTE_MARGIN,
-                        batch=RELU_BAB_BATCH, iterations=RELU_BAB_ITERATIONS, max_domains=RELU_BAB_MAX_DOMAINS,
+                        batch=device_batch(verifier, RELU_BAB_BATCH), iterations=RELU_BAB_ITERATIONS, max_domains=RELU_BAB_MAX_DOMAINS,
                         check=check)
 
     def run(self, verifier, problem: Problem, deadline) -> Optional[Outcome]:
