@@ -229,3 +229,19 @@ def test_bench_row_that_crashes_is_an_error_row_and_the_run_goes_on(shared, tmp_
     assert [r["verdict"] for r in rows] == ["error", "unsat"]
     assert "IndexError: injected failure" in rows[0]["decided_by"]
     assert summary.counts()["error"] == 1
+
+
+def test_witness_on_a_face_is_rounded_into_the_box(shared):
+    """A witness on a face of the box (PGD's face starts, input splitting's face samples) whose
+    nearest float32 lies just outside: the counterexample reported is the float32 point stepped
+    back inside, which still violates, so it holds strictly (tolerance 0) too."""
+    model = load_onnx(shared / "benchmarks" / "test" / "test_sat.onnx")
+    spec = read_vnnlib(shared / "benchmarks" / "test" / "test_prop.vnnlib", model.n_inputs, model.n_outputs)
+    prop = spec.properties[0]
+    x = np.array([prop.x_upper[0], -0.0095493, 0.4942022, 0.4874494, 0.3003969])
+    assert np.float32(prop.x_upper[0]) > prop.x_upper[0]      # the nearest float32 is outside
+    for tol in (WITNESS_TOL, 0.0):
+        cex = check_counterexample(model, prop, x, tol=tol)
+        assert cex is not None
+        assert np.all(cex.x.astype(np.float64) >= prop.x_lower) and np.all(cex.x.astype(np.float64) <= prop.x_upper)
+        assert violates(prop, cex.x.astype(np.float64), cex.y.astype(np.float64))

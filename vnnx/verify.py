@@ -112,20 +112,26 @@ def check_counterexample(model, prop, x: np.ndarray, tol: float = WITNESS_TOL) -
     :class:`Counterexample` only if it is a witness for ``prop`` (module docstring: the point is
     within ``tol`` of the box and its output within ``tol`` of some clause; ``tol=0`` is exact).
 
-    ``x`` is first clipped to the box in float64, then rounded to the nearest float32, so the
-    point stays within half a float32 ulp of the box even where a range is a single point
-    float32 cannot hold."""
+    ``x`` is clipped to the box in float64 and rounded to float32, stepped one ulp back inside
+    where rounding put it outside (:func:`float32_in_box`), so the witness lies in the box
+    wherever float32 can (within half an ulp of it where a range is a single point float32
+    cannot hold); with ``tol > 0`` the plain nearest float32 point is tried too."""
     from vnnx.io.onnx import run_onnxruntime
     from vnnx.io.vnnlib import violates
 
-    if tol <= 0:
-        # Strict mode: rounded values stepped back inside the box where float32 allows.
-        x32 = float32_in_box(x, prop.x_lower, prop.x_upper)
-    else:
-        x32 = np.clip(np.asarray(x, dtype=np.float64).reshape(-1), prop.x_lower, prop.x_upper).astype(np.float32)
-    y = run_onnxruntime(model, x32[None, :])[0]
-    if violates(prop, x32.astype(np.float64), y.astype(np.float64), tol=max(0.0, float(tol))):
-        return Counterexample(x32, y.astype(np.float32))
+    # The float32 point stepped back inside the box where float32 allows (a witness on a face
+    # of the box, where rounding may put it outside, stays in it); with a tolerance, also the
+    # plain nearest float32 point, within half an ulp of the box.
+    inside = float32_in_box(x, prop.x_lower, prop.x_upper)
+    tries = [inside]
+    if tol > 0:
+        nearest = np.clip(np.asarray(x, dtype=np.float64).reshape(-1), prop.x_lower, prop.x_upper).astype(np.float32)
+        if not np.array_equal(nearest, inside):
+            tries.append(nearest)
+    for x32 in tries:
+        y = run_onnxruntime(model, x32[None, :])[0]
+        if violates(prop, x32.astype(np.float64), y.astype(np.float64), tol=max(0.0, float(tol))):
+            return Counterexample(x32, y.astype(np.float32))
     return None
 
 
