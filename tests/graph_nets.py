@@ -153,3 +153,19 @@ def residual_mlp_file(path: Path, seed: int = 0, n_in: int = 4, width: int = 12,
 
     export_onnx(Net().eval(), (1, n_in), path)
     return path
+
+
+def bounds_with_random_betas(bab, dom, rng) -> dict:
+    """A branch-and-bound domain's bound with every split multiplier β at 0 (``beta0``) and
+    drawn from U(0, 2) (``beta``), one backward pass each (``vnnx.graph_bab.GraphBab``)."""
+    import torch
+
+    bounds = {}
+    for name, scale in (("beta0", 0.0), ("beta", 1.0)):
+        d = dom.clone()
+        for k in bab.split_keys:
+            d.betas[k] = torch.as_tensor(rng.uniform(0, 2, d.betas[k].shape)) * scale
+        with torch.no_grad():
+            bab._optimise(d, 0)
+        bounds[name] = float(d.bound[0])
+    return bounds

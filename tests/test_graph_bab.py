@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vnnx  # noqa: F401
-from tests.graph_nets import residual_mlp_file
+from tests.graph_nets import bounds_with_random_betas, residual_mlp_file
 from tests.nets import random_cnn
 from vnnx.engine import GraphEngine
 from vnnx.graph import from_onnx
@@ -71,14 +71,7 @@ def test_beta_bounds_under_random_splits_hold_on_sampled_points(tmp_path, seed):
     assert n_split >= 3
     for j, a in dom.alphas.items():
         dom.alphas[j] = torch.as_tensor(rng.uniform(0, 1, a.shape))
-    bounds = {}
-    for name, scale in (("beta0", 0.0), ("beta", 1.0)):
-        d = dom.clone()
-        for k in bab.split_keys:
-            d.betas[k] = torch.as_tensor(rng.uniform(0, 2, d.betas[k].shape)) * scale
-        with torch.no_grad():
-            bab._optimise(d, 0)
-        bounds[name] = float(d.bound[0])
+    bounds = bounds_with_random_betas(bab, dom, rng)
     assert abs(bounds["beta"] - bounds["beta0"]) > 1e-6
     x = np.vstack([rng.uniform(lo, up, size=(40000, 4)), np.where(rng.random((4000, 4)) < 0.5, lo, up)])
     vals = _values(g, x)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.graph_nets import bounds_with_random_betas
 from vnnx.engine import GraphEngine
 from vnnx.graph_bab import GraphBab, split_nodes
 from vnnx.network import Dense, Network, Sigmoid, Tanh
@@ -84,14 +85,7 @@ def test_bounds_under_random_splits_and_betas_hold_on_sampled_points(act, seed):
                 el[j], sp[j] = t, sp[j] | 1
             else:
                 eh[j], sp[j] = t, sp[j] | 2
-    bounds = {}
-    for name, scale in (("beta0", 0.0), ("beta", 1.0)):
-        d = dom.clone()
-        for k in bab.split_keys:
-            d.betas[k] = torch.as_tensor(rng.uniform(0, 2, d.betas[k].shape)) * scale
-        with torch.no_grad():
-            bab._optimise(d, 0)
-        bounds[name] = float(d.bound[0])
+    bounds = bounds_with_random_betas(bab, dom, rng)
     assert abs(bounds["beta"] - bounds["beta0"]) > 1e-6
     x = np.vstack([rng.uniform(lo, up, size=(60000, 3)), np.where(rng.random((4000, 3)) < 0.5, lo, up)])
     vals = _values(g, x)
