@@ -72,15 +72,26 @@ PGD_POOL_ENTRIES = 2 ** 16
 PGD_POOL_CHUNK = 512
 
 
+def box_points(lo: torch.Tensor, hi: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
+    """``count`` points of each box ``[lo, hi]`` (``lo``, ``hi``: (..., n)) -> (..., count, n):
+    the first half uniform, the others with each coordinate at a random bound of the box with
+    probability 1/2 (else uniform). Violations often sit on a box's faces, where PGD from inside
+    stalls (:func:`pgd_spec`)."""
+    shape = tuple(lo.shape[:-1]) + (count, lo.shape[-1])
+    lo, hi = lo.unsqueeze(-2), hi.unsqueeze(-2)
+    points = lo + (hi - lo) * torch.rand(shape, generator=gen, dtype=lo.dtype)
+    face = torch.rand(shape, generator=gen) < 0.5
+    face[..., : count // 2, :] = False
+    side = torch.where(torch.rand(shape, generator=gen) < 0.5, lo, hi)
+    return torch.where(face, side, points)
+
+
 def _starts(module, lo, hi, clauses, shape, restarts: int, gen, time_limit: Optional[float] = None) -> torch.Tensor:
     """(restarts, n) PGD starts: the centre and the points of smallest spec margin in a pool of
     uniform points and points on random faces of the box (see :func:`pgd_spec`)."""
     n = lo.numel()
     size = max(restarts, min(PGD_POOL_MAX, PGD_POOL_PER_RESTART * restarts, PGD_POOL_ENTRIES // max(1, n)))
-    pool = lo + (hi - lo) * torch.rand((size, n), generator=gen)
-    face = torch.rand((size, n), generator=gen) < 0.5
-    face[: size // 2] = False
-    pool = torch.where(face, torch.where(torch.rand((size, n), generator=gen) < 0.5, lo, hi), pool)
+    pool = box_points(lo, hi, size, gen)
     pool[0] = (lo + hi) / 2
     if size == restarts:
         return pool

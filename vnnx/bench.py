@@ -145,15 +145,20 @@ FIELDS = ["onnx", "vnnlib", "verdict", "seconds", "decided_by", "timeout"]
 DECIDED = ("sat", "unsat")
 
 
+def _read_results(path: Path, flag: str) -> list[dict]:
+    """The rows of an earlier results CSV (for ``flag``: --resume, --longest-first)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and set(FIELDS) - set(rows[0]):
+        raise VnnxError(f"{path}: not a vnnx bench results CSV (columns {', '.join(rows[0])}); cannot {flag}")
+    return rows
+
+
 def _read_done(out: Path) -> dict[tuple[str, str], dict]:
     """Rows of an earlier results CSV with a decided verdict, by (onnx, vnnlib)."""
     if not out.is_file():
         return {}
-    with open(out, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if rows and set(FIELDS) - set(rows[0]):
-        raise VnnxError(f"{out}: not a vnnx bench results CSV (columns {', '.join(rows[0])}); cannot --resume")
-    return {(r["onnx"], r["vnnlib"]): r for r in rows if r.get("verdict") in DECIDED}
+    return {(r["onnx"], r["vnnlib"]): r for r in _read_results(out, "--resume") if r.get("verdict") in DECIDED}
 
 
 def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: float = 1.0,
@@ -225,8 +230,7 @@ def run_benchmark(instances: str, out_csv: Optional[str] = None, timeout_scale: 
     if longest_first is not None:
         prior = _prior_seconds(Path(longest_first))
         # Stable: rows missing from the prior run first, then by its seconds, then by budget.
-        tasks.sort(key=lambda t: (row_key(*t.args[:2]) in prior,
-                                  -prior.get(row_key(*t.args[:2]), 0.0), -t.args[2]))
+        tasks.sort(key=lambda t: (t.key in prior, -prior.get(t.key, 0.0), -t.args[2]))
     kept = [done[k] for k in order if k in done]
     finished: dict[tuple[str, str], dict] = {}
     # Opened first: an unreachable scheduler fails before the results CSV is touched.
@@ -259,12 +263,8 @@ def _prior_seconds(path: Path) -> dict[str, float]:
     """Each row's seconds in an earlier results CSV, by :func:`row_key`."""
     if not path.is_file():
         raise VnnxError(f"{path}: no such results CSV (--longest-first)")
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if rows and set(FIELDS) - set(rows[0]):
-        raise VnnxError(f"{path}: not a vnnx bench results CSV (columns {', '.join(rows[0])})")
     out = {}
-    for r in rows:
+    for r in _read_results(path, "--longest-first"):
         with contextlib.suppress(TypeError, ValueError):
             out[row_key(r["onnx"], r["vnnlib"])] = float(r["seconds"])
     return out

@@ -183,24 +183,26 @@ class GraphEngine:
         local = self.sparse and B == 1 and self.device.type == "cpu" and self._local(k, bounds)
         if local:
             chunk *= SPARSE_CHUNK
+        # A linear node's first step reads its matrix rows (_unit_rows); α-CROWN needs the
+        # identity block itself.
+        unit = not local and not optimise and g.nodes[k].op.linear and g.nodes[k].op.kind not in self.relaxations
         lo_f, hi_f = lo.reshape(B, -1).clone(), hi.reshape(B, -1).clone()
         for s in range(0, idx.numel(), chunk):
             part = idx[s:s + chunk]
             r = part.numel()
             dense = None
+            if optimise or not (local or unit):
+                dense = lo.new_zeros((B, r, size))
+                dense[:, torch.arange(r), part] = 1.0
+                dense = torch.cat([dense, -dense], dim=1).reshape((B, 2 * r) + tuple(shape))
             if local:
                 rows = np.arange(2 * r)
                 cols = np.concatenate([part.cpu().numpy()] * 2)
                 signs = np.repeat([1.0, -1.0], r)
                 lower = self.backward(k, sp.csr_matrix((signs, (rows, cols)), shape=(2 * r, size)), bounds)
-            first_linear = g.nodes[k].op.linear and g.nodes[k].op.kind not in self.relaxations
-            if optimise or (not local and not first_linear):
-                dense = lo.new_zeros((B, r, size))
-                dense[:, torch.arange(r), part] = 1.0
-                dense = torch.cat([dense, -dense], dim=1).reshape((B, 2 * r) + tuple(shape))
-            if not local and dense is None:
+            elif unit:
                 lower = self._unit_rows(k, part, B, bounds)
-            elif not local:
+            else:
                 lower = self.backward(k, dense, bounds)
             if optimise:
                 lower = torch.maximum(lower, self._alpha(k, dense, bounds, lower, deadline))

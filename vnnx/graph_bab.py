@@ -136,6 +136,8 @@ class GraphBab(BabSearch):
             if smooth:
                 self.smooth_op[k] = smooth[0]
         self.max_size = max(int(np.prod(n.shape)) for n in g.nodes)
+        # Where each split node's entries start in the flattened scores (split_keys order).
+        self.offsets = np.cumsum([0] + [int(np.prod(g.nodes[k].shape)) for k in self.split_keys])
         # The nodes whose bounds a backward pass reads: every input of a nonlinear operator.
         # (node 0, the input box, too: input splits shrink it, and the pass concretises on it).
         self.keep = sorted(set(g.nonlinear_inputs()) | set(self.split_keys) | {0})
@@ -240,22 +242,16 @@ class GraphBab(BabSearch):
         return out
 
     # --------------------------------------------------------------- branching
-    @staticmethod
-    def _gap(op, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-        """The largest vertical distance between ``op``'s two relaxation lines on [lo, hi]."""
-        lw, lb, uw, ub = op.relax(lo, hi)
-        d = ub - (torch.zeros_like(ub) if lb is None else lb)
-        return torch.maximum((uw - lw) * lo + d, (uw - lw) * hi + d)
-
     def _smooth_score(self, k: int, dom: _Domains, seen: dict) -> torch.Tensor:
         """Score of splitting each entry of smooth node ``k`` (-1 where it is narrower than the
         operator's ``split_min_width``): the coefficient mass on the operator's output times how
-        much the split narrows the relaxation's gap on its worse side."""
+        much the split narrows the relaxation's gap on its worse side (``op.gap``: the S-shaped
+        operators' parallel lines)."""
         op = self.smooth_op[k]
         lo, hi = dom.lo[k], dom.hi[k]
         width = hi - lo
         t = op.split_point(lo, hi)
-        gain = (self._gap(op, lo, hi) - torch.maximum(self._gap(op, lo, t), self._gap(op, t, hi))).clamp(min=0)
+        gain = (op.gap(lo, hi) - torch.maximum(op.gap(lo, t), op.gap(t, hi))).clamp(min=0)
         lam = sum(seen[j].abs().sum(1) for j in self.split_at[k])
         sc = lam * gain + 1e-9 * width
         return torch.where(width > op.split_min_width, sc, torch.full_like(sc, -1.0)).reshape(len(dom), -1)
@@ -300,8 +296,7 @@ class GraphBab(BabSearch):
     def _apply_split(self, c: _Domains, p: torch.Tensor, sign: int) -> None:
         """Split entry ``p[i]`` (an index into the flattened split nodes, ``split_keys`` order) of
         each domain ``i`` of ``c`` to its ``sign`` side, in place."""
-        sizes = [int(np.prod(self.graph.nodes[k].shape)) for k in self.split_keys]
-        offsets = np.cumsum([0] + sizes)
+        offsets = self.offsets
         rows = torch.arange(len(c), device=p.device)
         for n, key in enumerate(self.split_keys):
             sel = (p >= int(offsets[n])) & (p < int(offsets[n + 1]))

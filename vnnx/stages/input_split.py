@@ -97,7 +97,7 @@ class InputSplitStage(Stage):
         engine = verifier.bound_engine()
         boxes = _Boxes(engine, clauses)
         t_start, attack_time, attacks = time.monotonic(), 0.0, 0
-        rng = np.random.default_rng(verifier.seed)
+        gen = torch.Generator().manual_seed(int(verifier.seed))
         width0 = np.maximum(prop.x_upper - prop.x_lower, 1e-12)
         open_ = boxes.bound(prop.x_lower[None].copy(), prop.x_upper[None].copy(),
                             np.zeros((1, len(clauses)), dtype=bool)).still_open()
@@ -116,11 +116,9 @@ class InputSplitStage(Stage):
                 y = engine.module(xc)
                 (grad,) = torch.autograd.grad((y * torch.as_tensor(boxes.C[least])).sum(), xc)
             centre_margin = _centre_margin(y.detach().numpy(), clauses, cur.refuted)
-            for i in np.flatnonzero(centre_margin <= 0):     # the centre's output violates an open clause
-                cex = verifier.witness(prop, centre[i])
-                if cex is not None:
-                    return "sat", cex, boxes.bounded
-            cex = self._sample(verifier, prop, clauses, cur, rng)
+            cex = _first_witness(verifier, prop, centre, centre_margin)
+            if cex is None:
+                cex = self._sample(verifier, prop, clauses, cur, gen)
             if cex is not None:
                 return "sat", cex, boxes.bounded
             if attack_time <= INPUT_SPLIT_ATTACK_SHARE * (time.monotonic() - t_start):
@@ -146,29 +144,22 @@ class InputSplitStage(Stage):
         return "unsat", None, boxes.bounded
 
     @staticmethod
-    def _sample(verifier, prop, clauses, cur: "_BoxBatch", rng):
-        """:data:`INPUT_SPLIT_SAMPLES` uniform points of each box of ``cur`` through the network: a
-        witness onnxruntime confirms among those violating an open clause, or None."""
+    def _sample(verifier, prop, clauses, cur: "_BoxBatch", gen):
+        """:data:`INPUT_SPLIT_SAMPLES` points of each box of ``cur`` (:func:`vnnx.attack.box_points`)
+        through the network: a witness onnxruntime confirms among the (at most 8) nearest to
+        violating an open clause, or None."""
         import torch
+
+        from vnnx.attack import box_points
 
         k = INPUT_SPLIT_SAMPLES
         if k <= 0:
             return None
-        shape = (cur.n, k, cur.lo.shape[1])
-        pts = cur.lo[:, None] + (cur.hi - cur.lo)[:, None] * rng.random(shape)
-        # Half the points with each coordinate at a random bound of the box with probability 1/2.
-        face = (rng.random(shape) < 0.5) & (np.arange(k) >= k // 2)[None, :, None]
-        pts = np.where(face, np.where(rng.random(shape) < 0.5, cur.lo[:, None], cur.hi[:, None]), pts)
+        pts = box_points(torch.as_tensor(cur.lo), torch.as_tensor(cur.hi), k, gen).reshape(cur.n * k, -1)
         with torch.no_grad():
-            y = verifier.bound_engine().module(torch.as_tensor(pts.reshape(cur.n * k, -1))).numpy()
+            y = verifier.bound_engine().module(pts).numpy()
         margin = _centre_margin(y, clauses, np.repeat(cur.refuted, k, axis=0))
-        for i in np.argsort(margin)[:8]:
-            if margin[i] > 0:
-                break
-            cex = verifier.witness(prop, pts.reshape(cur.n * k, -1)[i])
-            if cex is not None:
-                return cex
-        return None
+        return _first_witness(verifier, prop, pts.numpy(), margin, limit=8)
 
     @staticmethod
     def _attack(verifier, prop, clauses, cur: "_BoxBatch", centre_margin: np.ndarray, seed: int):
@@ -186,6 +177,18 @@ class InputSplitStage(Stage):
                 if cex is not None:
                     return cex
         return None
+
+
+def _first_witness(verifier, prop, points: np.ndarray, margin: np.ndarray, limit: Optional[int] = None):
+    """A witness onnxruntime confirms among ``points`` whose outputs violate an open clause
+    (``margin <= 0``), nearest first, at most ``limit`` of them tried; or None."""
+    for i in np.argsort(margin)[:limit]:
+        if margin[i] > 0:
+            break
+        cex = verifier.witness(prop, points[i])
+        if cex is not None:
+            return cex
+    return None
 
 
 def _halve(lo: np.ndarray, hi: np.ndarray, d: np.ndarray):
