@@ -223,3 +223,27 @@ def test_alpha_crown_optimises_the_chain_parameters():
         y = net.forward(samples(rng, lo, hi)) @ C3.T
         assert (y >= ours - 1e-9).all()
     assert np.concatenate(gains).min() > 0.1, gains
+
+
+@pytest.mark.parametrize("pool", [POOLS[1], POOLS[7]], ids=["overlap", "pad"])
+def test_crown_step_on_used_slots_equals_the_full_chain(pool):
+    """The CROWN step visits only the (window, slot) pairs that carry a weight (_used); it must
+    equal the full chain evaluated at CROWN's own parameters (the α path, alpha_init), on a
+    batch of two different boxes and random coefficients of both signs."""
+    import torch
+
+    rng = np.random.default_rng(44)
+    net = pool_cnn(rng, pool, relu_before=True)
+    g = net.to_graph()
+    k = next(j for j, n in enumerate(g.nodes) if n.op is not None and n.op.kind == "MaxPool")
+    shape = g.nodes[g.nodes[k].inputs[0]].shape
+    lo = torch.as_tensor(rng.normal(size=(2,) + tuple(shape[1:])))
+    lo[1] = lo[1] * 0.1
+    hi = lo + torch.as_tensor(rng.uniform(0.0, 1.5, size=lo.shape))
+    A = torch.as_tensor(rng.normal(size=(2, 5) + tuple(g.nodes[k].shape[1:])))
+    step, op = CapmMaxPool(), g.nodes[k].op
+    (fast,), b_fast = step.backward(op, A, [(lo, hi)])
+    alpha = step.alpha_init(op, lo, hi, 5)
+    (full,), b_full = step.backward(op, A, [(lo, hi)], alpha)
+    np.testing.assert_allclose(fast.numpy(), full.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(b_fast.numpy(), b_full.detach().numpy(), rtol=1e-12, atol=1e-12)

@@ -37,17 +37,20 @@ class CapmMaxPool(Relaxation):
 
     def backward(self, op, A: torch.Tensor, bounds, alpha=None):
         lo, hi = bounds[0]
+        B, K = A.shape[:2]
+        out = A.new_zeros((B, K, int(lo[0].numel())))
         if alpha is None:
-            slots, w_lo, w_up, b_up = memo(op, "capm", (lo, hi), lambda: _relax(op, lo, hi))
+            # CROWN's weights are fixed: only the (window, slot) pairs with a weight are visited.
+            windows, slots, w_lo, w_up, b_up = memo(op, "capm_used", (lo, hi), lambda: _used(op, lo, hi))
+            P = b_up.shape[-1]
+            a = A.reshape(B, K, P)[:, :, windows]
         else:
             slots, w_lo, w_up, b_up = _relax(op, lo, hi, alpha)
-        B, K = A.shape[:2]
-        P, W = w_lo.shape[-2:]
-        a = A.reshape(B, K, P, 1)
-        coeff = (a * torch.where(a >= 0, w_lo, w_up)).reshape(B, K, P * W)
+            P, W = w_lo.shape[-2:]
+            a = A.reshape(B, K, P, 1)
+        coeff = (a * torch.where(a >= 0, w_lo, w_up)).reshape(B, K, -1)
         bias = rowdot(A.clamp(max=0).reshape(B, K, P), b_up)
-        out = A.new_zeros((B, K, int(lo[0].numel())))
-        out.scatter_add_(-1, slots.expand(B, K, P * W), coeff)
+        out.scatter_add_(-1, slots.expand(B, K, slots.shape[-1]), coeff)
         return [out.reshape((B, K) + tuple(lo.shape[1:]))], bias
 
     def backward_sparse(self, op, A, bounds):
@@ -67,7 +70,20 @@ def _sparse(op, lo, hi):
     cols = np.tile(slots[0, 0].cpu().numpy(), 2)
     weights = np.concatenate([w_lo[0, 0].reshape(-1).cpu().numpy(), w_up[0, 0].reshape(-1).cpu().numpy()])
     lines = sp.csr_matrix((weights, (rows, cols)), shape=(2 * P, int(lo[0].numel())))
+    lines.eliminate_zeros()     # most slots of a window after a dominant cell weigh nothing
     return lines, np.concatenate([np.zeros(P), b_up[0, 0].cpu().numpy()])
+
+
+def _used(op, lo, hi):
+    """CROWN's relaxation (:func:`_relax`) on the (window, slot) pairs that carry a lower or an
+    upper weight in some sample, flattened: their windows (N,), input cells (B, 1, N), lower and
+    upper weights (B, 1, N), and the upper intercepts (B, 1, P). After a dominant cell every
+    step of a window is inactive, so most pairs weigh nothing."""
+    slots, w_lo, w_up, b_up = memo(op, "capm", (lo, hi), lambda: _relax(op, lo, hi))
+    B, _, P, W = w_lo.shape
+    w_lo, w_up = w_lo.reshape(B, 1, P * W), w_up.reshape(B, 1, P * W)
+    keep = torch.nonzero(((w_lo != 0) | (w_up != 0)).reshape(B, -1).any(0)).reshape(-1)
+    return keep // W, slots[..., keep], w_lo[..., keep], w_up[..., keep], b_up
 
 
 def _cells(op, lo, hi):

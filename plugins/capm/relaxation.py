@@ -87,41 +87,54 @@ def relax_windows(lower: Tensor, upper: Tensor, valid: Tensor, *,
     run_l = torch.cummax(ls, dim=-1).values          # l^M_j
     run_u = torch.cummax(us, dim=-1).values          # u^M_j
     mid = (ls + us) / 2
-
     k = lower.shape[-1]
-    eye = torch.eye(k, dtype=lower.dtype, device=lower.device)
-    w_lo = eye[0].expand_as(ls)                      # z_1 = x_1 exactly
-    w_up = eye[0].expand_as(ls)
-    b_up = torch.zeros_like(ls[..., 0])
-    mean_lo, mean_up = mid[..., 0], mid[..., 0]      # mean over the box of the current bounds
-    used_a, used_beta = [], []
-    for j in range(k - 1):
-        ld = ls[..., j + 1] - run_u[..., j]
-        ud = us[..., j + 1] - run_l[..., j]
-        inactive = (ud <= 0) | ~vs[..., j + 1]
-        active = (ld >= 0) & ~inactive
-        unstable = ~(active | inactive)
-        one, zero = torch.ones_like(ld), torch.zeros_like(ld)
-        s = torch.where(active, one, torch.where(unstable, ud / torch.where(unstable, ud - ld, one), zero))
-        t = torch.where(unstable, -s * ld, zero)
+    if k == 1:
+        w = vs.to(lower.dtype)
+        return WindowRelaxation(perm, w, w.clone(), torch.zeros_like(ls[..., 0]), ls[..., :0], ls[..., :0])
 
-        # Lower bound of step j: z_{j+1} ≥ (1 − a) z_j + a x_{j+1}.
-        a_free = (mid[..., j + 1] > mean_lo).to(ld.dtype) if lower_slope is None else lower_slope[..., j]
-        a = torch.where(active, one, torch.where(unstable, a_free, zero))
-        w_lo = w_lo * (1 - a).unsqueeze(-1) + a.unsqueeze(-1) * eye[j + 1]
-        mean_lo = (1 - a) * mean_lo + a * mid[..., j + 1]
+    # Step j (d_j = x_{j+1} − z_j) for every j at once: its ReLU's phase and upper line s d + t.
+    ld = ls[..., 1:] - run_u[..., :-1]
+    ud = us[..., 1:] - run_l[..., :-1]
+    inactive = (ud <= 0) | ~vs[..., 1:]
+    active = (ld >= 0) & ~inactive
+    unstable = ~(active | inactive)
+    one, zero = torch.ones_like(ld), torch.zeros_like(ld)
+    s = torch.where(active, one, torch.where(unstable, ud / torch.where(unstable, ud - ld, one), zero))
+    t = torch.where(unstable, -s * ld, zero)
+    const = run_u[..., 1:]                           # u^M_{j+1}, the constant upper bound
 
-        # Upper bound: z_{j+1} ≤ (1 − s) z_j + s x_{j+1} + t, mixed with the constant u^M_{j+1}.
-        chain_w = w_up * (1 - s).unsqueeze(-1) + s.unsqueeze(-1) * eye[j + 1]
-        chain_b = (1 - s) * b_up + t
-        chain_mean = (1 - s) * mean_up + s * mid[..., j + 1] + t
-        const = run_u[..., j + 1]
-        beta = (chain_mean >= const).to(ld.dtype) if upper_mix is None else upper_mix[..., j]
-        w_up = chain_w * (1 - beta).unsqueeze(-1)
-        b_up = (1 - beta) * chain_b + beta * const
-        mean_up = (1 - beta) * chain_mean + beta * const
-        used_a.append(a_free.expand_as(a))
-        used_beta.append(beta.expand_as(b_up))
+    # The free choices: given, or CROWN's rule, which follows the mean over the box of the bounds
+    # built so far (lower: z_{j+1} ≥ (1 − a) z_j + a x_{j+1}; upper: the chain's line mixed with
+    # the constant by β).
+    a_free, beta = lower_slope, upper_mix
+    if a_free is None or beta is None:
+        mean_lo, mean_up = mid[..., 0], mid[..., 0]
+        picks_a, picks_b = [], []
+        for j in range(k - 1):
+            m = mid[..., j + 1]
+            aj = (m > mean_lo).to(ld.dtype) if lower_slope is None else lower_slope[..., j]
+            a_eff = torch.where(active[..., j], one[..., j], torch.where(unstable[..., j], aj, zero[..., j]))
+            mean_lo = (1 - a_eff) * mean_lo + a_eff * m
+            chain_mean = (1 - s[..., j]) * mean_up + s[..., j] * m + t[..., j]
+            bj = (chain_mean >= const[..., j]).to(ld.dtype) if upper_mix is None else upper_mix[..., j]
+            mean_up = (1 - bj) * chain_mean + bj * const[..., j]
+            picks_a.append(aj.expand_as(a_eff))
+            picks_b.append(bj.expand_as(mean_up))
+        a_free = torch.stack(picks_a, -1) if lower_slope is None else lower_slope
+        beta = torch.stack(picks_b, -1) if upper_mix is None else upper_mix
+    a = torch.where(active, one, torch.where(unstable, a_free, zero))
+
+    # The chain collapsed: slot i (i ≥ 1) enters at step i − 1 and is then scaled by every later
+    # step's factor on z; slot 0 only by the factors. keep[..., i] = Π_{j ≥ i} factor_j.
+    def collapse(enter, factor):
+        keep = torch.flip(torch.cumprod(torch.flip(factor, [-1]), -1), [-1])
+        keep = torch.cat([keep, torch.ones_like(keep[..., :1])], -1)
+        return torch.cat([keep[..., :1], enter * keep[..., 1:]], -1), keep
+
+    w_lo, _ = collapse(a, 1 - a)
+    up_factor = (1 - beta) * (1 - s)
+    w_up, keep = collapse((1 - beta) * s, up_factor)
+    # Step j's intercept, (1 − β_j) t_j + β_j u^M_{j+1}, is scaled by the factors after it.
+    b_up = (((1 - beta) * t + beta * const) * keep[..., 1:]).sum(-1)
     w_lo, w_up = w_lo * vs, w_up * vs
-    stack = (lambda xs: torch.stack(xs, -1)) if k > 1 else (lambda xs: ls[..., :0])
-    return WindowRelaxation(perm, w_lo, w_up, b_up, stack(used_a), stack(used_beta))
+    return WindowRelaxation(perm, w_lo, w_up, b_up, a_free.expand_as(a), beta.expand_as(up_factor))
