@@ -151,6 +151,32 @@ def test_unit_row_steps_equal_the_identity_backward(files, rng, name):
         assert "Linear" in checked         # the override was exercised
 
 
+@pytest.mark.parametrize("rows", [3, 40])
+def test_linear_transpose_skips_dead_columns_exactly(rng, rows):
+    """A dense layer's transposed product skips the columns of A that are zero in every row (a
+    ReLU's inactive neurons): the same product as the full one. It skips exactly when the block
+    is tall enough and carries no gradient (under α-CROWN a zero column may still have one)."""
+    import torch
+
+    from vnnx.ops import linear
+    from vnnx.ops.linear import Linear
+
+    op = Linear(rng.normal(size=(30, 20)), rng.normal(size=30))
+    A = torch.as_tensor(rng.normal(size=(2, rows, 30)))
+    A[:, :, torch.as_tensor(rng.choice(30, 20, replace=False))] = 0.0
+    full = A.reshape(-1, 30) @ op.weight
+    orig = torch.Tensor.__getitem__
+    for grad in (False, True):
+        seen = []
+        torch.Tensor.__getitem__ = lambda t, i: seen.append(1) or orig(t, i)
+        try:
+            (fast,) = op.transpose(A.clone().requires_grad_(grad))
+        finally:
+            torch.Tensor.__getitem__ = orig
+        np.testing.assert_allclose(fast.detach().reshape(-1, 20).numpy(), full.numpy(), rtol=1e-12, atol=1e-12)
+        assert bool(seen) == (2 * rows >= linear.LIVE_MIN_ROWS and not grad)
+
+
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_crown_agrees_with_auto_lirpa(tmp_path, rng, kind):
     """The cross-check: on chains of shared operators the graph engine's CROWN (without its

@@ -9,6 +9,12 @@ from vnnx.ops import Var, onnx_builder
 from vnnx.ops.base import LinearOperator
 
 
+# The transposed product skips all-zero columns of the coefficients when at most this share of
+# them is live and the block has at least this many rows (a gather is not worth it on a few rows).
+LIVE_SHARE = 0.8
+LIVE_MIN_ROWS = 16
+
+
 class Linear(LinearOperator):
     """``weight``: (out, in) float64, ``bias``: (out,) or None, acting on the last axis."""
 
@@ -30,7 +36,15 @@ class Linear(LinearOperator):
 
     def transpose(self, A):
         w = self.weight.to(A)
-        return [(A.reshape(-1, w.shape[0]) @ w).reshape(tuple(A.shape[:-1]) + (w.shape[1],))]
+        flat = A.reshape(-1, w.shape[0])
+        if flat.shape[0] >= LIVE_MIN_ROWS and not flat.requires_grad:
+            # Coefficients arriving through a ReLU are zero on its inactive neurons, for every
+            # row: those columns of A, and rows of W, add nothing to the product. (Not under
+            # α-CROWN's gradients: a column zero at this step may still have a gradient.)
+            live = torch.nonzero((flat != 0).any(0)).reshape(-1)
+            if live.numel() <= LIVE_SHARE * w.shape[0]:
+                flat, w = flat[:, live], w[live]
+        return [(flat @ w).reshape(tuple(A.shape[:-1]) + (w.shape[1],))]
 
     def constant(self, like):
         if self.bias is None:
