@@ -136,6 +136,28 @@ def test_relaxation_is_sound_pointwise():
             assert (w_lo * inval).abs().max() == 0 and (w_up * inval).abs().max() == 0
 
 
+def test_crown_choices_same_on_numpy_and_torch():
+    """CROWN's step choices run on numpy on the CPU and on torch elsewhere (CUDA, gradients):
+    both give the same choices, with and without one of the two parameters given."""
+    from vnnx_plugins.capm import relaxation
+
+    g = torch.Generator().manual_seed(7)
+    shape = (2, 3, 11, 5)
+    mid, s, t, const = (torch.rand(shape, generator=g, dtype=torch.float64) for _ in range(4))
+    phase = torch.randint(0, 3, shape, generator=g)
+    active, unstable = phase == 0, phase == 1
+    mid = torch.cat([torch.rand(shape[:-1] + (1,), generator=g, dtype=torch.float64), mid], -1)
+    given = torch.rand(shape, generator=g, dtype=torch.float64)
+    for a, b in ((None, None), (given, None), (None, given)):
+        out = [relaxation._crown_choices(mid, s, t, const, active, unstable, a, b, backend=k)
+               for k in ("numpy", "torch")]
+        for x, y in zip(*out):
+            assert torch.equal(x, y)
+        # The choices are 0/1 where CROWN made them, so both means were followed step by step.
+        if a is None:
+            assert set(out[0][0].unique().tolist()) <= {0.0, 1.0}
+
+
 def test_dominant_input_gives_exact_bound():
     """A window in which one cell's lower bound is above every other upper bound: the bound of
     its max is that cell's own bound, exactly, whatever its position in the window."""

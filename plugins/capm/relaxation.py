@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -108,20 +109,7 @@ def relax_windows(lower: Tensor, upper: Tensor, valid: Tensor, *,
     # the constant by β).
     a_free, beta = lower_slope, upper_mix
     if a_free is None or beta is None:
-        mean_lo, mean_up = mid[..., 0], mid[..., 0]
-        picks_a, picks_b = [], []
-        for j in range(k - 1):
-            m = mid[..., j + 1]
-            aj = (m > mean_lo).to(ld.dtype) if lower_slope is None else lower_slope[..., j]
-            a_eff = torch.where(active[..., j], one[..., j], torch.where(unstable[..., j], aj, zero[..., j]))
-            mean_lo = (1 - a_eff) * mean_lo + a_eff * m
-            chain_mean = (1 - s[..., j]) * mean_up + s[..., j] * m + t[..., j]
-            bj = (chain_mean >= const[..., j]).to(ld.dtype) if upper_mix is None else upper_mix[..., j]
-            mean_up = (1 - bj) * chain_mean + bj * const[..., j]
-            picks_a.append(aj.expand_as(a_eff))
-            picks_b.append(bj.expand_as(mean_up))
-        a_free = torch.stack(picks_a, -1) if lower_slope is None else lower_slope
-        beta = torch.stack(picks_b, -1) if upper_mix is None else upper_mix
+        a_free, beta = _crown_choices(mid, s, t, const, active, unstable, lower_slope, upper_mix)
     a = torch.where(active, one, torch.where(unstable, a_free, zero))
 
     # The chain collapsed: slot i (i ≥ 1) enters at step i − 1 and is then scaled by every later
@@ -138,3 +126,44 @@ def relax_windows(lower: Tensor, upper: Tensor, valid: Tensor, *,
     b_up = (((1 - beta) * t + beta * const) * keep[..., 1:]).sum(-1)
     w_lo, w_up = w_lo * vs, w_up * vs
     return WindowRelaxation(perm, w_lo, w_up, b_up, a_free.expand_as(a), beta.expand_as(up_factor))
+
+
+def _crown_choices(mid: Tensor, s: Tensor, t: Tensor, const: Tensor, active: Tensor, unstable: Tensor,
+                   lower_slope: Optional[Tensor], upper_mix: Optional[Tensor],
+                   backend: str = "auto") -> tuple[Tensor, Tensor]:
+    """CROWN's choice of every step's ``a_j`` and ``β_j`` (those not given): ``a_j = 1`` when the
+    step's input ``x_{j+1}`` has the larger mean over the box than the lower bound built so far,
+    ``β_j = 1`` when the constant ``u^M_{j+1}`` is below the chain's mean. Sequential in j (each
+    choice moves the means), so this loop is most of a relaxation's time: on the CPU, without
+    gradients, it runs on numpy arrays (a few microseconds per operation, not torch's ten).
+    ``backend``: "auto", or "numpy" / "torch" to force one (tests)."""
+    dtype = mid.dtype
+    grads = any(x is not None and x.requires_grad for x in (lower_slope, upper_mix))
+    if backend == "numpy" or (backend == "auto" and mid.device.type == "cpu" and not grads):
+        # Step axis first and contiguous: each step reads one block.
+        # (The choices come from comparisons: no gradient flows through them, so bounds that
+        # carry gradients, as in CROWN-IBP training, are read detached.)
+        to = lambda x: None if x is None else np.ascontiguousarray(np.moveaxis(x.detach().numpy(), -1, 0))  # noqa: E731
+        flt = lambda c, d=mid.detach().numpy().dtype: c.astype(d)  # noqa: E731
+        bcast = lambda x, like: np.broadcast_to(x, np.broadcast_shapes(np.shape(x), like.shape))  # noqa: E731
+        stack, back = np.stack, lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(dtype)  # noqa: E731
+    else:
+        to = lambda x: None if x is None else x.movedim(-1, 0)  # noqa: E731
+        flt, stack, back = (lambda c: c.to(dtype)), torch.stack, (lambda x: x)
+        bcast = lambda x, like: x.expand(torch.broadcast_shapes(x.shape, like.shape))  # noqa: E731
+    mid, s, t, const, given_a, given_b = (to(x) for x in (mid, s, t, const, lower_slope, upper_mix))
+    fixed, free = flt(to(active)), flt(to(unstable))       # a = fixed + free * a_j: exactly 1, 0 or a_j
+    mean_lo, mean_up = mid[0], mid[0]
+    picks_a, picks_b = [], []
+    for j in range(s.shape[0]):
+        m = mid[j + 1]
+        aj = flt(m > mean_lo) if given_a is None else given_a[j]
+        a_eff = fixed[j] + free[j] * aj
+        mean_lo = (1 - a_eff) * mean_lo + a_eff * m
+        chain_mean = (1 - s[j]) * mean_up + s[j] * m + t[j]
+        bj = flt(chain_mean >= const[j]) if given_b is None else given_b[j]
+        mean_up = (1 - bj) * chain_mean + bj * const[j]
+        picks_a.append(bcast(aj, a_eff))
+        picks_b.append(bcast(bj, mean_up))
+    return (back(stack(picks_a, -1)) if lower_slope is None else lower_slope,
+            back(stack(picks_b, -1)) if upper_mix is None else upper_mix)
