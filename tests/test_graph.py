@@ -151,6 +151,23 @@ def test_unit_row_steps_equal_the_identity_backward(files, rng, name):
         assert "Linear" in checked         # the override was exercised
 
 
+@pytest.mark.parametrize("live", [0.05, 0.9])
+def test_activation_bias_reads_only_live_intercepts(rng, live):
+    """The activation step's bias sums ``min(A, 0)·ub`` (and ``max(A, 0)·lb``) over the entries
+    whose intercept is non-zero when they are few: the same value as the full sum, for one
+    intercept vector per sample and one shared by all."""
+    import torch
+
+    from vnnx.ops.base import _signed_rowdot, rowdot
+
+    A = torch.as_tensor(rng.normal(size=(3, 7, 4, 5, 5)))
+    for lead in (3, 1):
+        v = torch.as_tensor(rng.normal(size=(lead, 1, 4, 5, 5)) * (rng.random((lead, 1, 4, 5, 5)) < live))
+        for negative in (True, False):
+            ref = rowdot(A.clamp(max=0) if negative else A.clamp(min=0), v)
+            np.testing.assert_allclose(_signed_rowdot(A, v, negative).numpy(), ref.numpy(), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("rows", [3, 40])
 def test_linear_transpose_skips_dead_columns_exactly(rng, rows):
     """A dense layer's transposed product skips the columns of A that are zero in every row (a

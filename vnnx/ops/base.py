@@ -271,11 +271,12 @@ class Activation(Operator):
             lw, lb, uw, ub = self.relax(lo, hi, alpha)
         # A positive coefficient takes the lower line, a negative one the upper line. Written to
         # touch the (B, K, *shape) tensors as few times as possible: this step dominates CROWN's
-        # time on batches of boxes (input splitting).
-        coeff = A * torch.where(A >= 0, lw, uw)
-        bias = rowdot(A.clamp(max=0), ub)
+        # time on batches of boxes (input splitting) and on wide convolutional layers.
+        coeff = torch.where(A >= 0, lw, uw)
+        coeff = coeff * A if coeff.requires_grad or A.requires_grad else coeff.mul_(A)
+        bias = _signed_rowdot(A, ub, negative=True)
         if lb is not None:
-            bias = bias + rowdot(A.clamp(min=0), lb)
+            bias = bias + _signed_rowdot(A, lb, negative=False)
         return [coeff], bias
 
     def backward_sparse(self, A, bounds):
@@ -292,6 +293,22 @@ class Activation(Operator):
 
     def needs_tight_input(self, lo, hi):
         return torch.ones_like(lo, dtype=torch.bool)
+
+
+def _signed_rowdot(A: torch.Tensor, v: torch.Tensor, negative: bool) -> torch.Tensor:
+    """``rowdot(A.clamp(max=0), v)`` (``negative``) or ``rowdot(A.clamp(min=0), v)``, reading
+    only the entries where ``v`` is non-zero when they are few (a ReLU's intercepts: its
+    unstable entries only)."""
+    B, K = A.shape[:2]
+    flat_v = v.reshape(v.shape[0], 1, -1)
+    n = flat_v.shape[-1]
+    if A.shape[2:].numel() == n and not v.requires_grad:
+        live = torch.nonzero((flat_v != 0).any(0).reshape(-1)).reshape(-1)
+        if live.numel() <= n // 4:
+            part = A.reshape(B, K, n)[:, :, live]
+            part = part.clamp(max=0) if negative else part.clamp(min=0)
+            return rowdot(part, flat_v[:, :, live])
+    return rowdot(A.clamp(max=0) if negative else A.clamp(min=0), v)
 
 
 def by_sign(A):
