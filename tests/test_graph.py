@@ -158,11 +158,14 @@ def test_activation_bias_reads_only_live_intercepts(rng, live):
     intercept vector per sample and one shared by all."""
     import torch
 
+    from vnnx.ops import base
     from vnnx.ops.base import _signed_rowdot, rowdot
 
-    A = torch.as_tensor(rng.normal(size=(3, 7, 4, 5, 5)))
+    shape = (4, 16, 16)
+    assert int(np.prod(shape)) >= base.SIGNED_LIVE_MIN      # wide enough to take the live path
+    A = torch.as_tensor(rng.normal(size=(3, 7) + shape))
     for lead in (3, 1):
-        v = torch.as_tensor(rng.normal(size=(lead, 1, 4, 5, 5)) * (rng.random((lead, 1, 4, 5, 5)) < live))
+        v = torch.as_tensor(rng.normal(size=(lead, 1) + shape) * (rng.random((lead, 1) + shape) < live))
         for negative in (True, False):
             ref = rowdot(A.clamp(max=0) if negative else A.clamp(min=0), v)
             np.testing.assert_allclose(_signed_rowdot(A, v, negative).numpy(), ref.numpy(), rtol=1e-12, atol=1e-12)
@@ -178,7 +181,7 @@ def test_linear_transpose_skips_dead_columns_exactly(rng, rows):
     from vnnx.ops import linear
     from vnnx.ops.linear import Linear
 
-    op = Linear(rng.normal(size=(30, 20)), rng.normal(size=30))
+    op = Linear(rng.normal(size=(30, linear.LIVE_MIN_INPUTS)), rng.normal(size=30))
     A = torch.as_tensor(rng.normal(size=(2, rows, 30)))
     A[:, :, torch.as_tensor(rng.choice(30, 20, replace=False))] = 0.0
     full = A.reshape(-1, 30) @ op.weight
@@ -190,7 +193,7 @@ def test_linear_transpose_skips_dead_columns_exactly(rng, rows):
             (fast,) = op.transpose(A.clone().requires_grad_(grad))
         finally:
             torch.Tensor.__getitem__ = orig
-        np.testing.assert_allclose(fast.detach().reshape(-1, 20).numpy(), full.numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(fast.detach().reshape(full.shape).numpy(), full.numpy(), rtol=1e-12, atol=1e-12)
         assert bool(seen) == (2 * rows >= linear.LIVE_MIN_ROWS and not grad)
 
 

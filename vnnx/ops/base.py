@@ -295,14 +295,19 @@ class Activation(Operator):
         return torch.ones_like(lo, dtype=torch.bool)
 
 
+# _signed_rowdot looks for the live entries of layers at least this wide (on narrow ones the
+# search costs more than the full sum).
+SIGNED_LIVE_MIN = 1024
+
+
 def _signed_rowdot(A: torch.Tensor, v: torch.Tensor, negative: bool) -> torch.Tensor:
     """``rowdot(A.clamp(max=0), v)`` (``negative``) or ``rowdot(A.clamp(min=0), v)``, reading
     only the entries where ``v`` is non-zero when they are few (a ReLU's intercepts: its
-    unstable entries only)."""
+    unstable entries only) on layers of at least SIGNED_LIVE_MIN entries."""
     B, K = A.shape[:2]
     flat_v = v.reshape(v.shape[0], 1, -1)
     n = flat_v.shape[-1]
-    if A.shape[2:].numel() == n and not v.requires_grad:
+    if n >= SIGNED_LIVE_MIN and A.shape[2:].numel() == n and not v.requires_grad:
         live = torch.nonzero((flat_v != 0).any(0).reshape(-1)).reshape(-1)
         if live.numel() <= n // 4:
             part = A.reshape(B, K, n)[:, :, live]
